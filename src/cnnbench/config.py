@@ -1,0 +1,255 @@
+"""Load params.yaml, merge the chosen profile, validate, and resolve per-stage settings.
+
+Every stage and both drivers go through :func:`load`, so a bad configuration fails the same
+way everywhere: one message that names the key path and what is allowed.
+
+Resolution order for one variant (later wins)::
+
+    train -> datasets.<ds>.train -> variants.<name>.train -> profiles.<profile>.train
+    variants.<name>.model_args -> profiles.<profile>.model_args
+    datasets.<ds> -> profiles.<profile>.datasets.<ds>
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+
+SCHEMA_RELPATH = Path("workflow") / "schemas" / "params.schema.yaml"
+DEFAULT_PARAMS = Path("params.yaml")
+
+
+class ConfigError(ValueError):
+    """A problem with params.yaml (or an override of it) that the user must fix."""
+
+
+def deep_merge(base: dict, override: dict | None) -> dict:
+    """Return a copy of ``base`` with ``override`` merged in recursively (override wins)."""
+    out = copy.deepcopy(base)
+    for key, value in (override or {}).items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def canonical_hash(obj: Any) -> str:
+    """sha256 of the canonical JSON of ``obj`` (sorted keys): a stable fingerprint of settings."""
+    blob = json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()
+    return hashlib.sha256(blob).hexdigest()
+
+
+def find_schema(params_path: Path) -> Path:
+    """The schema sits in the repository beside params.yaml: ``workflow/schemas/``."""
+    candidates = [params_path.resolve().parent / SCHEMA_RELPATH]
+    # An installed package run from elsewhere still finds the schema of its source checkout.
+    candidates.append(Path(__file__).resolve().parents[2] / SCHEMA_RELPATH)
+    for cand in candidates:
+        if cand.is_file():
+            return cand
+    raise ConfigError(
+        f"cannot find the params schema {SCHEMA_RELPATH} next to {params_path}; "
+        "run cnnbench from the root of the cnnbench repository or pass --params <repo>/params.yaml"
+    )
+
+
+def read_yaml(path: Path) -> Any:
+    try:
+        text = Path(path).read_text()
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: file not found (pass --params PATH or run from the repository root)") from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(f"{path}: YAML syntax error{where}: {problem}") from None
+
+
+def _key_path(path) -> str:
+    parts = [str(p) for p in path]
+    return ".".join(parts) if parts else "(top level)"
+
+
+def _describe(error: jsonschema.ValidationError) -> str:
+    """One human line for a schema error: key path, what is wrong, what is allowed."""
+    where = _key_path(error.absolute_path)
+    validator, schema, inst = error.validator, error.schema, error.instance
+    if validator == "additionalProperties":
+        allowed = sorted(schema.get("properties", {}))
+        extra = sorted(set(inst) - set(allowed)) if isinstance(inst, dict) else []
+        bad = ", ".join(repr(e) for e in extra)
+        return f"{where}: unknown key {bad}; allowed keys: {', '.join(allowed)}"
+    if validator == "enum":
+        allowed = ", ".join(str(v) for v in schema["enum"])
+        return f"{where}: {inst!r} is not allowed; allowed values: {allowed}"
+    if validator == "type":
+        want = schema["type"]
+        want = " or ".join(want) if isinstance(want, list) else want
+        return f"{where}: expected {want}, got {inst!r} ({type(inst).__name__})"
+    if validator in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"):
+        bounds = []
+        for key, sym in (("minimum", ">="), ("exclusiveMinimum", ">"), ("maximum", "<="), ("exclusiveMaximum", "<")):
+            if key in schema:
+                bounds.append(f"{sym} {schema[key]}")
+        return f"{where}: {inst!r} is out of range; allowed: {' and '.join(bounds)}"
+    if validator == "required":
+        allowed = sorted(schema.get("properties", {}))
+        return f"{where}: {error.message}; keys of this block: {', '.join(allowed)}"
+    if validator == "minProperties":
+        return f"{where}: must not be empty"
+    if validator == "pattern":
+        return f"{where}: {inst!r} does not match the required pattern {schema['pattern']}"
+    return f"{where}: {error.message}"
+
+
+def validate_against_schema(doc: Any, schema: dict, source: str) -> None:
+    validator = jsonschema.Draft202012Validator(schema)
+    errors = list(validator.iter_errors(doc))
+    if not errors:
+        return
+    # best_match descends into allOf/anyOf and prefers the most specific error.
+    best = jsonschema.exceptions.best_match(errors)
+    more = f" (and {len(errors) - 1} more problem(s))" if len(errors) > 1 else ""
+    raise ConfigError(f"{source}: {_describe(best)}{more}")
+
+
+@dataclass
+class Config:
+    """A validated params.yaml with one profile applied."""
+
+    raw: dict
+    profile: str
+    params_path: Path
+    _schema: dict = field(repr=False, default_factory=dict)
+
+    # --- views -------------------------------------------------------------------------
+    @property
+    def profile_block(self) -> dict:
+        return self.raw["profiles"][self.profile]
+
+    @property
+    def variants(self) -> list[str]:
+        return list(self.raw["variants"])
+
+    @property
+    def datasets(self) -> list[str]:
+        """Datasets that at least one variant uses, in first-use order."""
+        seen: list[str] = []
+        for spec in self.raw["variants"].values():
+            if spec["dataset"] not in seen:
+                seen.append(spec["dataset"])
+        return seen
+
+    @property
+    def data_mirror(self) -> str | None:
+        return self.raw.get("data_mirror")
+
+    def variants_of(self, dataset: str) -> list[str]:
+        return [v for v, spec in self.raw["variants"].items() if spec["dataset"] == dataset]
+
+    def dataset(self, name: str) -> dict:
+        """Dataset settings with the profile's overrides applied."""
+        if name not in self.raw["datasets"]:
+            raise ConfigError(
+                f"unknown dataset {name!r}; datasets in {self.params_path}: {', '.join(self.raw['datasets'])}"
+            )
+        override = self.profile_block.get("datasets", {}).get(name)
+        return deep_merge(self.raw["datasets"][name], override)
+
+    def source_settings(self, name: str) -> dict:
+        """What `download` reads: ``datasets.<name>.source``."""
+        return dict(self.dataset(name)["source"])
+
+    def preprocess_settings(self, name: str) -> dict:
+        """What `preprocess` reads: the dataset block (source keys flattened in), without training defaults."""
+        ds = self.dataset(name)
+        flat = {k: v for k, v in ds.items() if k not in ("train", "source")}
+        flat.update(ds["source"])
+        return flat
+
+    def variant(self, name: str) -> dict:
+        """Everything one variant's train/evaluate reads, fully resolved."""
+        if name not in self.raw["variants"]:
+            raise ConfigError(
+                f"unknown variant {name!r}; variants in {self.params_path}: {', '.join(self.variants)}"
+            )
+        spec = self.raw["variants"][name]
+        ds = self.dataset(spec["dataset"])
+        train = deep_merge(self.raw["train"], ds.get("train"))
+        train = deep_merge(train, spec.get("train"))
+        train = deep_merge(train, self.profile_block.get("train"))
+        model_args = deep_merge(spec.get("model_args", {}), self.profile_block.get("model_args"))
+        exclude: list[str] = []
+        if spec["dataset"] == "butterflies" and spec.get("filter_noisy", True):
+            exclude = list(ds.get("noisy_classes", []))
+        return {
+            "variant": name,
+            "dataset": spec["dataset"],
+            "model": spec["model"],
+            "model_args": model_args,
+            "exclude_classes": exclude,
+            "lab_report": spec.get("lab_report"),
+            "description": spec.get("description", ""),
+            "train": train,
+        }
+
+    def variant_hash(self, name: str) -> str:
+        return canonical_hash(self.variant(name))
+
+    @property
+    def params_hash(self) -> str:
+        """Fingerprint of everything the study computes from: profile, datasets, variants."""
+        return canonical_hash(
+            {
+                "profile": self.profile,
+                "datasets": {d: self.dataset(d) for d in self.raw["datasets"]},
+                "variants": {v: self.variant(v) for v in self.variants},
+            }
+        )
+
+
+def _check_semantics(raw: dict, source: str) -> None:
+    """Rules a JSON schema cannot say well."""
+    for name, spec in raw["variants"].items():
+        if spec["dataset"] != "butterflies" and "filter_noisy" in spec:
+            raise ConfigError(
+                f"{source}: variants.{name}.filter_noisy: only butterfly variants filter classes; "
+                f"remove the key or set dataset: butterflies"
+            )
+
+
+def load(params_path: str | Path = DEFAULT_PARAMS, profile: str | None = None) -> Config:
+    """Read, merge and validate params.yaml. ``profile`` overrides the file's ``profile`` key."""
+    params_path = Path(params_path)
+    raw = read_yaml(params_path)
+    source = str(params_path)
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: expected a mapping of keys at the top level, got {type(raw).__name__}")
+    schema = read_yaml(find_schema(params_path))
+    if profile is not None:
+        raw = dict(raw, profile=profile)
+    validate_against_schema(raw, schema, source)
+    chosen = raw["profile"]
+    if chosen not in raw["profiles"]:
+        raise ConfigError(
+            f"{source}: profile: {chosen!r} is not defined under profiles; "
+            f"allowed values: {', '.join(raw['profiles'])}"
+        )
+    _check_semantics(raw, source)
+    cfg = Config(raw=raw, profile=chosen, params_path=params_path, _schema=schema)
+    # The merged view must satisfy the schema too: validate every resolved block.
+    merged = copy.deepcopy(raw)
+    for ds in raw["datasets"]:
+        merged["datasets"][ds] = cfg.dataset(ds)
+    validate_against_schema(merged, schema, f"{source} (profile {chosen!r} merged)")
+    return cfg

@@ -1,0 +1,124 @@
+"""params.yaml loading, profile merge and validation messages."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+
+from cnnbench.config import ConfigError, canonical_hash, deep_merge, load
+from cnnbench.models import model_names
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def params_copy(tmp_path: Path):
+    """A writable copy of params.yaml with the schema beside it, plus a function to edit it."""
+    (tmp_path / "workflow" / "schemas").mkdir(parents=True)
+    shutil.copy(REPO / "workflow/schemas/params.schema.yaml", tmp_path / "workflow/schemas/")
+    doc = yaml.safe_load((REPO / "params.yaml").read_text())
+    path = tmp_path / "params.yaml"
+
+    def write(edit=None) -> Path:
+        d = yaml.safe_load(yaml.safe_dump(doc))
+        if edit:
+            edit(d)
+        path.write_text(yaml.safe_dump(d, sort_keys=False))
+        return path
+
+    return write
+
+
+def test_repo_params_valid_for_every_profile():
+    for profile in ("full", "quick", "smoke"):
+        cfg = load(REPO / "params.yaml", profile=profile)
+        assert cfg.profile == profile
+        for v in cfg.variants:
+            resolved = cfg.variant(v)
+            assert resolved["train"]["epochs"] >= 1
+            assert resolved["model"] in model_names()
+
+
+def test_schema_model_enum_matches_registry():
+    schema = yaml.safe_load((REPO / "workflow/schemas/params.schema.yaml").read_text())
+    assert sorted(schema["$defs"]["variant"]["properties"]["model"]["enum"]) == model_names()
+
+
+def test_profile_wins_over_variant_and_defaults():
+    cfg = load(REPO / "params.yaml", profile="smoke")
+    raw = cfg.raw
+    v = cfg.variant("cifar10-resnet18")
+    assert raw["variants"]["cifar10-resnet18"]["train"]["epochs"] != v["train"]["epochs"]
+    assert v["train"]["epochs"] == raw["profiles"]["smoke"]["train"]["epochs"]
+    assert v["model_args"] == raw["profiles"]["smoke"]["model_args"]
+    # dataset-level training defaults reach the variant
+    assert v["train"]["normalize"] == raw["datasets"]["cifar10"]["train"]["normalize"]
+    # profile dataset overrides reach preprocessing
+    assert cfg.preprocess_settings("butterflies")["image_size"] == raw["profiles"]["smoke"]["datasets"]["butterflies"]["image_size"]
+    full = load(REPO / "params.yaml", profile="full")
+    assert full.variant("cifar10-resnet18")["train"]["epochs"] == raw["variants"]["cifar10-resnet18"]["train"]["epochs"]
+
+
+def test_filter_noisy_resolves_to_excluded_classes():
+    cfg = load(REPO / "params.yaml", profile="full")
+    noisy = cfg.raw["datasets"]["butterflies"]["noisy_classes"]
+    assert len(noisy) == 6
+    assert cfg.variant("butterflies-resnet18")["exclude_classes"] == noisy
+    assert cfg.variant("butterflies-resnet18-unfiltered")["exclude_classes"] == []
+    assert cfg.variant("cifar10-resnet18")["exclude_classes"] == []
+
+
+def test_variant_settings_are_independent():
+    """Changing one variant's lr changes only that variant's resolved settings (the cache key)."""
+    a = load(REPO / "params.yaml", profile="smoke")
+    raw = yaml.safe_load(yaml.safe_dump(a.raw))
+    raw["variants"]["cifar10-resnet18"].setdefault("train", {})["optimizer"] = {"lr": 0.05}
+    b_variant = deep_merge(a.variant("cifar10-resnet18"), {"train": {"optimizer": {"lr": 0.05}}})
+    assert canonical_hash(b_variant) != canonical_hash(a.variant("cifar10-resnet18"))
+
+
+@pytest.mark.parametrize(
+    "edit, expected",
+    [
+        (lambda d: d.update(bogus=1), ["(top level)", "unknown key 'bogus'", "allowed keys:"]),
+        (lambda d: d["train"]["optimizer"].update(lr=-0.1), ["train.optimizer.lr", "-0.1", "allowed: > 0"]),
+        (lambda d: d["train"].update(epochs="ten"), ["train.epochs", "expected integer", "'ten'"]),
+        (lambda d: d["train"].update(epochs=0), ["train.epochs", "allowed: >= 1"]),
+        (lambda d: d["variants"]["cifar10-resnet18"].update(model="resnet99"),
+         ["variants.cifar10-resnet18.model", "'resnet99'", "allowed values:", "resnet18_small_stem"]),
+        (lambda d: d["variants"]["cifar10-resnet18"].update(dataset="mnist"),
+         ["variants.cifar10-resnet18.dataset", "allowed values: cifar10, butterflies"]),
+        (lambda d: d.update(variants={}), ["variants", "must not be empty"]),
+        (lambda d: d["train"]["schedule"].update(name="warp"), ["train.schedule.name", "allowed values:"]),
+        (lambda d: d["profiles"]["smoke"]["train"].update(batch_sizes=3), ["profiles.smoke.train", "'batch_sizes'"]),
+        (lambda d: d.update(profile="turbo"), ["profile", "'turbo'", "allowed values: full, quick, smoke"]),
+        (lambda d: d["datasets"]["butterflies"].update(on_bad_image="ignore"),
+         ["datasets.butterflies.on_bad_image", "allowed values: skip, fail"]),
+        (lambda d: d["variants"]["cifar10-resnet18"].update(filter_noisy=True),
+         ["variants.cifar10-resnet18.filter_noisy", "only butterfly variants"]),
+    ],
+)
+def test_bad_params_give_one_message_naming_the_key(params_copy, edit, expected):
+    path = params_copy(edit)
+    with pytest.raises(ConfigError) as info:
+        load(path)
+    msg = str(info.value)
+    assert "\n" not in msg
+    for part in expected:
+        assert part in msg, f"{part!r} not in {msg!r}"
+
+
+def test_yaml_syntax_error_names_line(tmp_path, params_copy):
+    path = params_copy()
+    path.write_text(path.read_text() + "\ntrain: [unclosed\n")
+    with pytest.raises(ConfigError, match=r"params.yaml: YAML syntax error at line \d+"):
+        load(path)
+
+
+def test_unknown_variant_lists_allowed():
+    cfg = load(REPO / "params.yaml")
+    with pytest.raises(ConfigError, match="unknown variant 'nope'; variants in .*cifar10-resnet18"):
+        cfg.variant("nope")

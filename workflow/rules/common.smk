@@ -1,0 +1,47 @@
+# Load and validate params.yaml before any job is scheduled; helpers that list targets.
+import json
+import sys
+
+from cnnbench.config import ConfigError, load as load_params
+
+configfile: "params.yaml"
+
+# Only the profile may be chosen on the command line (`--config profile=smoke`): every stage is
+# a `cnnbench` process that reads params.yaml itself, so other overrides would be silently lost.
+_OVERRIDABLE = {"profile"}
+try:
+    _on_disk = load_params("params.yaml").raw
+    _changed = sorted(k for k in set(config) | set(_on_disk) if k not in _OVERRIDABLE and config.get(k) != _on_disk.get(k))
+    if _changed:
+        raise ConfigError(
+            f"--config may only set {', '.join(sorted(_OVERRIDABLE))}; edit params.yaml to change "
+            f"{', '.join(_changed)}"
+        )
+    CFG = load_params("params.yaml", profile=str(config["profile"]))
+except ConfigError as _exc:
+    sys.stderr.write(f"cnnbench: config error: {_exc}\n")
+    sys.exit(2)
+
+PROFILE = CFG.profile
+CNNBENCH = f"cnnbench --profile {PROFILE}"
+VARIANTS = CFG.variants
+DATASETS = CFG.datasets
+
+wildcard_constraints:
+    dataset="|".join(DATASETS),
+    variant="|".join(VARIANTS),
+
+
+def variant_dataset(wildcards):
+    return CFG.variant(wildcards.variant)["dataset"]
+
+
+def variant_settings(wildcards):
+    # Only this variant's resolved settings: changing another variant never reruns this one.
+    return json.dumps(CFG.variant(wildcards.variant), sort_keys=True)
+
+
+rule all:
+    input:
+        "results/report/report.html",
+        "results/report/report.md",

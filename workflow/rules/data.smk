@@ -1,0 +1,24 @@
+# Fetch and pack the data sets.
+
+rule download:
+    output:
+        directory("data/raw/{dataset}"),
+    params:
+        settings=lambda wc: json.dumps(CFG.source_settings(wc.dataset), sort_keys=True),
+    log:
+        "logs/download/{dataset}.log",
+    shell:
+        "{CNNBENCH} download --dataset {wildcards.dataset} --out {output} > {log} 2>&1"
+
+
+rule preprocess:
+    input:
+        "data/raw/{dataset}",
+    output:
+        directory("data/prepared/{dataset}"),
+    params:
+        settings=lambda wc: json.dumps(CFG.preprocess_settings(wc.dataset), sort_keys=True),
+    log:
+        "logs/preprocess/{dataset}.log",
+    shell:
+        "{CNNBENCH} preprocess --dataset {wildcards.dataset} --raw {input} --out {output} > {log} 2>&1"

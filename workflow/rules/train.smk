@@ -1,0 +1,33 @@
+# Train and evaluate one variant per job.
+
+rule train:
+    input:
+        data=lambda wc: f"data/prepared/{variant_dataset(wc)}",
+    output:
+        model="results/runs/{variant}/model.pt",
+        history="results/runs/{variant}/history.csv",
+        summary="results/runs/{variant}/train.json",
+    params:
+        settings=variant_settings,
+    log:
+        "logs/train/{variant}.log",
+    shell:
+        "{CNNBENCH} train --variant {wildcards.variant} --data {input.data} "
+        "--out results/runs/{wildcards.variant} > {log} 2>&1"
+
+
+rule evaluate:
+    input:
+        data=lambda wc: f"data/prepared/{variant_dataset(wc)}",
+        model="results/runs/{variant}/model.pt",
+        summary="results/runs/{variant}/train.json",
+    output:
+        metrics="results/runs/{variant}/metrics.json",
+        confusion="results/runs/{variant}/confusion.csv",
+    params:
+        settings=variant_settings,
+    log:
+        "logs/evaluate/{variant}.log",
+    shell:
+        "{CNNBENCH} evaluate --variant {wildcards.variant} --data {input.data} "
+        "--run results/runs/{wildcards.variant} > {log} 2>&1"
