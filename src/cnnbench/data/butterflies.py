@@ -1,0 +1,407 @@
+"""Butterflies & moths (Kaggle, 100 species): validate, decode and pack the zip.
+
+The archive is read in memory, never extracted. Before any image is decoded the
+whole member list is checked: unsafe paths (absolute, drive letter, ``..``),
+symlink members and archives that would expand beyond
+``datasets.butterflies.max_uncompressed_bytes`` are refused outright.
+
+The CSV (``butterflies and moths.csv`` with columns ``class id, filepaths, labels,
+data set``, or the older ``butterflies.csv`` without ``class id``; at the archive
+root or under one top-level folder) is the index: its ``data set`` column gives the
+split (train/valid/test -> train/val/test), its ``labels`` the class. Classes are
+the sorted labels. Every image is fully decoded; anything that is not a 224x224
+RGB JPEG, or that the CSV and the folders disagree about, is a *bad image*, skipped
+with a warning and listed in the manifest (``on_bad_image: skip``) or fatal
+(``on_bad_image: fail``). The bundled Keras ``.h5`` model is ignored.
+
+The noisy classes are validated and recorded, not removed: variants drop them at
+load time with ``packed.load_split(..., exclude_classes=manifest["noisy_classes"])``.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+import re
+import stat
+import zipfile
+import zlib
+from collections import Counter
+from collections.abc import Mapping
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import numpy as np
+from PIL import Image
+from tqdm import tqdm
+
+from cnnbench.data import packed
+from cnnbench.data.fetch import read_source
+
+__all__ = ["prepare", "SOURCE_SIZE", "CSV_NAMES", "check_archive_members"]
+
+log = logging.getLogger("cnnbench.butterflies")
+
+SOURCE_SIZE = (224, 224)  # (width, height) of every image in the official set
+CSV_NAMES = ("butterflies and moths.csv", "butterflies.csv")  # current name first, then the older one
+_SPLIT_DIRS = {"train": "train", "valid": "val", "test": "test"}  # folder in the archive -> our split
+_DATA_SET = {"train": "train", "valid": "val", "val": "val", "validation": "val", "test": "test"}
+_KEY = "datasets.butterflies"
+
+
+# --------------------------------------------------------------------------- archive safety
+def _member_problem(info: zipfile.ZipInfo) -> str | None:
+    name = info.filename
+    parts = re.split(r"[\\/]", name)
+    if name.startswith(("/", "\\")):
+        return "absolute path"
+    if re.match(r"^[A-Za-z]:", name):
+        return "drive letter"
+    if ".." in parts:
+        return "'..' path component"
+    if stat.S_ISLNK(info.external_attr >> 16):
+        return "symbolic link"
+    return None
+
+
+def check_archive_members(zf: zipfile.ZipFile, archive: Path, max_uncompressed_bytes: int) -> int:
+    """Refuse unsafe archives; return the total declared uncompressed size.
+
+    Raises:
+        ValueError: a member has an absolute path, a drive letter, a ``..`` component or
+            is a symlink (the message names it), or the declared sizes add up to more
+            than `max_uncompressed_bytes` (the message names the limit and its param key).
+    """
+    total = 0
+    for info in zf.infolist():
+        problem = _member_problem(info)
+        if problem is not None:
+            raise ValueError(
+                f"unsafe member {info.filename!r} in {archive}: {problem}. Archives with absolute paths, "
+                "drive letters, '..' components or symlinks are refused; this is not a genuine copy of "
+                "the butterfly data set, delete it and download it again"
+            )
+        total += info.file_size
+    if total > max_uncompressed_bytes:
+        raise ValueError(
+            f"{archive} declares {total} bytes uncompressed, more than the limit "
+            f"{_KEY}.max_uncompressed_bytes = {max_uncompressed_bytes}; refusing it (a zip bomb or the "
+            f"wrong file). If the archive is genuine, raise {_KEY}.max_uncompressed_bytes"
+        )
+    return total
+
+
+# --------------------------------------------------------------------------- CSV
+class _Row:
+    __slots__ = ("line", "path", "label", "split", "class_id")
+
+    def __init__(self, line: int, path: str, label: str, split: str, class_id: int | None) -> None:
+        self.line, self.path, self.label, self.split, self.class_id = line, path, label, split, class_id
+
+
+def _find_csv(names: list[str], archive: Path) -> str:
+    for csv_name in CSV_NAMES:
+        hits = sorted(n for n in names if PurePosixPath(n).name == csv_name and n.count("/") <= 1)
+        if len(hits) > 1:
+            raise ValueError(f"{archive} holds several {csv_name!r} files ({hits}); cannot tell which one indexes the images")
+        if hits:
+            return hits[0]
+    raise ValueError(
+        f"{archive} has no {CSV_NAMES[0]!r} or {CSV_NAMES[1]!r} at its root or under one top-level folder; "
+        "is this the Kaggle butterfly & moth archive?"
+    )
+
+
+def _norm(path: str) -> str:
+    path = path.strip().replace("\\", "/")
+    while path.startswith("./"):
+        path = path[2:]
+    return path
+
+
+def _read_csv(text: str, where: str) -> tuple[list[_Row], bool]:
+    """Parse the index CSV; return its rows and whether it has a class id column."""
+    reader = csv.reader(io.StringIO(text))
+    try:
+        header = [h.strip().lower() for h in next(reader)]
+    except StopIteration:
+        raise ValueError(f"{where} is empty") from None
+    col = {h: i for i, h in enumerate(header)}
+    missing = [c for c in ("filepaths", "labels", "data set") if c not in col]
+    if missing:
+        raise ValueError(
+            f"{where} lacks column(s) {missing}; found {header}. Expected 'class id, filepaths, labels, data set' "
+            "or (older format) 'filepaths, labels, data set'"
+        )
+    has_id = "class id" in col
+    rows: list[_Row] = []
+    for line, rec in enumerate(reader, start=2):
+        if not rec or all(not c.strip() for c in rec):
+            continue
+        if len(rec) < len(header):
+            raise ValueError(f"{where}:{line}: expected {len(header)} columns, got {len(rec)}: {rec}")
+        data_set = rec[col["data set"]].strip().lower()
+        if data_set not in _DATA_SET:
+            raise ValueError(f"{where}:{line}: unknown 'data set' value {rec[col['data set']]!r}; expected train, valid or test")
+        class_id = None
+        if has_id:
+            try:
+                class_id = int(float(rec[col["class id"]]))
+            except ValueError:
+                raise ValueError(f"{where}:{line}: 'class id' {rec[col['class id']]!r} is not an integer") from None
+        label = rec[col["labels"]].strip()
+        if not label:
+            raise ValueError(f"{where}:{line}: empty label")
+        rows.append(_Row(line, _norm(rec[col["filepaths"]]), label, _DATA_SET[data_set], class_id))
+    if not rows:
+        raise ValueError(f"{where} has no data rows")
+    return rows, has_id
+
+
+def _check_class_ids(rows: list[_Row], labels: list[str], where: str) -> None:
+    """The class id of each row must equal its label's position in the sorted labels."""
+    index = {name: i for i, name in enumerate(labels)}
+    for row in rows:
+        if row.class_id is not None and row.class_id != index[row.label]:
+            raise ValueError(
+                f"{where}:{row.line}: class id {row.class_id} of label {row.label!r} does not match its position "
+                f"{index[row.label]} among the sorted labels; the CSV is inconsistent"
+            )
+
+
+# --------------------------------------------------------------------------- images
+def _decode(data: bytes, size: int) -> tuple[np.ndarray | None, str | None]:
+    """Fully decode one image; return (HxWx3 uint8 array, None) or (None, reason it is bad)."""
+    if not data:
+        return None, "empty file (0 bytes)"
+    try:
+        im = Image.open(io.BytesIO(data))
+    except Exception as e:  # UnidentifiedImageError, OSError, SyntaxError from broken headers
+        return None, f"not a readable image ({type(e).__name__}: {e})"
+    with im:
+        if im.format != "JPEG":
+            return None, f"not a JPEG (content is {im.format or 'unknown'})"
+        if im.mode != "RGB":
+            return None, f"colour mode {im.mode}, expected RGB"
+        if im.size != SOURCE_SIZE:
+            return None, f"size {im.size[0]}x{im.size[1]}, expected {SOURCE_SIZE[0]}x{SOURCE_SIZE[1]}"
+        try:
+            im.load()  # full decode: truncated or corrupt data fails here
+        except Exception as e:
+            return None, f"corrupt or truncated JPEG ({type(e).__name__}: {e})"
+        if im.size != (size, size):
+            # Pillow's resize antialiases when downscaling (the filter support scales with the factor).
+            resized = im.resize((size, size), Image.Resampling.BILINEAR)
+            return np.asarray(resized, dtype=np.uint8), None
+        return np.asarray(im, dtype=np.uint8), None
+
+
+# --------------------------------------------------------------------------- prepare
+def prepare(raw_dir: Path, out_dir: Path, cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """Pack the butterfly archive ``raw_dir/cfg["filename"]`` into `out_dir`; return the manifest.
+
+    Args:
+        raw_dir: the download stage's output (archive + ``source.json``).
+        out_dir: the packed store to write (see `cnnbench.data.packed`).
+        cfg: ``datasets.butterflies`` params; reads ``filename``, ``image_size``,
+            ``on_bad_image`` (skip|fail), ``max_uncompressed_bytes`` and ``noisy_classes``.
+
+    The manifest adds to the common keys: ``noisy_classes``, ``splits_without_noisy``
+    (per-split counts once the noisy classes are dropped), ``dropped_classes``
+    (CSV classes left with no usable image; not in ``classes``), ``csv``,
+    ``source_image_size``, ``on_bad_image`` and ``excluded`` (every skipped or
+    ignored member with its reason; ``split`` is "" for files outside the splits).
+
+    Raises:
+        ValueError: unsafe or oversized archive, malformed CSV, unknown noisy class, or
+            (with ``on_bad_image: fail``) the first bad image, naming the member.
+        FileNotFoundError: the archive or ``source.json`` is missing.
+    """
+    raw_dir, out_dir = Path(raw_dir), Path(out_dir)
+    filename = cfg.get("filename")
+    if not isinstance(filename, str) or not filename:
+        raise ValueError(f"datasets.butterflies.filename (the archive's file name) is missing or empty in {dict(cfg)!r}")
+    archive = raw_dir / filename
+    if not archive.is_file():
+        raise FileNotFoundError(f"{archive} not found; run `cnnbench download --dataset butterflies` first")
+    image_size = int(cfg.get("image_size", SOURCE_SIZE[0]))
+    if image_size < 1:
+        raise ValueError(f"{_KEY}.image_size must be a positive number of pixels, got {image_size}")
+    on_bad = cfg.get("on_bad_image", "skip")
+    if on_bad not in ("skip", "fail"):
+        raise ValueError(f"{_KEY}.on_bad_image must be 'skip' or 'fail', got {on_bad!r}")
+    limit = int(cfg["max_uncompressed_bytes"])
+    noisy = list(cfg.get("noisy_classes") or [])
+    source = read_source(raw_dir, "butterflies")
+
+    try:
+        zf = zipfile.ZipFile(archive)
+    except (zipfile.BadZipFile, OSError) as e:
+        raise ValueError(
+            f"{archive} is not a readable zip archive ({e}); delete it and run `cnnbench download --dataset butterflies`"
+        ) from e
+    with zf:
+        total_bytes = check_archive_members(zf, archive, limit)
+        return _prepare(zf, archive, out_dir, image_size, on_bad, noisy, source, total_bytes)
+
+
+def _prepare(
+    zf: zipfile.ZipFile,
+    archive: Path,
+    out_dir: Path,
+    image_size: int,
+    on_bad: str,
+    noisy: list[str],
+    source: dict[str, Any],
+    total_bytes: int,
+) -> dict[str, Any]:
+    members: dict[str, zipfile.ZipInfo] = {}
+    for info in zf.infolist():
+        if not info.is_dir():
+            members[_norm(info.filename)] = info
+    csv_name = _find_csv(list(members), archive)
+    root = str(PurePosixPath(csv_name).parent)
+    prefix = "" if root == "." else root + "/"
+    where = f"{archive}:{csv_name}"
+    rows, has_id = _read_csv(zf.read(members[csv_name]).decode("utf-8-sig"), where)
+    csv_labels = sorted({r.label for r in rows})
+    _check_class_ids(rows, csv_labels, where)
+    unknown = [n for n in noisy if n not in csv_labels]
+    if unknown:
+        raise ValueError(
+            f"{_KEY}.noisy_classes names {unknown}, not a class of {archive} "
+            f"(its CSV has {len(csv_labels)} classes, e.g. {csv_labels[:3]}); fix the spelling or remove it"
+        )
+
+    excluded: list[dict[str, str]] = []
+
+    def bad(split: str, file: str, reason: str) -> None:
+        if on_bad == "fail":
+            raise ValueError(
+                f"bad image {prefix + file!r} in {archive}: {reason}. Set {_KEY}.on_bad_image: skip to leave "
+                "such files out (they are listed in the manifest), or repair the archive"
+            )
+        log.warning("skipping %s (%s): %s", file, split, reason)
+        excluded.append({"split": split, "file": file, "reason": reason})
+
+    # Everything in the archive that is not the CSV: images in split folders, or other files.
+    folder_files: dict[str, tuple[str, str]] = {}  # relative path -> (split, folder class)
+    folders: set[str] = set()
+    for name in members:
+        if name == csv_name:
+            continue
+        rel = name[len(prefix):] if name.startswith(prefix) else None
+        parts = rel.split("/") if rel is not None else []
+        if rel is not None and len(parts) >= 3 and parts[0] in _SPLIT_DIRS:
+            folder_files[rel] = (_SPLIT_DIRS[parts[0]], parts[1])
+            folders.add("/".join(parts[:2]))
+            continue
+        shown = rel if rel is not None else name
+        if name.lower().endswith(".h5"):
+            reason = "ignored: Keras model file (.h5), not part of the data"
+        elif PurePosixPath(name).name in CSV_NAMES:
+            reason = f"ignored: another index CSV ({csv_name!r} is used)"
+        else:
+            reason = "ignored: not inside a train/, valid/ or test/ class folder"
+        log.info("%s: %s", shown, reason)
+        excluded.append({"split": "", "file": shown, "reason": reason})
+
+    # CSV vs folders.
+    listed: dict[str, int] = {}
+    candidates: list[_Row] = []
+    for row in rows:
+        if row.path in listed:
+            bad(row.split, row.path, f"duplicate CSV row (also on line {listed[row.path]})")
+            continue
+        listed[row.path] = row.line
+        folder = str(PurePosixPath(row.path).parent)
+        if row.path in folder_files:
+            candidates.append(row)
+        elif folder not in folders:
+            bad(row.split, row.path, f"folder {folder}/ of CSV class {row.label!r} is not in the archive")
+        else:
+            bad(row.split, row.path, "listed in the CSV but missing from the archive")
+    label_set = set(csv_labels)
+    for rel, (split, folder_class) in folder_files.items():
+        if rel in listed:
+            continue
+        if folder_class not in label_set:
+            bad(split, rel, f"class folder {folder_class!r} is not in the CSV")
+        else:
+            bad(split, rel, "in a class folder but not listed in the CSV")
+
+    # Decode.
+    per_split = Counter(r.split for r in candidates)
+    arrays = {s: np.empty((per_split[s], image_size, image_size, 3), np.uint8) for s in packed.SPLITS}
+    names: dict[str, list[str]] = {s: [] for s in packed.SPLITS}
+    for row in tqdm(candidates, desc="decode butterflies", unit="img", mininterval=0.5, leave=False):
+        try:
+            data = zf.read(members[prefix + row.path])
+        except (zipfile.BadZipFile, zlib.error, EOFError, OSError, NotImplementedError) as e:
+            bad(row.split, row.path, f"zip member cannot be read ({type(e).__name__}: {e})")
+            continue
+        array, reason = _decode(data, image_size)
+        if array is None:
+            assert reason is not None
+            bad(row.split, row.path, reason)
+            continue
+        arrays[row.split][len(names[row.split])] = array
+        names[row.split].append(row.label)
+
+    kept_labels = {label for split_names in names.values() for label in split_names}
+    classes = [c for c in csv_labels if c in kept_labels]
+    dropped = [c for c in csv_labels if c not in kept_labels]
+    if not classes:
+        raise ValueError(f"{archive}: no usable image left (see the warnings); the archive is not usable")
+    notes: list[str] = [
+        "splits follow the CSV's 'data set' column: train -> train, valid -> val (model selection), test -> test",
+        f"images are {SOURCE_SIZE[0]}x{SOURCE_SIZE[1]} RGB JPEGs"
+        + (f", resized to {image_size}x{image_size} with Pillow bilinear (antialiased)" if image_size != SOURCE_SIZE[0] else ""),
+        "noisy classes are stored; variants with filter_noisy drop them at load time",
+    ]
+    if dropped:
+        log.warning("classes %s have no usable image and are left out", dropped)
+        notes.append(f"classes {dropped} of the CSV have no usable image and are not among the classes")
+    noisy_kept = [c for c in noisy if c in classes]
+    if len(noisy_kept) != len(noisy):
+        notes.append(f"noisy classes {[c for c in noisy if c not in classes]} have no usable image")
+    n_bad = sum(1 for e in excluded if not e["reason"].startswith("ignored:"))
+    if n_bad:
+        notes.append(f"{n_bad} bad image(s) or CSV/folder mismatch(es) skipped (on_bad_image: skip); see excluded.csv")
+
+    index = {name: i for i, name in enumerate(classes)}
+    splits: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    without_noisy: dict[str, dict[str, int]] = {}
+    for split in packed.SPLITS:
+        labels = np.array([index[n] for n in names[split]], dtype=np.int64)
+        splits[split] = (arrays[split][: len(labels)], labels)
+        without_noisy[split] = {
+            "count": int(sum(1 for n in names[split] if n not in noisy_kept)),
+            "num_classes": len(classes) - len(noisy_kept),
+        }
+    manifest: dict[str, Any] = {
+        "dataset": "butterflies",
+        "source": source,
+        "source_image_size": [SOURCE_SIZE[1], SOURCE_SIZE[0]],
+        "classes": classes,
+        "noisy_classes": noisy_kept,
+        "splits": {},
+        "splits_without_noisy": without_noisy,
+        "dropped_classes": dropped,
+        "csv": csv_name,
+        "csv_has_class_id": has_id,
+        "uncompressed_bytes": total_bytes,
+        "on_bad_image": on_bad,
+        "excluded": excluded,
+        "notes": notes,
+    }
+    packed.write_prepared(out_dir, splits, classes, manifest)
+    log.info(
+        "butterflies: %s images of %d classes, %d excluded -> %s",
+        {s: len(names[s]) for s in packed.SPLITS},
+        len(classes),
+        len(excluded),
+        out_dir,
+    )
+    return packed.read_manifest(out_dir)

@@ -1,0 +1,273 @@
+"""CIFAR-10: read the python-pickle archive safely and pack train/val/test.
+
+The archive (``cifar-10-python.tar.gz``) holds ``cifar-10-batches-py/`` with
+``data_batch_1..5``, ``test_batch`` and ``batches.meta``. Those are pickles, and
+unpickling runs code named by the file, so `RestrictedUnpickler` only admits the
+few callables that rebuild a numpy array; anything else is refused before it is
+even imported. The tar is read in memory (nothing is extracted to disk).
+
+``val`` is a seeded, stratified hold-out of the official train batches (size
+``val_fraction``); the official ``test_batch`` is ``test`` and is never used for
+model selection.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import pickle
+import re
+import tarfile
+from collections.abc import Mapping
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import numpy as np
+
+from cnnbench.data import packed
+from cnnbench.data.fetch import read_source
+
+__all__ = ["RestrictedUnpickler", "load_pickle", "prepare", "TRAIN_BATCHES", "TEST_BATCH", "META"]
+
+log = logging.getLogger("cnnbench.cifar10")
+
+TRAIN_BATCHES = tuple(f"data_batch_{i}" for i in range(1, 6))
+TEST_BATCH = "test_batch"
+META = "batches.meta"
+IMAGE_SHAPE = (32, 32, 3)
+_MAX_MEMBER_BYTES = 256 * 1024 * 1024  # an official batch is ~31 MB; refuse absurd members
+_OFFICIAL = {"train": 50000, "test": 10000}
+
+
+def _numpy_reconstruct() -> Any:
+    try:  # numpy >= 2
+        from numpy._core.multiarray import _reconstruct
+    except ImportError:  # numpy 1.x
+        from numpy.core.multiarray import _reconstruct  # type: ignore[no-redef]
+    return _reconstruct
+
+
+def _numpy_scalar() -> Any:
+    try:
+        from numpy._core.multiarray import scalar
+    except ImportError:
+        from numpy.core.multiarray import scalar  # type: ignore[no-redef]
+    return scalar
+
+
+def _codecs_encode() -> Any:
+    import _codecs
+
+    return _codecs.encode
+
+
+# (module, name) -> zero-argument factory of the object. The factories resolve the
+# object in whichever numpy is installed, so `numpy.core` is never imported on numpy 2
+# (where it is a deprecated alias) and the pickle's module name is never imported.
+_ALLOWED: dict[tuple[str, str], Any] = {
+    ("numpy.core.multiarray", "_reconstruct"): _numpy_reconstruct,
+    ("numpy._core.multiarray", "_reconstruct"): _numpy_reconstruct,
+    ("numpy.core.multiarray", "scalar"): _numpy_scalar,
+    ("numpy._core.multiarray", "scalar"): _numpy_scalar,
+    ("numpy", "ndarray"): lambda: np.ndarray,
+    ("numpy", "dtype"): lambda: np.dtype,
+    ("_codecs", "encode"): _codecs_encode,
+}
+
+
+class RestrictedUnpickler(pickle.Unpickler):
+    """An unpickler that can rebuild numpy arrays and nothing else.
+
+    `find_class` admits only numpy's array reconstruction helpers
+    (``numpy[._]core.multiarray._reconstruct`` / ``scalar``, ``numpy.ndarray``,
+    ``numpy.dtype``) and ``_codecs.encode`` (used by protocol-2 pickles of bytes
+    written by Python 3). Any other global raises `pickle.UnpicklingError` naming
+    ``module.name``; it is neither imported nor called.
+
+    Use ``encoding="bytes"`` (see `load_pickle`) to read Python-2 pickles such as the
+    official CIFAR batches.
+    """
+
+    def find_class(self, module: str, name: str) -> Any:  # noqa: D102 - documented on the class
+        factory = _ALLOWED.get((module, name))
+        if factory is None:
+            raise pickle.UnpicklingError(
+                f"refusing to load global {module}.{name} from a CIFAR-10 pickle: only numpy array "
+                "reconstruction is allowed. The archive is not a genuine CIFAR-10 python archive; "
+                "delete it and download it again"
+            )
+        return factory()
+
+
+def _str(value: Any) -> Any:
+    return value.decode("latin1") if isinstance(value, bytes) else value
+
+
+def load_pickle(data: bytes, what: str = "pickle") -> dict[str, Any]:
+    """Unpickle a CIFAR batch/meta dict with `RestrictedUnpickler`; keys become str.
+
+    Reads both Python-2 pickles (byte-string keys) and Python-3 protocol-2 pickles
+    (str keys). `what` names the source in error messages.
+    """
+    try:
+        obj = RestrictedUnpickler(io.BytesIO(data), encoding="bytes").load()
+    except pickle.UnpicklingError as e:
+        raise pickle.UnpicklingError(f"{what}: {e}") from e
+    except (EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError) as e:
+        raise ValueError(f"{what} is not a readable CIFAR-10 pickle ({type(e).__name__}: {e})") from e
+    if not isinstance(obj, dict):
+        raise ValueError(f"{what} holds a {type(obj).__name__}, expected a dict")
+    return {_str(k): v for k, v in obj.items()}
+
+
+# --------------------------------------------------------------------------- archive
+def _check_member_name(name: str, archive: Path) -> None:
+    if name.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:", name) or ".." in re.split(r"[\\/]", name):
+        raise ValueError(
+            f"unsafe member path {name!r} in {archive}: absolute paths and '..' components are refused. "
+            "The archive is not a genuine CIFAR-10 archive; delete it and download it again"
+        )
+
+
+def _read_members(archive: Path) -> dict[str, bytes]:
+    """Return ``{basename: bytes}`` of the batch/meta files, read in memory."""
+    wanted = set(TRAIN_BATCHES) | {TEST_BATCH, META}
+    found: dict[str, bytes] = {}
+    try:
+        tar = tarfile.open(archive, "r:*")
+    except (tarfile.TarError, OSError) as e:
+        raise ValueError(f"{archive} is not a readable tar archive ({e}); delete it and run `cnnbench download --dataset cifar10`") from e
+    with tar:
+        for member in tar:
+            _check_member_name(member.name, archive)
+            base = PurePosixPath(member.name).name
+            if base not in wanted:
+                continue
+            if not member.isfile():
+                raise ValueError(f"{archive}: member {member.name!r} is not a regular file (link or device); refusing it")
+            if member.size > _MAX_MEMBER_BYTES:
+                raise ValueError(f"{archive}: member {member.name!r} is {member.size} bytes, larger than any CIFAR-10 batch")
+            if base in found:
+                raise ValueError(f"{archive}: {base} appears more than once (second copy {member.name!r})")
+            f = tar.extractfile(member)
+            assert f is not None
+            found[base] = f.read()
+    missing = sorted(wanted - set(found))
+    if missing:
+        raise ValueError(
+            f"{archive} lacks {missing}; expected cifar-10-batches-py/ with data_batch_1..5, test_batch "
+            "and batches.meta. Delete it and run `cnnbench download --dataset cifar10`"
+        )
+    return found
+
+
+def _batch_arrays(batch: dict[str, Any], what: str, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
+    """Validate a batch dict; return (N x 32 x 32 x 3 uint8 images, int64 labels)."""
+    if "data" not in batch or "labels" not in batch:
+        raise ValueError(f"{what} lacks 'data' or 'labels' (keys: {sorted(map(str, batch))})")
+    data = batch["data"]
+    if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072:
+        raise ValueError(
+            f"{what}: 'data' must be a uint8 array of shape (N, 3072), got "
+            f"{type(data).__name__} {getattr(data, 'shape', '')} {getattr(data, 'dtype', '')}"
+        )
+    try:
+        labels = np.asarray(batch["labels"], dtype=np.int64)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"{what}: 'labels' must be a list of integers ({e})") from e
+    if labels.ndim != 1 or len(labels) != len(data):
+        raise ValueError(f"{what}: {len(data)} images but labels of shape {labels.shape}")
+    if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
+        raise ValueError(f"{what}: labels must lie in 0..{num_classes - 1}, got {labels.min()}..{labels.max()}")
+    # CIFAR stores each image as 1024 R, 1024 G, 1024 B values (row-major): NCHW -> NHWC.
+    images = np.ascontiguousarray(data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1))
+    return images, labels
+
+
+def stratified_holdout(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Split indices into (keep, holdout), taking round(fraction * n_c) of each class c.
+
+    Deterministic for a given seed; both index arrays are sorted ascending.
+    """
+    rng = np.random.default_rng(seed)
+    holdout: list[np.ndarray] = []
+    for c in np.unique(labels):
+        idx = np.flatnonzero(labels == c)
+        n = int(round(fraction * len(idx)))
+        holdout.append(rng.permutation(idx)[:n])
+    held = np.sort(np.concatenate(holdout)) if holdout else np.empty(0, np.int64)
+    mask = np.ones(len(labels), bool)
+    mask[held] = False
+    return np.flatnonzero(mask), held
+
+
+def prepare(raw_dir: Path, out_dir: Path, cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """Pack CIFAR-10 from ``raw_dir/cfg["filename"]`` into `out_dir`; return the manifest.
+
+    Args:
+        raw_dir: the download stage's output (archive + ``source.json``).
+        out_dir: the packed store to write (see `cnnbench.data.packed`).
+        cfg: ``datasets.cifar10`` params; reads ``filename``, ``val_fraction`` (0 <= f < 1)
+            and ``split_seed``.
+    """
+    raw_dir, out_dir = Path(raw_dir), Path(out_dir)
+    filename = cfg.get("filename")
+    if not isinstance(filename, str) or not filename:
+        raise ValueError(f"datasets.cifar10.filename (the archive's file name) is missing or empty in {dict(cfg)!r}")
+    archive = raw_dir / filename
+    if not archive.is_file():
+        raise FileNotFoundError(f"{archive} not found; run `cnnbench download --dataset cifar10` first")
+    val_fraction = float(cfg.get("val_fraction", 0.1))
+    if not 0.0 <= val_fraction < 1.0:
+        raise ValueError(f"datasets.cifar10.val_fraction must be in [0, 1), got {val_fraction}")
+    seed = int(cfg.get("split_seed", 0))
+    source = read_source(raw_dir, "cifar10")
+
+    members = _read_members(archive)
+    meta = load_pickle(members[META], f"{archive}:{META}")
+    names = meta.get("label_names")
+    if not isinstance(names, list) or not names:
+        raise ValueError(f"{archive}:{META} lacks a 'label_names' list")
+    classes = [str(_str(n)) for n in names]
+
+    def batch(name: str) -> tuple[np.ndarray, np.ndarray]:
+        what = f"{archive}:{name}"
+        return _batch_arrays(load_pickle(members[name], what), what, len(classes))
+
+    train_parts = [batch(name) for name in TRAIN_BATCHES]
+    train_images = np.concatenate([p[0] for p in train_parts])
+    train_labels = np.concatenate([p[1] for p in train_parts])
+    test_images, test_labels = batch(TEST_BATCH)
+    del train_parts, members  # the raw pickles are no longer needed
+    keep, held = stratified_holdout(train_labels, val_fraction, seed)
+
+    notes = [
+        f"val is a stratified {val_fraction:g} hold-out of the official training batches "
+        f"(numpy default_rng seed {seed}); test is the official test_batch and is not used for model selection",
+    ]
+    if len(train_labels) != _OFFICIAL["train"] or len(test_labels) != _OFFICIAL["test"]:
+        notes.append(
+            f"this archive is a subset: {len(train_labels)} train and {len(test_labels)} test images "
+            f"(the official set has {_OFFICIAL['train']} and {_OFFICIAL['test']})"
+        )
+    if val_fraction == 0.0:
+        notes.append("val_fraction is 0: there is no val split; report the final epoch")
+    manifest: dict[str, Any] = {
+        "dataset": "cifar10",
+        "source": source,
+        "classes": classes,
+        "noisy_classes": [],
+        "val_fraction": val_fraction,
+        "split_seed": seed,
+        "archive_train_count": int(len(train_labels)),
+        "excluded": [],
+        "notes": notes,
+    }
+    splits = {
+        "train": (train_images[keep], train_labels[keep]),
+        "val": (train_images[held], train_labels[held]),
+        "test": (test_images, test_labels),
+    }
+    packed.write_prepared(out_dir, splits, classes, manifest)
+    log.info("cifar10: %d train, %d val, %d test -> %s", len(keep), len(held), len(test_labels), out_dir)
+    return packed.read_manifest(out_dir)

@@ -1,0 +1,314 @@
+"""The packed store that `preprocess` writes and `train`/`evaluate` read.
+
+One directory per data set (e.g. ``data/prepared/cifar10``)::
+
+    train_images.npy   uint8, N x H x W x 3 (NHWC, RGB)
+    train_labels.npy   int64, N, values in 0..K-1 (index into classes.json)
+    val_images.npy / val_labels.npy
+    test_images.npy / test_labels.npy
+    classes.json       list of class names, in label order
+    manifest.json      provenance, counts, exclusions, notes (see `write_prepared`)
+    excluded.csv       split,file,reason for every image that was left out
+
+Every class is stored; dropping classes (e.g. the noisy butterfly classes) is a
+per-variant decision made at load time with ``load_split(..., exclude_classes=...)``,
+so filtered and unfiltered variants share one preprocess output.
+
+The directory is built under a hidden sibling name and renamed into place when
+complete, so a killed run never leaves something that looks finished.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = [
+    "SPLITS",
+    "FORMAT",
+    "write_prepared",
+    "load_split",
+    "read_manifest",
+    "read_classes",
+    "staging_dir",
+    "replace_dir",
+]
+
+SPLITS: tuple[str, ...] = ("train", "val", "test")
+FORMAT = "cnnbench-packed-v1"
+
+_MANIFEST = "manifest.json"
+_CLASSES = "classes.json"
+_EXCLUDED = "excluded.csv"
+
+
+# --------------------------------------------------------------------------- atomic dirs
+def staging_dir(dest: Path) -> Path:
+    """Create and return a fresh hidden sibling directory of `dest` to build it in.
+
+    The name starts with ``.{dest.name}.tmp-`` so it is never mistaken for `dest`
+    itself; pass it to `replace_dir` when complete, or delete it on failure.
+    """
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    path = Path(tempfile.mkdtemp(prefix=f".{dest.name}.tmp-", dir=dest.parent))
+    os.chmod(path, 0o777 & ~_umask())  # mkdtemp makes it 0700; give it the usual mode
+    return path
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def replace_dir(src: Path, dest: Path) -> None:
+    """Move the complete directory `src` to `dest`, replacing an existing `dest`.
+
+    `src` must be on the same file system as `dest` (use `staging_dir`). An old
+    `dest` is first renamed aside and deleted afterwards, so at no time does a
+    partially written directory sit at `dest`.
+    """
+    src, dest = Path(src), Path(dest)
+    old: Path | None = None
+    if dest.exists() or dest.is_symlink():
+        old = Path(tempfile.mkdtemp(prefix=f".{dest.name}.old-", dir=dest.parent))
+        old.rmdir()
+        os.replace(dest, old)
+    os.replace(src, dest)
+    if old is not None:
+        if old.is_dir() and not old.is_symlink():
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            old.unlink(missing_ok=True)
+
+
+# --------------------------------------------------------------------------- writing
+def _per_class(labels: np.ndarray, classes: list[str]) -> dict[str, int]:
+    counts = np.bincount(labels, minlength=len(classes)) if labels.size else np.zeros(len(classes), int)
+    return {name: int(n) for name, n in zip(classes, counts)}
+
+
+def _validate(
+    splits: Mapping[str, tuple[np.ndarray, np.ndarray]], classes: list[str]
+) -> tuple[int, int]:
+    """Check shapes, dtypes and label ranges; return the common (H, W)."""
+    if not isinstance(classes, list) or not classes:
+        raise ValueError(f"classes must be a non-empty list of names, got {classes!r}")
+    for name in classes:
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"class names must be non-empty strings, got {name!r} in classes")
+    dupes = sorted({c for c in classes if classes.count(c) > 1})
+    if dupes:
+        raise ValueError(f"duplicate class names {dupes} in classes")
+    unknown = sorted(set(splits) - set(SPLITS))
+    missing = [s for s in SPLITS if s not in splits]
+    if unknown or missing:
+        raise ValueError(
+            f"splits must have exactly the keys {list(SPLITS)}; unknown {unknown}, missing {missing} "
+            "(pass an empty N=0 array pair for a split that has no images)"
+        )
+    hw: tuple[int, int] | None = None
+    for split in SPLITS:
+        images, labels = splits[split]
+        if not isinstance(images, np.ndarray) or images.dtype != np.uint8:
+            raise ValueError(
+                f"{split} images must be a uint8 numpy array, got "
+                f"{type(images).__name__} of dtype {getattr(images, 'dtype', None)}"
+            )
+        if images.ndim != 4 or images.shape[3] != 3:
+            raise ValueError(f"{split} images must have shape N x H x W x 3 (NHWC, RGB), got {images.shape}")
+        if not isinstance(labels, np.ndarray) or labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
+            raise ValueError(
+                f"{split} labels must be a 1-D integer numpy array, got "
+                f"{type(labels).__name__} {getattr(labels, 'shape', '')} {getattr(labels, 'dtype', '')}"
+            )
+        if len(labels) != len(images):
+            raise ValueError(f"{split}: {len(images)} images but {len(labels)} labels")
+        if labels.size and (labels.min() < 0 or labels.max() >= len(classes)):
+            raise ValueError(
+                f"{split} labels must lie in 0..{len(classes) - 1} (there are {len(classes)} classes), "
+                f"got range {int(labels.min())}..{int(labels.max())}"
+            )
+        if hw is None:
+            hw = (int(images.shape[1]), int(images.shape[2]))
+        elif (images.shape[1], images.shape[2]) != hw:
+            raise ValueError(
+                f"all splits must share one image size; {split} has {images.shape[1]}x{images.shape[2]}, "
+                f"expected {hw[0]}x{hw[1]}"
+            )
+    assert hw is not None
+    return hw
+
+
+def write_prepared(
+    out_dir: Path,
+    splits: dict[str, tuple[np.ndarray, np.ndarray]],
+    classes: list[str],
+    manifest: dict[str, Any],
+) -> None:
+    """Write a packed data set to `out_dir` atomically (replacing an existing one).
+
+    Args:
+        out_dir: destination directory, e.g. ``data/prepared/cifar10``.
+        splits: ``{"train": (images, labels), "val": ..., "test": ...}``; all three keys
+            are required (a split may hold 0 images). Images are uint8 N x H x W x 3,
+            labels integers in ``0..len(classes)-1`` (stored as int64).
+        classes: class names in label order.
+        manifest: provenance and notes; written to ``manifest.json``. The keys
+            ``format``, ``classes``, ``image_size`` and, per split, ``splits[s]["count"]``
+            and ``splits[s]["per_class"]`` are computed here from the arrays (a caller
+            value that disagrees is an error); other keys, including extra keys inside
+            ``splits[s]``, are kept. ``manifest["excluded"]`` (list of
+            ``{"split", "file", "reason"}``) is also written to ``excluded.csv``.
+
+    Raises:
+        ValueError: on wrong shapes/dtypes, labels out of range, or an inconsistent manifest.
+    """
+    out_dir = Path(out_dir)
+    hw = _validate(splits, classes)
+    if not isinstance(manifest, dict):
+        raise ValueError(f"manifest must be a dict, got {type(manifest).__name__}")
+    manifest = json.loads(json.dumps(manifest))  # deep copy; also proves it is JSON-serialisable
+
+    def _set(key: str, value: Any, where: dict[str, Any], label: str) -> None:
+        if key in where and where[key] != value:
+            raise ValueError(f"manifest {label} is {where[key]!r} but the arrays give {value!r}")
+        where[key] = value
+
+    _set("classes", list(classes), manifest, "'classes'")
+    _set("image_size", [hw[0], hw[1]], manifest, "'image_size'")
+    manifest["format"] = FORMAT
+    split_info = manifest.setdefault("splits", {})
+    for split in SPLITS:
+        images, labels = splits[split]
+        entry = split_info.setdefault(split, {})
+        _set("count", int(len(labels)), entry, f"splits.{split}.count")
+        _set("per_class", _per_class(np.asarray(labels, dtype=np.int64), classes), entry, f"splits.{split}.per_class")
+    excluded = manifest.setdefault("excluded", [])
+    for i, row in enumerate(excluded):
+        if not isinstance(row, dict) or not {"split", "file", "reason"} <= set(row):
+            raise ValueError(f"manifest excluded[{i}] must be a dict with keys split, file, reason; got {row!r}")
+
+    tmp = staging_dir(out_dir)
+    try:
+        for split in SPLITS:
+            images, labels = splits[split]
+            np.save(tmp / f"{split}_images.npy", np.ascontiguousarray(images), allow_pickle=False)
+            np.save(tmp / f"{split}_labels.npy", np.asarray(labels, dtype=np.int64), allow_pickle=False)
+        (tmp / _CLASSES).write_text(json.dumps(list(classes), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        (tmp / _MANIFEST).write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        with open(tmp / _EXCLUDED, "w", newline="", encoding="utf-8") as f:
+            writer = csv.writer(f)
+            writer.writerow(["split", "file", "reason"])
+            for row in excluded:
+                writer.writerow([row["split"], row["file"], row["reason"]])
+        replace_dir(tmp, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+# --------------------------------------------------------------------------- reading
+def _dataset_hint(prepared_dir: Path) -> str:
+    try:
+        name = json.loads((prepared_dir / _MANIFEST).read_text(encoding="utf-8")).get("dataset")
+        if isinstance(name, str) and name:
+            return name
+    except (OSError, ValueError, AttributeError):
+        pass
+    return prepared_dir.name or "<dataset>"
+
+
+def _require(prepared_dir: Path, filename: str) -> Path:
+    path = Path(prepared_dir) / filename
+    if not path.is_file():
+        dataset = _dataset_hint(Path(prepared_dir))
+        raise FileNotFoundError(
+            f"{path} not found: the prepared data set in {prepared_dir} is missing or incomplete. "
+            f"Run `cnnbench preprocess --dataset {dataset}` first."
+        )
+    return path
+
+
+def read_manifest(prepared_dir: Path) -> dict[str, Any]:
+    """Return the parsed ``manifest.json`` of a packed data set."""
+    path = _require(Path(prepared_dir), _MANIFEST)
+    manifest = json.loads(path.read_text(encoding="utf-8"))
+    if not isinstance(manifest, dict):
+        raise ValueError(f"{path} must hold a JSON object; re-run `cnnbench preprocess`")
+    return manifest
+
+
+def read_classes(prepared_dir: Path) -> list[str]:
+    """Return the class names of a packed data set, in label order."""
+    path = _require(Path(prepared_dir), _CLASSES)
+    classes = json.loads(path.read_text(encoding="utf-8"))
+    if not isinstance(classes, list) or not all(isinstance(c, str) for c in classes):
+        raise ValueError(f"{path} must hold a JSON list of class names; re-run `cnnbench preprocess`")
+    return classes
+
+
+def load_split(
+    prepared_dir: Path, split: str, exclude_classes: Iterable[str] = ()
+) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Load one split, optionally without some classes.
+
+    Args:
+        prepared_dir: a directory written by `write_prepared`.
+        split: one of `SPLITS`.
+        exclude_classes: class names to drop (e.g. the noisy butterfly classes).
+
+    Returns:
+        ``(images, labels, classes)``: images uint8 N x H x W x 3, labels int64 remapped
+        to ``0..K-1`` over the kept classes (their stored order preserved), and the K
+        kept class names. With no exclusions the images are a read-only memory map;
+        copy (``np.array(images)``) before writing into them.
+
+    Raises:
+        ValueError: unknown split, unknown class name, or every class excluded.
+        FileNotFoundError: the store is missing or incomplete.
+    """
+    prepared_dir = Path(prepared_dir)
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; expected one of {list(SPLITS)}")
+    if isinstance(exclude_classes, str):
+        raise ValueError(
+            f"exclude_classes must be a list of class names, not the string {exclude_classes!r}"
+        )
+    classes = read_classes(prepared_dir)
+    excluded = list(dict.fromkeys(exclude_classes))
+    unknown = [c for c in excluded if c not in classes]
+    if unknown:
+        raise ValueError(
+            f"cannot exclude unknown class(es) {unknown} from {prepared_dir}: they are not among its "
+            f"{len(classes)} classes (see {prepared_dir / _CLASSES}); check the spelling"
+        )
+    images_path = _require(prepared_dir, f"{split}_images.npy")
+    labels_path = _require(prepared_dir, f"{split}_labels.npy")
+    images = np.load(images_path, mmap_mode="r", allow_pickle=False)
+    labels = np.load(labels_path, allow_pickle=False).astype(np.int64, copy=False)
+    if images.ndim != 4 or images.shape[3] != 3 or images.dtype != np.uint8 or len(images) != len(labels):
+        raise ValueError(
+            f"{images_path} ({images.shape}, {images.dtype}) does not match {labels_path} "
+            f"({labels.shape}); the store is corrupt, re-run `cnnbench preprocess`"
+        )
+    if not excluded:
+        return images, labels, classes
+    kept = [c for c in classes if c not in excluded]
+    if not kept:
+        raise ValueError(f"exclude_classes {excluded} removes every class of {prepared_dir}")
+    remap = np.full(len(classes), -1, dtype=np.int64)
+    for new, name in enumerate(kept):
+        remap[classes.index(name)] = new
+    new_labels = remap[labels]
+    mask = new_labels >= 0
+    return np.asarray(images[mask]), new_labels[mask], kept

@@ -1,0 +1,157 @@
+"""cnnbench.data.packed: the packed uint8 store written by preprocess and read by train/evaluate."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from cnnbench.data import packed
+
+CLASSES = ["ant", "bee", "cat", "dog"]
+
+
+def _splits(seed: int = 0, hw: int = 8) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    rng = np.random.default_rng(seed)
+    out = {}
+    for split, n in (("train", 20), ("val", 8), ("test", 12)):
+        images = rng.integers(0, 256, size=(n, hw, hw, 3), dtype=np.uint8)
+        labels = np.arange(n) % len(CLASSES)
+        out[split] = (images, labels)
+    return out
+
+
+def _manifest(**extra: object) -> dict:
+    m = {
+        "dataset": "toy",
+        "source": {"source": "mirror", "sha256": "0" * 64},
+        "noisy_classes": ["bee"],
+        "excluded": [{"split": "train", "file": "train/ant/bad.jpg", "reason": "empty file (0 bytes)"}],
+        "notes": ["a note"],
+    }
+    m.update(extra)
+    return m
+
+
+def test_roundtrip(tmp_path: Path) -> None:
+    splits = _splits()
+    out = tmp_path / "prepared" / "toy"
+    packed.write_prepared(out, splits, CLASSES, _manifest())
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        [f"{s}_{k}.npy" for s in packed.SPLITS for k in ("images", "labels")]
+        + ["classes.json", "manifest.json", "excluded.csv"]
+    )
+    assert [p.name for p in out.parent.iterdir()] == ["toy"]  # no staging directory left
+    for split in packed.SPLITS:
+        images, labels, classes = packed.load_split(out, split)
+        assert isinstance(images, np.memmap) and images.dtype == np.uint8
+        np.testing.assert_array_equal(images, splits[split][0])
+        assert labels.dtype == np.int64
+        np.testing.assert_array_equal(labels, splits[split][1])
+        assert classes == CLASSES
+    manifest = packed.read_manifest(out)
+    assert manifest["format"] == packed.FORMAT
+    assert manifest["classes"] == CLASSES and manifest["image_size"] == [8, 8]
+    assert manifest["splits"]["train"] == {"count": 20, "per_class": {"ant": 5, "bee": 5, "cat": 5, "dog": 5}}
+    assert manifest["splits"]["val"]["count"] == 8 and manifest["notes"] == ["a note"]
+    assert packed.read_classes(out) == CLASSES
+    with open(out / "excluded.csv", newline="") as f:
+        assert list(csv.reader(f)) == [["split", "file", "reason"], ["train", "train/ant/bad.jpg", "empty file (0 bytes)"]]
+
+
+def test_load_split_excludes_and_remaps(tmp_path: Path) -> None:
+    splits = _splits()
+    packed.write_prepared(tmp_path / "p", splits, CLASSES, _manifest())
+    images, labels, classes = packed.load_split(tmp_path / "p", "train", exclude_classes=["bee", "dog"])
+    assert classes == ["ant", "cat"]
+    keep = np.isin(splits["train"][1], [0, 2])
+    np.testing.assert_array_equal(images, splits["train"][0][keep])
+    np.testing.assert_array_equal(labels, np.where(splits["train"][1][keep] == 0, 0, 1))
+    assert labels.dtype == np.int64 and set(labels.tolist()) == {0, 1}
+
+
+def test_load_split_errors(tmp_path: Path) -> None:
+    packed.write_prepared(tmp_path / "p", _splits(), CLASSES, _manifest())
+    with pytest.raises(ValueError, match="'zebra'"):
+        packed.load_split(tmp_path / "p", "train", exclude_classes=["bee", "zebra"])
+    with pytest.raises(ValueError, match="removes every class"):
+        packed.load_split(tmp_path / "p", "test", exclude_classes=CLASSES)
+    with pytest.raises(ValueError, match="not the string"):
+        packed.load_split(tmp_path / "p", "test", exclude_classes="bee")
+    with pytest.raises(ValueError, match="unknown split 'valid'"):
+        packed.load_split(tmp_path / "p", "valid")
+
+
+def test_missing_files_say_what_to_run(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="cnnbench preprocess --dataset cifar10"):
+        packed.load_split(tmp_path / "cifar10", "train")
+    with pytest.raises(FileNotFoundError, match="cnnbench preprocess --dataset butterflies"):
+        packed.read_manifest(tmp_path / "butterflies")
+    packed.write_prepared(tmp_path / "p", _splits(), CLASSES, _manifest())
+    (tmp_path / "p" / "val_labels.npy").unlink()
+    with pytest.raises(FileNotFoundError, match=r"val_labels\.npy.*cnnbench preprocess --dataset toy"):
+        packed.load_split(tmp_path / "p", "val")
+
+
+@pytest.mark.parametrize(
+    "mutate, message",
+    [
+        (lambda s: s["train"].__setitem__(0, s["train"][0].astype(np.float32)), "uint8"),
+        (lambda s: s["train"].__setitem__(0, s["train"][0][..., :1]), "N x H x W x 3"),
+        (lambda s: s["val"].__setitem__(1, s["val"][1][:-1]), "8 images but 7 labels"),
+        (lambda s: s["test"].__setitem__(1, s["test"][1] + 1), r"0\.\.3"),
+        (lambda s: s["test"].__setitem__(0, np.zeros((12, 4, 4, 3), np.uint8)), "one image size"),
+        (lambda s: s.pop("val"), "missing \\['val'\\]"),
+        (lambda s: s.__setitem__("valid", s["val"]), "unknown \\['valid'\\]"),
+    ],
+)
+def test_write_validates(tmp_path: Path, mutate, message: str) -> None:
+    splits = {k: list(v) for k, v in _splits().items()}
+    mutate(splits)
+    with pytest.raises(ValueError, match=message):
+        packed.write_prepared(tmp_path / "p", {k: tuple(v) for k, v in splits.items()}, CLASSES, _manifest())
+    assert not (tmp_path / "p").exists()
+
+
+def test_write_rejects_inconsistent_manifest_and_classes(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="splits.train.count"):
+        packed.write_prepared(tmp_path / "p", _splits(), CLASSES, _manifest(splits={"train": {"count": 3}}))
+    with pytest.raises(ValueError, match="duplicate class names"):
+        packed.write_prepared(tmp_path / "p", _splits(), ["a", "a", "b", "c"], _manifest())
+    with pytest.raises(ValueError, match="excluded\\[0\\]"):
+        packed.write_prepared(tmp_path / "p", _splits(), CLASSES, _manifest(excluded=[{"file": "x"}]))
+
+
+def test_extra_manifest_keys_kept(tmp_path: Path) -> None:
+    manifest = _manifest(splits={"train": {"note": "kept"}}, splits_without_noisy={"train": {"count": 15}})
+    packed.write_prepared(tmp_path / "p", _splits(), CLASSES, manifest)
+    got = packed.read_manifest(tmp_path / "p")
+    assert got["splits"]["train"]["note"] == "kept" and got["splits"]["train"]["count"] == 20
+    assert got["splits_without_noisy"] == {"train": {"count": 15}}
+
+
+def test_rewrite_replaces_atomically(tmp_path: Path) -> None:
+    out = tmp_path / "p"
+    packed.write_prepared(out, _splits(seed=1), CLASSES, _manifest())
+    (out / "stale.npy").write_bytes(b"old")
+    packed.write_prepared(out, _splits(seed=2), CLASSES, _manifest(notes=["second"]))
+    assert not (out / "stale.npy").exists()
+    assert packed.read_manifest(out)["notes"] == ["second"]
+    np.testing.assert_array_equal(packed.load_split(out, "val")[0], _splits(seed=2)["val"][0])
+    # A failed write leaves the previous result untouched and no staging directory behind.
+    with pytest.raises(ValueError):
+        packed.write_prepared(out, _splits(), ["only", "three", "names"], _manifest())
+    assert packed.read_manifest(out)["notes"] == ["second"]
+    assert [p.name for p in tmp_path.iterdir()] == ["p"]
+
+
+def test_empty_split_allowed(tmp_path: Path) -> None:
+    splits = _splits()
+    splits["val"] = (np.zeros((0, 8, 8, 3), np.uint8), np.zeros(0, np.int64))
+    packed.write_prepared(tmp_path / "p", splits, CLASSES, _manifest())
+    images, labels, _ = packed.load_split(tmp_path / "p", "val", exclude_classes=["bee"])
+    assert images.shape == (0, 8, 8, 3) and labels.shape == (0,)
+    assert json.loads((tmp_path / "p" / "manifest.json").read_text())["splits"]["val"]["count"] == 0
