@@ -39,9 +39,3 @@ def variant_dataset(wildcards):
 def variant_settings(wildcards):
     # Only this variant's resolved settings: changing another variant never reruns this one.
     return json.dumps(CFG.variant(wildcards.variant), sort_keys=True)
-
-
-rule all:
-    input:
-        "results/report/report.html",
-        "results/report/report.md",

@@ -9,10 +9,11 @@ rule train:
         summary="results/runs/{variant}/train.json",
     params:
         settings=variant_settings,
+    threads: 2
     log:
         "logs/train/{variant}.log",
     shell:
-        "{CNNBENCH} train --variant {wildcards.variant} --data {input.data} "
+        "{CNNBENCH} train --variant {wildcards.variant} --data {input.data} --threads {threads} "
         "--out results/runs/{wildcards.variant} > {log} 2>&1"
 
 
@@ -26,8 +27,9 @@ rule evaluate:
         confusion="results/runs/{variant}/confusion.csv",
     params:
         settings=variant_settings,
+    threads: 2
     log:
         "logs/evaluate/{variant}.log",
     shell:
-        "{CNNBENCH} evaluate --variant {wildcards.variant} --data {input.data} "
+        "{CNNBENCH} evaluate --variant {wildcards.variant} --data {input.data} --threads {threads} "
         "--run results/runs/{wildcards.variant} > {log} 2>&1"

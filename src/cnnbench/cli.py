@@ -1,0 +1,263 @@
+"""`cnnbench <stage>`: the only entry point both drivers (Snakemake and DVC) call."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+from . import __version__
+from .config import Config, ConfigError, load
+
+log = logging.getLogger("cnnbench")
+
+RUNS = Path("results/runs")  # one directory per variant
+
+DESCRIPTION = """\
+Compare CNN variants reproducibly. Each subcommand is one stage of the pipeline:
+
+  download -> preprocess -> train -> evaluate -> plot -> report
+
+Normally you do not call the stages yourself: `snakemake --cores 4` or `dvc repro` runs
+them in order and skips what is up to date. Every stage reads params.yaml (validated
+against workflow/schemas/params.schema.yaml) with the chosen profile applied.
+"""
+
+EPILOG = """\
+examples:
+  cnnbench validate --profile smoke          check params.yaml and show the resolved plan
+  cnnbench download --dataset cifar10        fetch data/raw/cifar10 (mirror, then official URL)
+  cnnbench train --variant cifar10-resnet18  train one variant into results/runs/cifar10-resnet18/
+
+environment:
+  CNNBENCH_DATA_MIRROR   directory with <dataset>/<archive> and SHA256SUMS, tried before any download
+"""
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--params", default="params.yaml", type=Path,
+                        help="the configuration file (default: %(default)s)")
+    parser.add_argument("--profile", default=None,
+                        help="profile to apply (full, quick, smoke, ...); default: the `profile` key of params.yaml")
+    parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="cnnbench", description=DESCRIPTION, epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"cnnbench {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="<stage>", required=True)
+
+    p = sub.add_parser("download", help="fetch a data set's archive (mirror first) and verify its checksum",
+                       description="Fetch a data set's archive into data/raw/<dataset>/. Order: the data mirror "
+                       "(CNNBENCH_DATA_MIRROR or params `data_mirror`, verified against its SHA256SUMS), then the "
+                       "official source (CIFAR-10 URL + md5; butterflies: `archive` URL/path or kagglehub). The "
+                       "archive is written under a temporary name and renamed only after the checksum passes.")
+    _common(p)
+    p.add_argument("--dataset", required=True, help="cifar10 or butterflies")
+    p.add_argument("--out", type=Path, help="output directory (default: data/raw/<dataset>)")
+    p.set_defaults(func=cmd_download)
+
+    p = sub.add_parser("preprocess", help="decode, validate and pack a data set into uint8 arrays + manifest",
+                       description="Decode every image once, validate it, resize, and pack uint8 arrays "
+                       "(train/val/test) plus manifest.json and excluded.csv into data/prepared/<dataset>/.")
+    _common(p)
+    p.add_argument("--dataset", required=True, help="cifar10 or butterflies")
+    p.add_argument("--raw", type=Path, help="downloaded data (default: data/raw/<dataset>)")
+    p.add_argument("--out", type=Path, help="output directory (default: data/prepared/<dataset>)")
+    p.set_defaults(func=cmd_preprocess)
+
+    p = sub.add_parser("train", help="train one variant (resumes from its last complete epoch)",
+                       description="Train one variant. Writes model.pt, history.csv, train.json and a dvclive/ "
+                       "log into results/runs/<variant>/. A checkpoint after every epoch lets a killed run resume.")
+    _common(p)
+    p.add_argument("--variant", required=True, help="a key of `variants` in params.yaml")
+    p.add_argument("--data", type=Path, help="prepared data (default: data/prepared/<dataset of the variant>)")
+    p.add_argument("--out", type=Path, help="run directory (default: results/runs/<variant>)")
+    p.add_argument("--checkpoint-dir", type=Path, help="where the per-epoch checkpoint lives "
+                   "(default: results/.checkpoints/<variant>; not a tracked output, so drivers keep it)")
+    p.add_argument("--no-dvclive", action="store_true", help="do not log with DVCLive")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch CPU threads when train.num_threads is null (Snakemake passes the job's threads)")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("evaluate", help="test metrics and confusion matrix of one trained variant",
+                       description="Evaluate results/runs/<variant>/model.pt on the test split: metrics.json "
+                       "(top-1, top-5 for butterflies, loss, per-class accuracy, parameters, epoch time, "
+                       "peak memory, device) and confusion.csv.")
+    _common(p)
+    p.add_argument("--variant", required=True, help="a key of `variants` in params.yaml")
+    p.add_argument("--data", type=Path, help="prepared data (default: data/prepared/<dataset of the variant>)")
+    p.add_argument("--run", type=Path, help="run directory (default: results/runs/<variant>)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch CPU threads when train.num_threads is null (Snakemake passes the job's threads)")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("plot", help="learning curves per data set and the accuracy chart (PNG)")
+    _common(p)
+    p.add_argument("--runs", type=Path, default=RUNS, help="per-variant run directories (default: %(default)s)")
+    p.add_argument("--out", type=Path, default=Path("results/plots"), help="output directory (default: %(default)s)")
+    p.set_defaults(func=cmd_plot)
+
+    p = sub.add_parser("report", help="one self-contained HTML report plus Markdown")
+    _common(p)
+    p.add_argument("--runs", type=Path, default=RUNS, help="per-variant run directories (default: %(default)s)")
+    p.add_argument("--plots", type=Path, default=Path("results/plots"), help="plots directory (default: %(default)s)")
+    p.add_argument("--prepared", type=Path, default=Path("data/prepared"),
+                   help="prepared data root, for the data provenance (default: %(default)s)")
+    p.add_argument("--out", type=Path, default=Path("results/report"), help="output directory (default: %(default)s)")
+    p.add_argument("--command-line", default=None, help="the command to print as 'reproduce with' in the report")
+    p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("validate", help="check params.yaml and print the resolved plan",
+                       description="Validate params.yaml with the profile applied and print every variant's "
+                       "resolved settings (or one variant's with --variant).")
+    _common(p)
+    p.add_argument("--variant", help="print only this variant's resolved settings as JSON")
+    p.set_defaults(func=cmd_validate)
+
+    p = sub.add_parser("variants", help="list variant names (one per line), optionally of one data set")
+    _common(p)
+    p.add_argument("--dataset", help="only variants of this data set")
+    p.set_defaults(func=cmd_variants)
+    return parser
+
+
+# --- commands ------------------------------------------------------------------------------
+def cmd_download(cfg: Config, args) -> None:
+    from .data import fetch
+
+    out = args.out or Path("data/raw") / args.dataset
+    mirror = fetch.resolve_mirror(cfg.data_mirror)
+    info = fetch.fetch_dataset(args.dataset, cfg.source_settings(args.dataset), out, mirror)
+    log.info("%s: %s from %s (sha256 %s)", args.dataset, info["filename"], info["location"], info["sha256"])
+
+
+def cmd_preprocess(cfg: Config, args) -> None:
+    settings = cfg.preprocess_settings(args.dataset)
+    raw = args.raw or Path("data/raw") / args.dataset
+    out = args.out or Path("data/prepared") / args.dataset
+    if args.dataset == "cifar10":
+        from .data import cifar10 as module
+    else:
+        from .data import butterflies as module
+    manifest = module.prepare(raw, out, settings)
+    counts = ", ".join(f"{s} {v['count']}" for s, v in manifest["splits"].items())
+    log.info("%s: packed %s into %s (%d excluded)", args.dataset, counts, out, len(manifest.get("excluded", [])))
+
+
+def _prepared_dir(cfg: Config, args) -> Path:
+    return args.data or Path("data/prepared") / cfg.variant(args.variant)["dataset"]
+
+
+def _set_threads(args) -> None:
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)  # train.num_threads, when set, wins later
+
+
+def cmd_train(cfg: Config, args) -> None:
+    from .train import train_variant
+
+    _set_threads(args)
+    out = args.out or RUNS / args.variant
+    ckpt = args.checkpoint_dir or Path("results/.checkpoints") / args.variant
+    train_variant(cfg, args.variant, _prepared_dir(cfg, args), out, ckpt, use_dvclive=not args.no_dvclive)
+
+
+def cmd_evaluate(cfg: Config, args) -> None:
+    from .evaluate import evaluate_variant
+
+    _set_threads(args)
+    evaluate_variant(cfg, args.variant, _prepared_dir(cfg, args), args.run or RUNS / args.variant)
+
+
+def cmd_plot(cfg: Config, args) -> None:
+    from .plots import plot_all
+    from .results import load_runs
+
+    runs = load_runs({v: cfg.variant(v) for v in cfg.variants}, args.runs)
+    paths = plot_all(runs, args.out)
+    log.info("wrote %s", ", ".join(str(p) for p in paths))
+
+
+def cmd_report(cfg: Config, args) -> None:
+    from .provenance import report_context
+    from .report import build_report
+    from .results import load_runs
+
+    runs = load_runs({v: cfg.variant(v) for v in cfg.variants}, args.runs)
+    context = report_context(cfg, args.prepared, command=args.command_line)
+    html, md = build_report(runs, args.plots, args.out, context)
+    log.info("wrote %s and %s", html, md)
+
+
+def cmd_validate(cfg: Config, args) -> None:
+    if args.variant:
+        print(json.dumps(cfg.variant(args.variant), indent=2))
+        return
+    print(f"{cfg.params_path}: valid; profile {cfg.profile!r}; params hash {cfg.params_hash[:12]}")
+    for ds in cfg.datasets:
+        print(f"  {ds}: {len(cfg.variants_of(ds))} variant(s)")
+        for v in cfg.variants_of(ds):
+            t = cfg.variant(v)["train"]
+            print(f"    {v}: model {cfg.variant(v)['model']}, {t['epochs']} epochs, batch {t['batch_size']}, "
+                  f"lr {t['optimizer']['lr']}, device {t['device']}")
+
+
+def cmd_variants(cfg: Config, args) -> None:
+    names = cfg.variants_of(args.dataset) if args.dataset else cfg.variants
+    print("\n".join(names))
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    import pickle
+    import tarfile
+    import zipfile
+
+    from .data.fetch import DownloadError
+    from .evaluate import ModelMismatch
+    from .train import CheckpointMismatch, TrainingDiverged
+
+    return (FileNotFoundError, ValueError, DownloadError, TrainingDiverged, CheckpointMismatch, ModelMismatch,
+            pickle.UnpicklingError, zipfile.BadZipFile, tarfile.TarError)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.WARNING if args.quiet else logging.INFO,
+        format="%(asctime)s %(name)s %(levelname)s: %(message)s",
+        datefmt="%H:%M:%S",
+        stream=sys.stderr,
+    )
+    try:
+        cfg = load(args.params, profile=args.profile)
+        if getattr(args, "dataset", None) and args.command in ("download", "preprocess", "variants"):
+            cfg.dataset(args.dataset)  # unknown data set: clear error before any work
+        args.func(cfg, args)
+    except ConfigError as exc:
+        print(f"cnnbench: config error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("cnnbench: interrupted", file=sys.stderr)
+        return 130
+    except _user_errors() as exc:
+        # Known failure modes carry a message written for the user; no traceback needed
+        # (set CNNBENCH_DEBUG=1 to see one).
+        print(f"cnnbench {args.command}: error: {exc}", file=sys.stderr)
+        if os.environ.get("CNNBENCH_DEBUG"):
+            raise
+        return 1
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,110 @@
+"""Evaluate one trained variant on the test split: metrics.json and a confusion matrix."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import torch
+
+from .config import Config, canonical_hash
+from .data import packed
+from .models import build_model
+from .train import (
+    DeviceData,
+    atomic_write_text,
+    configure_determinism,
+    describe_device,
+    predict,
+    select_device,
+)
+
+log = logging.getLogger("cnnbench.evaluate")
+
+
+class ModelMismatch(RuntimeError):
+    """model.pt was trained for another variant, data set or settings."""
+
+
+def load_trained(model_path: Path, variant: dict) -> tuple[torch.nn.Module, dict]:
+    if not model_path.exists():
+        raise FileNotFoundError(f"{model_path}: no trained model; run `cnnbench train --variant {variant['variant']}` first")
+    blob = torch.load(model_path, map_location="cpu", weights_only=True)
+    if blob.get("variant") != variant["variant"] or blob.get("dataset") != variant["dataset"]:
+        raise ModelMismatch(
+            f"{model_path} holds variant {blob.get('variant')!r} on {blob.get('dataset')!r}, "
+            f"not {variant['variant']!r} on {variant['dataset']!r}"
+        )
+    if blob.get("settings_hash") != canonical_hash(variant):
+        raise ModelMismatch(
+            f"{model_path} was trained with other settings than params.yaml now gives variant "
+            f"{variant['variant']!r}; retrain it (`cnnbench train --variant {variant['variant']}`)"
+        )
+    model = build_model(blob["model"], blob["num_classes"], **blob["model_args"])
+    model.load_state_dict(blob["state_dict"])
+    return model, blob
+
+
+def evaluate_variant(cfg: Config, name: str, prepared_dir: Path, run_dir: Path) -> dict:
+    """Write ``metrics.json`` and ``confusion.csv`` for variant ``name`` into ``run_dir``."""
+    variant = cfg.variant(name)
+    settings = variant["train"]
+    configure_determinism(settings)
+    device = select_device(settings["device"])
+    model, blob = load_trained(run_dir / "model.pt", variant)
+    model.to(device)
+    x, y, classes = packed.load_split(prepared_dir, "test", exclude_classes=variant["exclude_classes"])
+    if classes != blob["classes"]:
+        raise ModelMismatch(f"{run_dir / 'model.pt'}: trained on classes that differ from {prepared_dir}'s test split")
+    data = DeviceData(x, y, device)
+    norm = settings["normalize"]
+    mean = torch.tensor(norm["mean"], device=device).view(1, 3, 1, 1)
+    std = torch.tensor(norm["std"], device=device).view(1, 3, 1, 1)
+    logits, losses = predict(model, data, mean, std, settings["eval_batch_size"])
+    labels = data.labels
+    pred = logits.argmax(1)
+    k = len(classes)
+    confusion = torch.bincount(labels * k + pred, minlength=k * k).view(k, k).cpu()
+    per_class_total = confusion.sum(1)
+    per_class = {
+        c: (confusion[i, i].item() / per_class_total[i].item()) if per_class_total[i] > 0 else None
+        for i, c in enumerate(classes)
+    }
+    train_summary = json.loads((run_dir / "train.json").read_text())
+    metrics = {
+        "variant": name,
+        "dataset": variant["dataset"],
+        "model": variant["model"],
+        "num_classes": k,
+        "test_images": int(len(labels)),
+        "test_top1": (pred == labels).float().mean().item(),
+        "test_loss": losses.mean().item(),
+        "params": train_summary["params"],
+        "epochs": train_summary["epochs"],
+        "mean_epoch_seconds": train_summary["mean_epoch_seconds"],
+        "peak_memory_mb": train_summary["peak_memory_mb"],
+        "memory_kind": train_summary["memory_kind"],
+        "device": train_summary["device"],
+        "eval_device": describe_device(device),
+        "precision": train_summary["precision"],
+        "torch_version": train_summary["torch_version"],
+        "seed": train_summary["seed"],
+        "per_class_accuracy": per_class,
+    }
+    if variant["dataset"] == "butterflies":
+        top5 = logits.topk(min(5, k), dim=1).indices
+        metrics["test_top5"] = (top5 == labels[:, None]).any(1).float().mean().item()
+    # confusion.csv: rows = true class, columns = predicted class.
+    lines = ["true\\predicted," + ",".join(_csv_cell(c) for c in classes)]
+    for i, c in enumerate(classes):
+        lines.append(_csv_cell(c) + "," + ",".join(str(int(v)) for v in confusion[i].tolist()))
+    atomic_write_text(run_dir / "confusion.csv", "\n".join(lines) + "\n")
+    atomic_write_text(run_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+    log.info("%s: test top-1 %.4f%s on %d images", name, metrics["test_top1"],
+             f", top-5 {metrics['test_top5']:.4f}" if "test_top5" in metrics else "", len(labels))
+    return metrics
+
+
+def _csv_cell(text: str) -> str:
+    return f'"{text}"' if ("," in text or '"' in text) else text

@@ -1,0 +1,476 @@
+"""Train one variant: packed uint8 arrays on the device, augmentation as batched tensor ops.
+
+Resumable: after every epoch a checkpoint (model, optimizer, scheduler, RNG states, history) is
+written atomically; a rerun with the same settings continues after the last complete epoch.
+A checkpoint made with other settings is set aside, never silently reused.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+import os
+import platform
+import resource
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm import tqdm
+
+from . import __version__
+from .config import Config, canonical_hash
+from .data import packed
+from .models import build_model
+
+log = logging.getLogger("cnnbench.train")
+
+HISTORY_COLUMNS = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds", "peak_memory_mb"]
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite."""
+
+
+class CheckpointMismatch(RuntimeError):
+    """A checkpoint belongs to another variant or data set."""
+
+
+# --- small utilities --------------------------------------------------------------------
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode())
+
+
+def atomic_torch_save(obj: Any, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "wb") as fh:
+        torch.save(obj, fh)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def write_csv(path: Path, rows: list[dict], columns: list[str]) -> None:
+    import io
+
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: row.get(k) for k in columns})
+    atomic_write_text(path, buf.getvalue())
+
+
+def select_device(name: str) -> torch.device:
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        return torch.device("cpu")
+    dev = torch.device(name)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"train.device is {name!r} but CUDA is not available here; use device: auto or cpu")
+    if dev.type == "mps" and not torch.backends.mps.is_available():
+        raise RuntimeError(f"train.device is {name!r} but MPS is not available here; use device: auto or cpu")
+    return dev
+
+
+def describe_device(device: torch.device) -> str:
+    if device.type == "cuda":
+        idx = device.index if device.index is not None else torch.cuda.current_device()
+        return f"cuda:{idx} ({torch.cuda.get_device_name(idx)})"
+    if device.type == "cpu":
+        return f"cpu ({platform.machine()}, {torch.get_num_threads()} threads)"
+    return str(device)
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    """Peak device memory: CUDA allocator peak on a GPU, else the process's peak RSS."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss / 2**20 if sys.platform == "darwin" else rss / 2**10  # bytes on macOS, KiB on Linux
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def configure_determinism(settings: dict) -> None:
+    if settings.get("num_threads"):
+        torch.set_num_threads(int(settings["num_threads"]))
+    if settings["deterministic"]:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True)
+        torch.backends.cudnn.benchmark = False
+        torch.backends.cudnn.deterministic = True
+    else:
+        torch.backends.cudnn.benchmark = True
+
+
+# --- data on the device ------------------------------------------------------------------
+class DeviceData:
+    """A split held on the device as uint8 NCHW plus int64 labels."""
+
+    def __init__(self, images, labels, device: torch.device) -> None:
+        # np.array copies the read-only memmap into memory once; then NHWC -> NCHW, still uint8.
+        x = torch.from_numpy(np.array(images, dtype=np.uint8, copy=True))
+        self.images = x.permute(0, 3, 1, 2).contiguous().to(device)
+        self.labels = torch.from_numpy(np.array(labels, dtype=np.int64, copy=True)).to(device)
+
+    def __len__(self) -> int:
+        return self.labels.shape[0]
+
+
+def normalize(x_uint8: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    return (x_uint8.float().div_(255.0) - mean) / std
+
+
+def augment(x: torch.Tensor, padding: int, flip: bool, gen: torch.Generator) -> torch.Tensor:
+    """Random crop with zero padding and random horizontal flip, for a whole uint8 batch at once."""
+    b, c, h, w = x.shape
+    dev = x.device
+    if padding > 0:
+        padded = F.pad(x, (padding, padding, padding, padding))
+        dy = torch.randint(0, 2 * padding + 1, (b,), generator=gen, device=dev)
+        dx = torch.randint(0, 2 * padding + 1, (b,), generator=gen, device=dev)
+        rows = (torch.arange(h, device=dev)[None, :] + dy[:, None])[:, None, :, None]
+        cols = (torch.arange(w, device=dev)[None, :] + dx[:, None])[:, None, None, :]
+        bi = torch.arange(b, device=dev)[:, None, None, None]
+        ci = torch.arange(c, device=dev)[None, :, None, None]
+        x = padded[bi, ci, rows, cols]
+    if flip:
+        mask = torch.rand(b, generator=gen, device=dev) < 0.5
+        x = torch.where(mask[:, None, None, None], x.flip(3), x)
+    return x
+
+
+# --- optimisation --------------------------------------------------------------------------
+def build_optimizer(model: nn.Module, opt: dict) -> torch.optim.Optimizer:
+    params = [p for p in model.parameters() if p.requires_grad]
+    if opt["name"] == "sgd":
+        return torch.optim.SGD(
+            params,
+            lr=opt["lr"],
+            momentum=opt.get("momentum", 0.0),
+            weight_decay=opt.get("weight_decay", 0.0),
+            nesterov=bool(opt.get("nesterov", False)) and opt.get("momentum", 0.0) > 0,
+        )
+    if opt["name"] == "adamw":
+        return torch.optim.AdamW(params, lr=opt["lr"], weight_decay=opt.get("weight_decay", 0.0))
+    raise ValueError(f"train.optimizer.name: unknown optimizer {opt['name']!r}; allowed: sgd, adamw")
+
+
+def lr_factor(step: int, total_steps: int, steps_per_epoch: int, sched: dict) -> float:
+    """Multiplier of the base learning rate at optimizer step ``step`` (0-based)."""
+    warmup = sched.get("warmup_epochs", 0) * steps_per_epoch
+    if warmup and step < warmup:
+        return (step + 1) / warmup
+    name = sched["name"]
+    if name == "constant":
+        return 1.0
+    if name == "step":
+        epoch = step // steps_per_epoch
+        return sched.get("gamma", 0.1) ** (epoch // sched.get("step_size", 10))
+    progress = (step - warmup) / max(1, total_steps - warmup)
+    if name == "cosine":
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+    if name == "onecycle":
+        # Linear decay to zero after the warm-up (the "one cycle" of Smith & Topin, without momentum cycling).
+        return max(0.0, 1.0 - progress)
+    raise ValueError(f"train.schedule.name: unknown schedule {name!r}; allowed: constant, step, cosine, onecycle")
+
+
+# --- evaluation ------------------------------------------------------------------------------
+@torch.no_grad()
+def predict(model: nn.Module, data: DeviceData, mean, std, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Logits and per-example losses for a whole split (model in eval mode)."""
+    model.eval()
+    logits, losses = [], []
+    for i in range(0, len(data), batch_size):
+        x = normalize(data.images[i : i + batch_size], mean, std)
+        out = model(x).float()
+        logits.append(out)
+        losses.append(F.cross_entropy(out, data.labels[i : i + batch_size], reduction="none"))
+    return torch.cat(logits), torch.cat(losses)
+
+
+# --- checkpoints -------------------------------------------------------------------------------
+def checkpoint_path(checkpoint_dir: Path) -> Path:
+    return checkpoint_dir / "last.pt"
+
+
+def load_checkpoint(path: Path, variant: dict, settings_hash: str) -> dict | None:
+    """Return the checkpoint if it may resume this run, None if there is none or it is stale."""
+    if not path.exists():
+        return None
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    if ckpt.get("variant") != variant["variant"] or ckpt.get("dataset") != variant["dataset"]:
+        raise CheckpointMismatch(
+            f"{path} belongs to variant {ckpt.get('variant')!r} on {ckpt.get('dataset')!r}, not "
+            f"{variant['variant']!r} on {variant['dataset']!r}; delete it or pass the right --checkpoint-dir"
+        )
+    if ckpt.get("settings_hash") != settings_hash:
+        stale = path.with_name(f"stale-{ckpt.get('settings_hash', 'unknown')[:12]}.pt")
+        os.replace(path, stale)
+        log.warning("checkpoint %s was made with other settings; kept as %s, training from scratch", path, stale)
+        return None
+    return ckpt
+
+
+def rng_state(gen: torch.Generator) -> dict:
+    state = {"torch": torch.get_rng_state(), "data": gen.get_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict, gen: torch.Generator) -> None:
+    torch.set_rng_state(state["torch"])
+    gen.set_state(state["data"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+# --- the run ---------------------------------------------------------------------------------
+def load_training_data(variant: dict, prepared_dir: Path, device: torch.device) -> tuple[DeviceData, DeviceData, list[str]]:
+    settings = variant["train"]
+    exclude = variant["exclude_classes"]
+    x_tr, y_tr, classes = packed.load_split(prepared_dir, "train", exclude_classes=exclude)
+    x_va, y_va, _ = packed.load_split(prepared_dir, "val", exclude_classes=exclude)
+    if settings.get("train_limit"):
+        # A fixed, seeded subset (the same for every variant of a data set with the same seed).
+        g = torch.Generator().manual_seed(settings["seed"])
+        idx = torch.randperm(len(y_tr), generator=g)[: settings["train_limit"]].sort().values.numpy()
+        x_tr, y_tr = x_tr[idx], y_tr[idx]
+    if len(y_tr) == 0:
+        raise ValueError(f"{prepared_dir}: no training images left for variant {variant['variant']!r}")
+    if settings["batch_size"] > len(y_tr):
+        raise ValueError(
+            f"train.batch_size {settings['batch_size']} is larger than the {len(y_tr)} training images of "
+            f"variant {variant['variant']!r}; lower batch_size or raise train_limit"
+        )
+    return DeviceData(x_tr, y_tr, device), DeviceData(x_va, y_va, device), classes
+
+
+def train_variant(
+    cfg: Config,
+    name: str,
+    prepared_dir: Path,
+    out_dir: Path,
+    checkpoint_dir: Path,
+    use_dvclive: bool = True,
+) -> dict:
+    """Train variant ``name``; write model.pt, history.csv and train.json into ``out_dir``."""
+    variant = cfg.variant(name)
+    settings = variant["train"]
+    settings_hash = canonical_hash(variant)
+    configure_determinism(settings)
+    device = select_device(settings["device"])
+    torch.manual_seed(settings["seed"])
+    gen = torch.Generator(device=device).manual_seed(settings["seed"])
+    shuffle_gen = torch.Generator().manual_seed(settings["seed"] + 1)
+
+    train_data, val_data, classes = load_training_data(variant, prepared_dir, device)
+    num_classes = len(classes)
+    norm = settings["normalize"]
+    mean = torch.tensor(norm["mean"], device=device).view(1, 3, 1, 1)
+    std = torch.tensor(norm["std"], device=device).view(1, 3, 1, 1)
+    aug = settings["augment"]
+
+    model = build_model(variant["model"], num_classes, **variant["model_args"]).to(device)
+    optimizer = build_optimizer(model, settings["optimizer"])
+    bs = settings["batch_size"]
+    steps_per_epoch = math.ceil(len(train_data) / bs)
+    if settings.get("max_batches_per_epoch"):
+        steps_per_epoch = min(steps_per_epoch, settings["max_batches_per_epoch"])
+    epochs = settings["epochs"]
+    total_steps = steps_per_epoch * epochs
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: lr_factor(s, total_steps, steps_per_epoch, settings["schedule"])
+    )
+    criterion = nn.CrossEntropyLoss(label_smoothing=settings["label_smoothing"])
+
+    ckpt_file = checkpoint_path(checkpoint_dir)
+    history: list[dict] = []
+    start_epoch = 0
+    ckpt = load_checkpoint(ckpt_file, variant, settings_hash)
+    if ckpt is not None:
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        scheduler.load_state_dict(ckpt["scheduler"])
+        set_rng_state(ckpt["rng"], shuffle_gen)
+        gen.set_state(ckpt["rng"]["aug"])
+        history = list(ckpt["history"])
+        start_epoch = int(ckpt["epoch"])
+        log.info("resuming %s from %s after epoch %d of %d", name, ckpt_file, start_epoch, epochs)
+
+    live = None
+    if use_dvclive:
+        live = _open_dvclive(out_dir / "dvclive", history)
+
+    dev_desc = describe_device(device)
+    n_params = count_parameters(model)
+    log.info(
+        "training %s: model %s (%s parameters), %d train / %d val images, %d classes, %d epochs x %d steps, "
+        "batch %d, device %s",
+        name, variant["model"], f"{n_params:,}", len(train_data), len(val_data), num_classes,
+        epochs, steps_per_epoch, bs, dev_desc,
+    )
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+
+    for epoch in range(start_epoch, epochs):
+        model.train()
+        t0 = time.perf_counter()
+        order = torch.randperm(len(train_data), generator=shuffle_gen).to(device)
+        loss_sum = torch.zeros((), device=device)
+        correct = torch.zeros((), device=device, dtype=torch.long)
+        seen = 0
+        bar = tqdm(
+            range(steps_per_epoch), desc=f"{name} epoch {epoch + 1}/{epochs}", unit="batch",
+            leave=False, disable=None, file=sys.stderr,
+        )
+        for step in bar:
+            idx = order[step * bs : (step + 1) * bs]
+            x = augment(train_data.images[idx], aug.get("crop_padding", 0), aug.get("flip", False), gen)
+            x = normalize(x, mean, std)
+            y = train_data.labels[idx]
+            out = model(x)
+            loss = criterion(out, y)
+            if not torch.isfinite(loss):
+                raise TrainingDiverged(
+                    f"variant {name!r}: loss became {loss.item()} at epoch {epoch + 1}, step {step + 1}; "
+                    f"lower train.optimizer.lr (now {settings['optimizer']['lr']}) — nothing was written"
+                )
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            loss_sum += loss.detach() * len(idx)
+            correct += (out.argmax(1) == y).sum()
+            seen += len(idx)
+            if bar.disable is False:
+                elapsed = time.perf_counter() - t0
+                bar.set_postfix(loss=f"{loss_sum.item() / seen:.3f}", acc=f"{correct.item() / seen:.3f}",
+                                img_s=f"{seen / elapsed:.0f}")
+        bar.close()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        train_seconds = time.perf_counter() - t0
+        logits, losses = predict(model, val_data, mean, std, settings["eval_batch_size"])
+        row = {
+            "epoch": epoch + 1,
+            "train_loss": loss_sum.item() / seen,
+            "train_acc": correct.item() / seen,
+            "val_loss": losses.mean().item() if len(val_data) else float("nan"),
+            "val_acc": (logits.argmax(1) == val_data.labels).float().mean().item() if len(val_data) else float("nan"),
+            "lr": optimizer.param_groups[0]["lr"],
+            "seconds": train_seconds,
+            "peak_memory_mb": peak_memory_mb(device),
+        }
+        history.append(row)
+        log.info(
+            "%s epoch %d/%d: train loss %.4f acc %.4f | val loss %.4f acc %.4f | %.1f s, %.0f img/s",
+            name, epoch + 1, epochs, row["train_loss"], row["train_acc"], row["val_loss"], row["val_acc"],
+            train_seconds, seen / train_seconds,
+        )
+        if live is not None:
+            _log_live(live, row)
+        state = rng_state(shuffle_gen)
+        state["aug"] = gen.get_state()
+        atomic_torch_save(
+            {
+                "variant": name,
+                "dataset": variant["dataset"],
+                "settings_hash": settings_hash,
+                "epoch": epoch + 1,
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "rng": state,
+                "history": history,
+            },
+            ckpt_file,
+        )
+
+    summary = {
+        "variant": name,
+        "dataset": variant["dataset"],
+        "model": variant["model"],
+        "model_args": variant["model_args"],
+        "num_classes": num_classes,
+        "classes": classes,
+        "params": n_params,
+        "epochs": epochs,
+        "train_images": len(train_data),
+        "val_images": len(val_data),
+        "mean_epoch_seconds": sum(r["seconds"] for r in history) / len(history),
+        "peak_memory_mb": max(r["peak_memory_mb"] for r in history),
+        "memory_kind": "cuda max allocated" if device.type == "cuda" else "process peak RSS",
+        "device": dev_desc,
+        "precision": "fp32",
+        "torch_version": torch.__version__,
+        "cnnbench_version": __version__,
+        "seed": settings["seed"],
+        "settings_hash": settings_hash,
+        "settings": variant,
+        "selection": "final epoch (the validation split is monitored, never used to pick weights)",
+    }
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_csv(out_dir / "history.csv", history, HISTORY_COLUMNS)
+    atomic_write_text(out_dir / "train.json", json.dumps(summary, indent=2) + "\n")
+    # model.pt last: its presence means the run is complete.
+    atomic_torch_save(
+        {
+            "variant": name,
+            "dataset": variant["dataset"],
+            "model": variant["model"],
+            "model_args": variant["model_args"],
+            "num_classes": num_classes,
+            "classes": classes,
+            "settings_hash": settings_hash,
+            "state_dict": model.state_dict(),
+        },
+        out_dir / "model.pt",
+    )
+    if live is not None:
+        live.end()
+    ckpt_file.unlink(missing_ok=True)
+    return summary
+
+
+def _open_dvclive(live_dir: Path, history: list[dict]):
+    """DVCLive that only logs: it never edits dvc.yaml and never creates an experiment itself."""
+    try:
+        from dvclive import Live
+    except ImportError:  # pragma: no cover - dvclive is a dependency, but logging is optional
+        log.warning("dvclive is not installed; metrics are only written to history.csv")
+        return None
+    live = Live(dir=str(live_dir), save_dvc_exp=False, dvcyaml=None, report=None, resume=False)
+    for row in history:  # a resumed run replays what it already did
+        _log_live(live, row)
+    return live
+
+
+def _log_live(live, row: dict) -> None:
+    for key in ("train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds"):
+        live.log_metric(key, row[key])
+    live.next_step()

@@ -1,0 +1,211 @@
+"""The training engine and evaluation on small synthetic packed data."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from cnnbench import train as train_mod
+from cnnbench.config import load
+from cnnbench.data import packed
+from cnnbench.evaluate import ModelMismatch, evaluate_variant
+from cnnbench.train import CheckpointMismatch, TrainingDiverged, augment, lr_factor, train_variant
+
+REPO = Path(__file__).resolve().parents[1]
+CIFAR_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+
+
+def make_prepared(root: Path, classes: list[str], n=(160, 40, 40), size=32, seed=0) -> Path:
+    """A packed store whose classes are separable by colour, so a few steps learn something."""
+    rng = np.random.default_rng(seed)
+    splits = {}
+    for split, count in zip(packed.SPLITS, n):
+        labels = np.arange(count) % len(classes)
+        images = rng.integers(0, 60, size=(count, size, size, 3), dtype=np.uint8)
+        images[..., 0] += (labels * (190 // len(classes))).astype(np.uint8)[:, None, None]
+        splits[split] = (images, labels.astype(np.int64))
+    manifest = {"dataset": "synthetic", "source": {"source": "test", "sha256": "0" * 64},
+                "noisy_classes": [], "excluded": [], "notes": []}
+    out = root / "prepared"
+    packed.write_prepared(out, splits, classes, manifest)
+    return out
+
+
+@pytest.fixture
+def cfg():
+    c = load(REPO / "params.yaml", profile="smoke")
+    c.raw["profiles"]["smoke"]["train"].update(train_limit=None, max_batches_per_epoch=None, batch_size=32)
+    return c
+
+
+@pytest.fixture
+def prepared(tmp_path):
+    return make_prepared(tmp_path, CIFAR_CLASSES)
+
+
+def run(cfg, prepared, out: Path, name="cifar10-resnet18"):
+    return train_variant(cfg, name, prepared, out, out.parent / (out.name + "-ckpt"), use_dvclive=False)
+
+
+def read_history(path: Path) -> list[dict]:
+    with open(path) as fh:
+        return list(csv.DictReader(fh))
+
+
+def test_train_writes_outputs_and_removes_checkpoint(cfg, prepared, tmp_path):
+    summary = run(cfg, prepared, tmp_path / "run")
+    out = tmp_path / "run"
+    hist = read_history(out / "history.csv")
+    assert [int(r["epoch"]) for r in hist] == [1, 2]
+    assert set(train_mod.HISTORY_COLUMNS) == set(hist[0])
+    assert all(0 <= float(r["val_acc"]) <= 1 and float(r["seconds"]) > 0 for r in hist)
+    assert summary["train_images"] == 160 and summary["val_images"] == 40
+    blob = torch.load(out / "model.pt", weights_only=True)
+    assert blob["variant"] == "cifar10-resnet18" and blob["classes"] == CIFAR_CLASSES
+    assert json.loads((out / "train.json").read_text())["params"] == summary["params"]
+    assert not (tmp_path / "run-ckpt" / "last.pt").exists()
+
+
+def test_deterministic_runs_are_bit_identical(cfg, prepared, tmp_path):
+    run(cfg, prepared, tmp_path / "a")
+    run(cfg, prepared, tmp_path / "b")
+    a = torch.load(tmp_path / "a/model.pt", weights_only=True)["state_dict"]
+    b = torch.load(tmp_path / "b/model.pt", weights_only=True)["state_dict"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    cols = ("train_loss", "train_acc", "val_loss", "val_acc", "lr")
+    ha, hb = read_history(tmp_path / "a/history.csv"), read_history(tmp_path / "b/history.csv")
+    assert [[r[c] for c in cols] for r in ha] == [[r[c] for c in cols] for r in hb]
+
+
+def test_interrupted_run_resumes_to_identical_result(cfg, prepared, tmp_path, monkeypatch):
+    run(cfg, prepared, tmp_path / "ref")
+    real_predict = train_mod.predict
+    calls = {"n": 0}
+
+    def dying_predict(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:  # validation of epoch 2: epoch 1's checkpoint is on disk
+            raise KeyboardInterrupt
+        return real_predict(*args, **kwargs)
+
+    monkeypatch.setattr(train_mod, "predict", dying_predict)
+    with pytest.raises(KeyboardInterrupt):
+        run(cfg, prepared, tmp_path / "resumed")
+    ckpt = torch.load(tmp_path / "resumed-ckpt/last.pt", weights_only=True)
+    assert ckpt["epoch"] == 1
+    assert not (tmp_path / "resumed/model.pt").exists()
+    monkeypatch.setattr(train_mod, "predict", real_predict)
+    run(cfg, prepared, tmp_path / "resumed")
+    a = torch.load(tmp_path / "ref/model.pt", weights_only=True)["state_dict"]
+    b = torch.load(tmp_path / "resumed/model.pt", weights_only=True)["state_dict"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_stale_checkpoint_is_set_aside(cfg, prepared, tmp_path, monkeypatch):
+    ckpt_dir = tmp_path / "run-ckpt"
+    ckpt_dir.mkdir()
+    torch.save({"variant": "cifar10-resnet18", "dataset": "cifar10", "settings_hash": "old" * 10, "epoch": 1},
+               ckpt_dir / "last.pt")
+    run(cfg, prepared, tmp_path / "run")
+    assert list(ckpt_dir.glob("stale-*.pt"))
+    assert len(read_history(tmp_path / "run/history.csv")) == 2
+
+
+def test_checkpoint_of_another_variant_is_refused(cfg, prepared, tmp_path):
+    ckpt_dir = tmp_path / "run-ckpt"
+    ckpt_dir.mkdir()
+    torch.save({"variant": "butterflies-resnet18", "dataset": "butterflies", "settings_hash": "x", "epoch": 1},
+               ckpt_dir / "last.pt")
+    with pytest.raises(CheckpointMismatch, match="belongs to variant 'butterflies-resnet18'"):
+        run(cfg, prepared, tmp_path / "run")
+
+
+def test_nan_loss_stops_with_epoch_and_step_and_writes_nothing(cfg, prepared, tmp_path):
+    cfg.raw["profiles"]["smoke"]["train"]["optimizer"] = {"lr": 10.0, "momentum": 0.99}
+    cfg.raw["profiles"]["smoke"]["train"]["epochs"] = 50
+    with pytest.raises(TrainingDiverged, match=r"at epoch \d+, step \d+; lower train.optimizer.lr"):
+        run(cfg, prepared, tmp_path / "run")
+    assert not (tmp_path / "run/model.pt").exists()
+    assert not (tmp_path / "run/metrics.json").exists()
+
+
+def test_batch_larger_than_dataset_is_an_error(cfg, prepared, tmp_path):
+    cfg.raw["profiles"]["smoke"]["train"]["batch_size"] = 1000
+    with pytest.raises(ValueError, match="batch_size 1000 is larger than the 160 training images"):
+        run(cfg, prepared, tmp_path / "run")
+
+
+def test_augment_crops_and_flips_on_the_batch():
+    gen = torch.Generator().manual_seed(0)
+    x = torch.arange(2 * 3 * 8 * 8, dtype=torch.uint8).view(2, 3, 8, 8)
+    same = augment(x, padding=0, flip=False, gen=gen)
+    assert torch.equal(same, x)
+    out = augment(x, padding=2, flip=False, gen=gen)
+    assert out.shape == x.shape and out.dtype == torch.uint8
+    # every crop is a window of the zero-padded image
+    padded = torch.nn.functional.pad(x, (2, 2, 2, 2))
+    for i in range(2):
+        assert any(torch.equal(out[i], padded[i, :, dy : dy + 8, dx : dx + 8]) for dy in range(5) for dx in range(5))
+    flips = [augment(x, padding=0, flip=True, gen=gen) for _ in range(20)]
+    assert any(torch.equal(f[0], x[0].flip(2)) for f in flips) and any(torch.equal(f[0], x[0]) for f in flips)
+
+
+def test_lr_schedules():
+    c = {"name": "constant", "warmup_epochs": 0}
+    assert lr_factor(50, 100, 10, c) == 1.0
+    assert lr_factor(0, 100, 10, {"name": "cosine", "warmup_epochs": 1}) == pytest.approx(0.1)
+    assert lr_factor(99, 100, 10, {"name": "cosine", "warmup_epochs": 0}) < 0.01
+    assert lr_factor(25, 100, 10, {"name": "step", "step_size": 2, "gamma": 0.1}) == pytest.approx(0.1)
+    assert lr_factor(45, 100, 10, {"name": "step", "step_size": 2, "gamma": 0.1}) == pytest.approx(0.01)
+    assert lr_factor(55, 100, 10, {"name": "onecycle", "warmup_epochs": 1}) == pytest.approx(0.5)
+
+
+def test_evaluate_writes_metrics_and_confusion(cfg, prepared, tmp_path):
+    out = tmp_path / "run"
+    run(cfg, prepared, out)
+    metrics = evaluate_variant(cfg, "cifar10-resnet18", prepared, out)
+    saved = json.loads((out / "metrics.json").read_text())
+    assert saved == metrics
+    for key in ("test_top1", "test_loss", "params", "mean_epoch_seconds", "peak_memory_mb", "device", "per_class_accuracy"):
+        assert key in saved
+    assert "test_top5" not in saved
+    assert set(saved["per_class_accuracy"]) == set(CIFAR_CLASSES)
+    lines = (out / "confusion.csv").read_text().splitlines()
+    counts = [list(map(int, line.split(",")[1:])) for line in lines[1:]]
+    assert sum(map(sum, counts)) == 40 == saved["test_images"]
+    diag = sum(counts[i][i] for i in range(10))
+    assert saved["test_top1"] == pytest.approx(diag / 40)
+
+
+def test_butterfly_variant_filters_classes_and_reports_top5(cfg, tmp_path):
+    noisy = cfg.raw["datasets"]["butterflies"]["noisy_classes"]
+    classes = sorted(noisy + [f"CLASS {i:02d}" for i in range(10)])
+    prepared = make_prepared(tmp_path, classes, n=(160, 32, 32))
+    out = tmp_path / "bf"
+    summary = train_variant(cfg, "butterflies-resnet18", prepared, out, tmp_path / "ck", use_dvclive=False)
+    assert summary["num_classes"] == 10 and not set(noisy) & set(summary["classes"])
+    metrics = evaluate_variant(cfg, "butterflies-resnet18", prepared, out)
+    assert 0 <= metrics["test_top1"] <= metrics["test_top5"] <= 1
+    assert metrics["num_classes"] == 10
+
+
+def test_evaluate_refuses_model_of_other_settings(cfg, prepared, tmp_path):
+    out = tmp_path / "run"
+    run(cfg, prepared, out)
+    cfg.raw["variants"]["cifar10-resnet18"]["train"]["seed"] = 7
+    with pytest.raises(ModelMismatch, match="trained with other settings"):
+        evaluate_variant(cfg, "cifar10-resnet18", prepared, out)
+
+
+def test_dvclive_logs_without_touching_dvc_yaml(cfg, prepared, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "run"
+    train_variant(cfg, "cifar10-resnet18", prepared, out, tmp_path / "ck", use_dvclive=True)
+    metrics = json.loads((out / "dvclive" / "metrics.json").read_text())
+    assert metrics["step"] == 1 and "val_acc" in metrics
+    assert not (tmp_path / "dvc.yaml").exists() and not (out / "dvclive" / "dvc.yaml").exists()
