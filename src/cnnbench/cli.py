@@ -249,6 +249,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("cnnbench: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `cnnbench validate | head`: the reader left, not an error
+        sys.stderr.close()
+        return 0
     except _user_errors() as exc:
         # Known failure modes carry a message written for the user; no traceback needed
         # (set CNNBENCH_DEBUG=1 to see one).
