@@ -37,12 +37,15 @@ environment:
 """
 
 
-def _common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--params", default="params.yaml", type=Path,
-                        help="the configuration file (default: %(default)s)")
-    parser.add_argument("--profile", default=None,
+def _common(parser: argparse.ArgumentParser, top: bool = False) -> None:
+    """Options accepted before and after the stage name (`cnnbench --profile smoke train ...`)."""
+    # On sub-commands the defaults are suppressed, so they override the top-level value only when given.
+    dflt = (lambda v: v) if top else (lambda v: argparse.SUPPRESS)
+    parser.add_argument("--params", default=dflt(Path("params.yaml")), type=Path,
+                        help="the configuration file (default: params.yaml)")
+    parser.add_argument("--profile", default=dflt(None),
                         help="profile to apply (full, quick, smoke, ...); default: the `profile` key of params.yaml")
-    parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
+    parser.add_argument("-q", "--quiet", action="store_true", default=dflt(False), help="only warnings and errors")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -51,6 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"cnnbench {__version__}")
+    _common(parser, top=True)
     sub = parser.add_subparsers(dest="command", metavar="<stage>", required=True)
 
     p = sub.add_parser("download", help="fetch a data set's archive (mirror first) and verify its checksum",

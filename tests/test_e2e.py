@@ -1,0 +1,228 @@
+"""End to end: snakemake and dvc as real processes on the smoke profile against the real mirror.
+
+Each driver runs in its own temporary copy of the repository (a git repo, for DVC). The tests
+check: every output exists and the report names every variant; a second run does nothing;
+changing one variant's learning rate plans exactly that variant's train and evaluate plus plot
+and report; `dvc exp show --csv` lists params and test accuracy per variant.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+pytestmark = pytest.mark.e2e
+
+REPO = Path(__file__).resolve().parents[1]
+COPY = ["Snakefile", "dvc.yaml", "params.yaml", "workflow", "src", ".dvc/config", ".dvc/.gitignore", ".dvcignore",
+        ".gitignore", "pyproject.toml"]
+CHANGED_VARIANT = "cifar10-resnet18"
+
+
+def copy_repo(dest: Path) -> Path:
+    for item in COPY:
+        src = REPO / item
+        if src.is_dir():
+            shutil.copytree(src, dest / item, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+        elif src.exists():
+            (dest / item).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dest / item)
+    # Smoke profile on disk, so plain `dvc repro` and `snakemake` both use it.
+    params = (dest / "params.yaml").read_text()
+    (dest / "params.yaml").write_text(re.sub(r"(?m)^profile: \w+", "profile: smoke", params))
+    git = ["git", "-c", "user.email=test@cnnbench.invalid", "-c", "user.name=cnnbench tests"]
+    subprocess.run(["git", "init", "-q"], cwd=dest, check=True)
+    subprocess.run(["git", "add", "-A"], cwd=dest, check=True)
+    subprocess.run([*git, "commit", "-qm", "study copy"], cwd=dest, check=True)
+    return dest
+
+
+def env_for(mirror: Path) -> dict:
+    env = dict(os.environ)
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    env["CNNBENCH_DATA_MIRROR"] = str(mirror)
+    env["GIT_AUTHOR_NAME"] = env["GIT_COMMITTER_NAME"] = "cnnbench tests"
+    env["GIT_AUTHOR_EMAIL"] = env["GIT_COMMITTER_EMAIL"] = "test@cnnbench.invalid"
+    env["DVC_NO_ANALYTICS"] = "1"
+    env.pop("DVC_EXP_BASELINE_REV", None)
+    return env
+
+
+def sh(args: list[str], cwd: Path, env: dict, timeout: int = 900) -> subprocess.CompletedProcess:
+    proc = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    if proc.returncode != 0:
+        logs = ""
+        for log in sorted((cwd / "logs").rglob("*.log")) if (cwd / "logs").exists() else []:
+            logs += f"\n--- {log.relative_to(cwd)}\n{log.read_text()[-2000:]}"
+        raise AssertionError(
+            f"{' '.join(args)} failed ({proc.returncode})\nstdout:\n{proc.stdout[-4000:]}\nstderr:\n{proc.stderr[-6000:]}{logs}"
+        )
+    return proc
+
+
+def variants_of(repo: Path) -> list[str]:
+    return list(yaml.safe_load((repo / "params.yaml").read_text())["variants"])
+
+
+def change_one_lr(repo: Path) -> None:
+    doc = yaml.safe_load((repo / "params.yaml").read_text())
+    train = doc["variants"][CHANGED_VARIANT].setdefault("train", {})
+    train.setdefault("optimizer", {})["lr"] = 0.02
+    (repo / "params.yaml").write_text(yaml.safe_dump(doc, sort_keys=False))
+
+
+def assert_study_complete(repo: Path) -> None:
+    names = variants_of(repo)
+    for v in names:
+        run = repo / "results" / "runs" / v
+        for f in ("model.pt", "history.csv", "train.json", "metrics.json", "confusion.csv"):
+            assert (run / f).is_file(), f"missing {run / f}"
+        metrics = json.loads((run / "metrics.json").read_text())
+        assert 0.0 <= metrics["test_top1"] <= 1.0
+    for ds in ("cifar10", "butterflies"):
+        assert (repo / "results/plots" / f"learning_curves_{ds}.png").stat().st_size > 1000
+        manifest = json.loads((repo / "data/prepared" / ds / "manifest.json").read_text())
+        assert manifest["source"]["source"] == "mirror"
+    assert (repo / "results/plots/accuracy.png").is_file()
+    html = (repo / "results/report/report.html").read_text()
+    md = (repo / "results/report/report.md").read_text()
+    for v in names:
+        assert v in html and v in md, f"report does not name {v}"
+    assert "smoke" in html
+
+
+@pytest.fixture(scope="module")
+def mirror(request) -> Path:
+    path = REPO.parent / "shared" / "data" / "mirror"
+    if not (path / "SHA256SUMS").is_file():
+        pytest.skip(f"{path} not found: the real-data mirror sits beside the checkout in CI (../shared/data/mirror)")
+    return path
+
+
+# --- Snakemake ---------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def snakemake_study(tmp_path_factory, mirror):
+    repo = copy_repo(tmp_path_factory.mktemp("snakemake-study"))
+    env = env_for(mirror)
+    t0 = time.perf_counter()
+    sh(["snakemake", "--cores", "2", "--config", "profile=smoke"], repo, env)
+    print(f"\nsmoke study under snakemake: {time.perf_counter() - t0:.1f} s wall")
+    return repo, env
+
+
+def planned_jobs(dry_run_output: str) -> list[str]:
+    """`rule[:wildcard]` for every job in a snakemake dry run."""
+    jobs, current = [], None
+    for line in dry_run_output.splitlines():
+        m = re.match(r"^(?:local)?rule (\w+):", line.strip())
+        if m:
+            if current:
+                jobs.append(current)
+            current = m.group(1)
+            continue
+        m = re.match(r"^wildcards: (.*)$", line.strip())
+        if m and current and ":" not in current:
+            current += ":" + m.group(1).split("=", 1)[1].split(",")[0]
+    if current:
+        jobs.append(current)
+    return sorted(jobs)
+
+
+def test_snakemake_study_completes(snakemake_study):
+    repo, _ = snakemake_study
+    assert_study_complete(repo)
+    assert "snakemake --cores 4 --config profile=smoke" in (repo / "results/report/report.html").read_text()
+
+
+def test_snakemake_run_created_no_dvc_experiment(snakemake_study):
+    repo, env = snakemake_study
+    # DVCLive logged metrics, but neither edited dvc.yaml nor made an experiment of its own.
+    assert (repo / "results/runs" / CHANGED_VARIANT / "dvclive" / "metrics.json").is_file()
+    assert (repo / "dvc.yaml").read_text() == (REPO / "dvc.yaml").read_text()
+    out = sh(["dvc", "exp", "list", "--all-commits"], repo, env)
+    assert out.stdout.strip() == ""
+
+
+def test_snakemake_second_run_does_nothing(snakemake_study):
+    repo, env = snakemake_study
+    out = sh(["snakemake", "-n", "--cores", "2", "--config", "profile=smoke"], repo, env)
+    assert "Nothing to be done" in out.stdout + out.stderr
+
+
+def test_snakemake_one_variant_change_reruns_exactly_its_jobs(snakemake_study):
+    repo, env = snakemake_study
+    change_one_lr(repo)
+    out = sh(["snakemake", "-n", "--cores", "2", "--config", "profile=smoke"], repo, env)
+    jobs = [j for j in planned_jobs(out.stdout + out.stderr) if j != "all"]  # `all` is the no-op target
+    assert jobs == sorted([f"evaluate:{CHANGED_VARIANT}", "plot", "report", f"train:{CHANGED_VARIANT}"]), out.stdout
+
+
+def test_snakemake_rejects_bad_config_before_any_job(snakemake_study, tmp_path):
+    repo, env = snakemake_study
+    proc = subprocess.run(["snakemake", "-n", "--cores", "1", "--config", "profile=turbo"], cwd=repo, env=env,
+                          capture_output=True, text=True)
+    assert proc.returncode != 0
+    assert "profile: 'turbo' is not defined under profiles; allowed values: full, quick, smoke" in proc.stderr
+    proc = subprocess.run(["snakemake", "-n", "--cores", "1", "--config", "train=3"], cwd=repo, env=env,
+                          capture_output=True, text=True)
+    assert proc.returncode != 0 and "--config may only set profile" in proc.stderr
+
+
+# --- DVC -----------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def dvc_study(tmp_path_factory, mirror):
+    repo = copy_repo(tmp_path_factory.mktemp("dvc-study"))
+    env = env_for(mirror)
+    t0 = time.perf_counter()
+    sh(["dvc", "repro"], repo, env)
+    print(f"\nsmoke study under dvc repro: {time.perf_counter() - t0:.1f} s wall")
+    return repo, env
+
+
+def test_dvc_study_completes(dvc_study):
+    repo, _ = dvc_study
+    assert_study_complete(repo)
+    assert (repo / "dvc.lock").is_file()
+
+
+def test_dvc_second_run_does_nothing(dvc_study):
+    repo, env = dvc_study
+    status = sh(["dvc", "status", "--json"], repo, env)
+    assert json.loads(status.stdout) == {}
+    out = sh(["dvc", "repro"], repo, env)
+    assert "Running stage" not in out.stdout
+
+
+def test_dvc_exp_show_lists_params_and_accuracy(dvc_study):
+    repo, env = dvc_study
+    out = sh(["dvc", "exp", "show", "--csv"], repo, env)
+    rows = list(csv.DictReader(io.StringIO(out.stdout)))
+    header = rows[0].keys()
+    workspace = next(r for r in rows if r["Experiment"] == "" and r["rev"] == "workspace")
+    for v in variants_of(repo):
+        col = f"results/runs/{v}/metrics.json:test_top1"
+        assert col in header, f"{col} not in dvc exp show"
+        assert 0.0 <= float(workspace[col]) <= 1.0
+        # dvc prefixes a column with its file only where the name is ambiguous
+        assert {f"variants.{v}.model", f"params.yaml:variants.{v}.model"} & set(header)
+    profile_col = "profile" if "profile" in header else "params.yaml:profile"
+    assert workspace[profile_col] == "smoke"
+    assert workspace.get("train.optimizer.lr", workspace.get("params.yaml:train.optimizer.lr")) == "0.01"
+
+
+def test_dvc_one_variant_change_reruns_exactly_its_stages(dvc_study):
+    repo, env = dvc_study
+    change_one_lr(repo)
+    status = json.loads(sh(["dvc", "status", "--json"], repo, env).stdout)
+    assert sorted(status) == sorted([f"train@{CHANGED_VARIANT}", f"evaluate@{CHANGED_VARIANT}", "plot", "report"])
