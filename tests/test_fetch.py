@@ -362,7 +362,7 @@ def test_fetch_kagglehub_failure_is_download_error(tmp_path: Path, monkeypatch: 
         raise ConnectionError("no network")
 
     monkeypatch.setattr(kagglehub, "dataset_download", broken)
-    with pytest.raises(DownloadError, match="no network.*datasets.butterflies.archive"):
+    with pytest.raises(DownloadError, match="no network.*datasets.butterflies.source.archive"):
         fetch.fetch_dataset("butterflies", _bfly_cfg(), tmp_path / "out", None)
     assert _leftovers(tmp_path) == []
 

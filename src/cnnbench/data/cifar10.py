@@ -213,7 +213,7 @@ def prepare(raw_dir: Path, out_dir: Path, cfg: Mapping[str, Any]) -> dict[str, A
     raw_dir, out_dir = Path(raw_dir), Path(out_dir)
     filename = cfg.get("filename")
     if not isinstance(filename, str) or not filename:
-        raise ValueError(f"datasets.cifar10.filename (the archive's file name) is missing or empty in {dict(cfg)!r}")
+        raise ValueError(f"datasets.cifar10.source.filename (the archive's file name) is missing or empty in {dict(cfg)!r}")
     archive = raw_dir / filename
     if not archive.is_file():
         raise FileNotFoundError(f"{archive} not found; run `cnnbench download --dataset cifar10` first")

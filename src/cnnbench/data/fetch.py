@@ -348,7 +348,7 @@ def _from_kaggle(handle: str, dest: Path) -> tuple[_Digest, str]:
         import kagglehub
     except ImportError as e:  # pragma: no cover - kagglehub is a declared dependency
         raise DownloadError(
-            "kagglehub is not installed; install it, or set datasets.butterflies.archive "
+            "kagglehub is not installed; install it, or set datasets.butterflies.source.archive "
             f"to a URL/path of the zip, or use a local mirror ({MIRROR_ENV})"
         ) from e
     log.info("downloading kaggle dataset %s with kagglehub", handle)
@@ -357,7 +357,7 @@ def _from_kaggle(handle: str, dest: Path) -> tuple[_Digest, str]:
     except Exception as e:
         raise DownloadError(
             f"kagglehub.dataset_download({handle!r}) failed: {type(e).__name__}: {e}. "
-            "Check network access and Kaggle credentials, or set datasets.butterflies.archive "
+            "Check network access and Kaggle credentials, or set datasets.butterflies.source.archive "
             f"to a URL/path of the zip, or use a local mirror ({MIRROR_ENV})"
         ) from e
     if location.is_file() and zipfile.is_zipfile(location):
@@ -414,7 +414,7 @@ def fetch_dataset(name: str, ds_cfg: Mapping[str, Any], out_dir: Path, mirror: P
     out_dir = Path(out_dir)
     filename = ds_cfg.get("filename")
     if not isinstance(filename, str) or not filename or "/" in filename or "\\" in filename or filename in (".", ".."):
-        raise ValueError(f"datasets.{name}.filename must be a plain file name, got {filename!r}")
+        raise ValueError(f"datasets.{name}.source.filename must be a plain file name, got {filename!r}")
     tmp = staging_dir(out_dir)
     dest = tmp / filename
     try:
@@ -469,7 +469,7 @@ def _fetch_into(name: str, cfg: Mapping[str, Any], dest: Path, mirror: Path | No
         sha = cfg.get("sha256")
         if not sha:
             log.warning(
-                "datasets.%s.sha256 is not set, so %s cannot be verified; its sha256 is recorded in source.json",
+                "datasets.%s.source.sha256 is not set, so %s cannot be verified; its sha256 is recorded in source.json",
                 name,
                 archive,
             )
@@ -482,7 +482,7 @@ def _fetch_into(name: str, cfg: Mapping[str, Any], dest: Path, mirror: Path | No
             def from_path() -> dict[str, Any]:
                 if not path.is_file():
                     raise DownloadError(
-                        f"datasets.{name}.archive = {archive!r} (resolved to {path}) is not a file; "
+                        f"datasets.{name}.source.archive = {archive!r} (resolved to {path}) is not a file; "
                         "fix the path or give a URL"
                     )
                 return record("path", str(path), _copy_file(path, dest, sha256=sha))
@@ -496,7 +496,7 @@ def _fetch_into(name: str, cfg: Mapping[str, Any], dest: Path, mirror: Path | No
 
     errors = list(skipped)
     if not attempts:
-        errors.append(f"datasets.{name} has no url, archive or kaggle_handle")
+        errors.append(f"datasets.{name}.source has no url, archive or kaggle_handle")
     for label, attempt in attempts:
         try:
             return attempt()
