@@ -1,4 +1,4 @@
-"""Read what train and evaluate wrote for each variant."""
+"""Read what the train and evaluate stages wrote for each variant (input of plot and report)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,30 @@ from pathlib import Path
 
 import pandas as pd
 
+HISTORY_COLUMNS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc")
+METRICS_KEYS = ("test_top1", "params", "epochs", "device")
+
+DATASET_TITLES = {"cifar10": "CIFAR-10", "butterflies": "Butterflies & moths"}
+
+
+def dataset_title(dataset: str) -> str:
+    """Human name of a data set key (``cifar10`` -> ``CIFAR-10``); unknown keys pass through."""
+    return DATASET_TITLES.get(dataset, dataset)
+
+
+def lab_rows(spec: dict) -> list[dict]:
+    """The lab-report rows a variant is compared with: ``lab_report`` as a list (none: ``[]``).
+
+    params.yaml gives a list of rows ({report, row, accuracy?, epochs?, epoch_seconds?, claim?});
+    a single row given as a dict is accepted too.
+    """
+    lab = spec.get("lab_report")
+    if not lab:
+        return []
+    if isinstance(lab, dict):
+        return [lab]
+    return [row for row in lab if isinstance(row, dict)]
+
 
 def _need(path: Path, stage: str) -> Path:
     if not path.is_file():
@@ -14,20 +38,44 @@ def _need(path: Path, stage: str) -> Path:
     return path
 
 
-def load_runs(variants: dict[str, dict], runs_dir: Path) -> list[dict]:
-    """One dict per variant (in the given order): spec, history, metrics, confusion."""
-    runs = []
-    for name, spec in variants.items():
-        run = Path(runs_dir) / name
-        history = pd.read_csv(_need(run / "history.csv", f"cnnbench train --variant {name}"))
-        metrics = json.loads(_need(run / "metrics.json", f"cnnbench evaluate --variant {name}").read_text())
-        confusion = pd.read_csv(_need(run / "confusion.csv", f"cnnbench evaluate --variant {name}"), index_col=0)
-        runs.append({"variant": name, "dataset": spec["dataset"], "spec": spec,
-                     "history": history, "metrics": metrics, "confusion": confusion})
-    return runs
+def load_run(name: str, spec: dict, run_dir: Path) -> dict:
+    """Load one variant's run directory; errors name the file and the stage that writes it."""
+    train, evaluate = f"cnnbench train --variant {name}", f"cnnbench evaluate --variant {name}"
+    history_path = _need(run_dir / "history.csv", train)
+    metrics_path = _need(run_dir / "metrics.json", evaluate)
+    confusion_path = _need(run_dir / "confusion.csv", evaluate)
+
+    history = pd.read_csv(history_path)
+    missing = [c for c in HISTORY_COLUMNS if c not in history.columns]
+    if missing:
+        raise ValueError(f"{history_path}: no column(s) {', '.join(missing)}; re-run `{train}`")
+    metrics = json.loads(metrics_path.read_text())
+    missing = [k for k in METRICS_KEYS if k not in metrics]
+    if missing:
+        raise ValueError(f"{metrics_path}: no key(s) {', '.join(missing)}; re-run `{evaluate}`")
+    # A run left over from an earlier configuration must not be reported under the new one.
+    if metrics.get("dataset", spec["dataset"]) != spec["dataset"]:
+        raise ValueError(f"{metrics_path}: evaluated on {metrics['dataset']!r} but variant {name!r} "
+                         f"now uses {spec['dataset']!r}; re-run `{train}` and `{evaluate}`")
+    confusion = pd.read_csv(confusion_path, index_col=0)
+    return {"variant": name, "dataset": spec["dataset"], "spec": spec,
+            "history": history, "metrics": metrics, "confusion": confusion}
+
+
+def load_runs(variants: dict[str, dict], results_dir: Path) -> list[dict]:
+    """One dict per variant, in the given order.
+
+    Each holds ``variant``, ``dataset``, ``spec`` (the variant's settings), ``history``
+    (DataFrame of history.csv), ``metrics`` (metrics.json) and ``confusion`` (DataFrame,
+    rows = true class, columns = predicted class), read from ``results_dir/<variant>/``.
+    """
+    if not variants:
+        raise ValueError("no variants to load: the configuration lists none")
+    return [load_run(name, spec, Path(results_dir) / name) for name, spec in variants.items()]
 
 
 def by_dataset(runs: list[dict]) -> dict[str, list[dict]]:
+    """Runs grouped by data set, both in first-seen order."""
     out: dict[str, list[dict]] = {}
     for run in runs:
         out.setdefault(run["dataset"], []).append(run)
