@@ -36,6 +36,7 @@ def test_repo_params_valid_for_every_profile():
     for profile in ("full", "quick", "smoke"):
         cfg = load(REPO / "params.yaml", profile=profile)
         assert cfg.profile == profile
+        assert len(cfg.variants_of("cifar10")) == 12 and len(cfg.variants_of("butterflies")) == 5
         for v in cfg.variants:
             resolved = cfg.variant(v)
             assert resolved["train"]["epochs"] >= 1
@@ -99,6 +100,13 @@ def test_variant_settings_are_independent():
          ["datasets.butterflies.on_bad_image", "allowed values: skip, fail"]),
         (lambda d: d["variants"]["cifar10-resnet18"].update(filter_noisy=True),
          ["variants.cifar10-resnet18.filter_noisy", "only butterfly variants"]),
+        (lambda d: d["variants"]["cifar10-resnet18"].update(model_args={"dropout": 0.1}),
+         ["variants.cifar10-resnet18.model_args.dropout", "model 'resnet18' does not take 'dropout'",
+          "allowed keys: width_mult, stem_kernel_size"]),
+        (lambda d: d["variants"]["cifar10-resnet18"].update(model_args={"width_mult": 0}),
+         ["variants.cifar10-resnet18.model_args.width_mult", "allowed: > 0"]),
+        (lambda d: d["variants"]["cifar10-resnet18"].update(lab_report=[{"report": "x"}]),
+         ["variants.cifar10-resnet18.lab_report.0", "'row' is a required property"]),
     ],
 )
 def test_bad_params_give_one_message_naming_the_key(params_copy, edit, expected):

@@ -125,6 +125,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--variant", help="print only this variant's resolved settings as JSON")
     p.set_defaults(func=cmd_validate)
 
+    p = sub.add_parser("models", help="table of every variant's network: parameters, FLOPs, output shape",
+                       description="Build every variant's network (with the profile's model_args) and print "
+                       "its parameter count, forward FLOPs for one image at the data set's resolution "
+                       "(torch.utils.flop_counter; a multiply-add counts as 2 FLOPs) and output shape.")
+    _common(p)
+    p.add_argument("--dataset", help="only variants of this data set")
+    p.add_argument("--json", type=Path, help="also write the table as JSON to this file")
+    p.set_defaults(func=cmd_models)
+
     p = sub.add_parser("variants", help="list variant names (one per line), optionally of one data set")
     _common(p)
     p.add_argument("--dataset", help="only variants of this data set")
@@ -213,6 +222,50 @@ def cmd_validate(cfg: Config, args) -> None:
             t = cfg.variant(v)["train"]
             print(f"    {v}: model {cfg.variant(v)['model']}, {t['epochs']} epochs, batch {t['batch_size']}, "
                   f"lr {t['optimizer']['lr']}, device {t['device']}")
+
+
+DATASET_CLASSES = {"cifar10": 10, "butterflies": 100}  # before any class filtering
+
+
+def model_table(cfg: Config, dataset: str | None = None) -> list[dict]:
+    """Parameters, forward FLOPs and output shape of every variant's network."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from .models import build_model
+
+    rows = []
+    for name in cfg.variants_of(dataset) if dataset else cfg.variants:
+        v = cfg.variant(name)
+        size = 32 if v["dataset"] == "cifar10" else cfg.dataset(v["dataset"])["image_size"]
+        classes = DATASET_CLASSES[v["dataset"]] - len(v["exclude_classes"])
+        model = build_model(v["model"], classes, **v["model_args"]).eval()
+        counter = FlopCounterMode(display=False)
+        with torch.no_grad(), counter:
+            out = model(torch.zeros(1, 3, size, size))
+        rows.append({
+            "variant": name, "model": v["model"], "input": f"3x{size}x{size}", "classes": classes,
+            "params": sum(p.numel() for p in model.parameters()), "flops": int(counter.get_total_flops()),
+            "output": "x".join(str(d) for d in out.shape),
+        })
+    return rows
+
+
+def cmd_models(cfg: Config, args) -> None:
+    rows = model_table(cfg, args.dataset)
+    head = ("variant", "model", "input", "params", "GFLOPs", "output")
+    cells = [(r["variant"], r["model"], r["input"], f"{r['params']:,}", f"{r['flops'] / 1e9:.3f}", r["output"])
+             for r in rows]
+    widths = [max(len(h), *(len(c[i]) for c in cells)) for i, h in enumerate(head)]
+    right = {3, 4}
+    fmt = lambda cols: "  ".join(c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(cols, widths)))
+    print(f"profile {cfg.profile}: forward FLOPs of one image (multiply-add = 2 FLOPs)")
+    print(fmt(head))
+    print(fmt(["-" * w for w in widths]))
+    for c in cells:
+        print(fmt(c))
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=2) + "\n")
 
 
 def cmd_variants(cfg: Config, args) -> None:

@@ -218,14 +218,25 @@ class Config:
         )
 
 
-def _check_semantics(raw: dict, source: str) -> None:
+def _check_semantics(cfg: "Config", source: str) -> None:
     """Rules a JSON schema cannot say well."""
-    for name, spec in raw["variants"].items():
+    from .models import model_arguments  # imports torch: only after the cheap checks passed
+
+    for name, spec in cfg.raw["variants"].items():
         if spec["dataset"] != "butterflies" and "filter_noisy" in spec:
             raise ConfigError(
                 f"{source}: variants.{name}.filter_noisy: only butterfly variants filter classes; "
                 f"remove the key or set dataset: butterflies"
             )
+        allowed = model_arguments(spec["model"])
+        for key in cfg.variant(name)["model_args"]:
+            if key not in allowed:
+                where = (f"variants.{name}.model_args.{key}" if key in spec.get("model_args", {})
+                         else f"profiles.{cfg.profile}.model_args.{key}")
+                raise ConfigError(
+                    f"{source}: {where}: model {spec['model']!r} does not take {key!r}; "
+                    f"allowed keys: {', '.join(allowed)}"
+                )
 
 
 def load(params_path: str | Path = DEFAULT_PARAMS, profile: str | None = None) -> Config:
@@ -245,8 +256,8 @@ def load(params_path: str | Path = DEFAULT_PARAMS, profile: str | None = None) -
             f"{source}: profile: {chosen!r} is not defined under profiles; "
             f"allowed values: {', '.join(raw['profiles'])}"
         )
-    _check_semantics(raw, source)
     cfg = Config(raw=raw, profile=chosen, params_path=params_path, _schema=schema)
+    _check_semantics(cfg, source)
     # The merged view must satisfy the schema too: validate every resolved block.
     merged = copy.deepcopy(raw)
     for ds in raw["datasets"]:
