@@ -411,13 +411,18 @@ def train_variant(
             ckpt_file,
         )
 
-    summary = {
+    # What identifies the trained model: shared by train.json and model.pt.
+    meta = {
         "variant": name,
         "dataset": variant["dataset"],
         "model": variant["model"],
         "model_args": variant["model_args"],
         "num_classes": num_classes,
         "classes": classes,
+        "settings_hash": settings_hash,
+    }
+    summary = {
+        **meta,
         "params": n_params,
         "epochs": epochs,
         "train_images": len(train_data),
@@ -430,7 +435,6 @@ def train_variant(
         "torch_version": torch.__version__,
         "cnnbench_version": __version__,
         "seed": settings["seed"],
-        "settings_hash": settings_hash,
         "settings": variant,
         "selection": "final epoch (the validation split is monitored, never used to pick weights)",
     }
@@ -438,19 +442,7 @@ def train_variant(
     write_csv(out_dir / "history.csv", history, HISTORY_COLUMNS)
     atomic_write_text(out_dir / "train.json", json.dumps(summary, indent=2) + "\n")
     # model.pt last: its presence means the run is complete.
-    atomic_torch_save(
-        {
-            "variant": name,
-            "dataset": variant["dataset"],
-            "model": variant["model"],
-            "model_args": variant["model_args"],
-            "num_classes": num_classes,
-            "classes": classes,
-            "settings_hash": settings_hash,
-            "state_dict": model.state_dict(),
-        },
-        out_dir / "model.pt",
-    )
+    atomic_torch_save({**meta, "state_dict": model.state_dict()}, out_dir / "model.pt")
     if live is not None:
         live.end()
     ckpt_file.unlink(missing_ok=True)

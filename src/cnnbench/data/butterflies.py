@@ -37,7 +37,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from cnnbench.data import packed
-from cnnbench.data.fetch import read_source
+from cnnbench.data.fetch import locate_archive, read_source
 
 __all__ = ["prepare", "SOURCE_SIZE", "CSV_NAMES", "check_archive_members"]
 
@@ -219,12 +219,7 @@ def prepare(raw_dir: Path, out_dir: Path, cfg: Mapping[str, Any]) -> dict[str, A
         FileNotFoundError: the archive or ``source.json`` is missing.
     """
     raw_dir, out_dir = Path(raw_dir), Path(out_dir)
-    filename = cfg.get("filename")
-    if not isinstance(filename, str) or not filename:
-        raise ValueError(f"datasets.butterflies.source.filename (the archive's file name) is missing or empty in {dict(cfg)!r}")
-    archive = raw_dir / filename
-    if not archive.is_file():
-        raise FileNotFoundError(f"{archive} not found; run `cnnbench download --dataset butterflies` first")
+    archive = locate_archive(raw_dir, cfg, "butterflies")
     image_size = int(cfg.get("image_size", SOURCE_SIZE[0]))
     if image_size < 1:
         raise ValueError(f"{_KEY}.image_size must be a positive number of pixels, got {image_size}")

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from cnnbench.data import packed
-from cnnbench.data.fetch import read_source
+from cnnbench.data.fetch import locate_archive, read_source
 
 __all__ = ["RestrictedUnpickler", "load_pickle", "prepare", "TRAIN_BATCHES", "TEST_BATCH", "META"]
 
@@ -211,12 +211,7 @@ def prepare(raw_dir: Path, out_dir: Path, cfg: Mapping[str, Any]) -> dict[str, A
             and ``split_seed``.
     """
     raw_dir, out_dir = Path(raw_dir), Path(out_dir)
-    filename = cfg.get("filename")
-    if not isinstance(filename, str) or not filename:
-        raise ValueError(f"datasets.cifar10.source.filename (the archive's file name) is missing or empty in {dict(cfg)!r}")
-    archive = raw_dir / filename
-    if not archive.is_file():
-        raise FileNotFoundError(f"{archive} not found; run `cnnbench download --dataset cifar10` first")
+    archive = locate_archive(raw_dir, cfg, "cifar10")
     val_fraction = float(cfg.get("val_fraction", 0.1))
     if not 0.0 <= val_fraction < 1.0:
         raise ValueError(f"datasets.cifar10.val_fraction must be in [0, 1), got {val_fraction}")

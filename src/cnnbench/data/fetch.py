@@ -39,6 +39,7 @@ from tqdm import tqdm
 from cnnbench.data.packed import replace_dir, staging_dir
 
 __all__ = [
+    "locate_archive",
     "DownloadError",
     "ChecksumError",
     "MIRROR_ENV",
@@ -526,3 +527,16 @@ def read_source(raw_dir: Path, dataset: str) -> dict[str, Any]:
     if not isinstance(source, dict):
         raise ValueError(f"{path} must hold a JSON object; run `cnnbench download --dataset {dataset}` again")
     return source
+
+
+def locate_archive(raw_dir: Path, cfg: Mapping[str, Any], dataset: str) -> Path:
+    """The downloaded archive ``raw_dir/<filename>``; errors say which key or stage to fix."""
+    filename = cfg.get("filename")
+    if not isinstance(filename, str) or not filename:
+        raise ValueError(
+            f"datasets.{dataset}.source.filename (the archive's file name) is missing or empty in {dict(cfg)!r}"
+        )
+    archive = Path(raw_dir) / filename
+    if not archive.is_file():
+        raise FileNotFoundError(f"{archive} not found; run `cnnbench download --dataset {dataset}` first")
+    return archive
