@@ -36,7 +36,7 @@ def test_repo_params_valid_for_every_profile():
     for profile in ("full", "quick", "smoke"):
         cfg = load(REPO / "params.yaml", profile=profile)
         assert cfg.profile == profile
-        assert len(cfg.variants_of("cifar10")) == 12 and len(cfg.variants_of("butterflies")) == 5
+        assert len(cfg.variants_of("cifar10")) == 13 and len(cfg.variants_of("butterflies")) == 5
         for v in cfg.variants:
             resolved = cfg.variant(v)
             assert resolved["train"]["epochs"] >= 1
@@ -61,6 +61,18 @@ def test_profile_wins_over_variant_and_defaults():
     assert cfg.preprocess_settings("butterflies")["image_size"] == raw["profiles"]["smoke"]["datasets"]["butterflies"]["image_size"]
     full = load(REPO / "params.yaml", profile="full")
     assert full.variant("cifar10-resnet18")["train"]["epochs"] == raw["variants"]["cifar10-resnet18"]["train"]["epochs"]
+
+
+def test_recipe_sits_between_defaults_and_dataset_and_variant():
+    cfg = load(REPO / "params.yaml", profile="full")
+    lab, fast = cfg.variant("cifar10-resnet18"), cfg.variant("cifar10-resnet18-fast")
+    assert lab["recipe"] == "lab" and fast["recipe"] == "fast"
+    assert lab["train"]["optimizer"] == cfg.raw["recipes"]["lab"]["optimizer"]
+    assert fast["train"]["optimizer"]["nesterov"] is True and fast["train"]["tta_flip"] is True
+    assert fast["train"]["batch_size"] == 256 and lab["train"]["batch_size"] == 128
+    # the dataset's normalisation and augmentation reach both, the variant's epochs win over the recipe
+    assert fast["train"]["normalize"] == lab["train"]["normalize"] == cfg.raw["datasets"]["cifar10"]["train"]["normalize"]
+    assert fast["train"]["epochs"] == 50
 
 
 def test_filter_noisy_resolves_to_excluded_classes():
@@ -105,6 +117,10 @@ def test_variant_settings_are_independent():
           "allowed keys: width_mult, stem_kernel_size"]),
         (lambda d: d["variants"]["cifar10-resnet18"].update(model_args={"width_mult": 0}),
          ["variants.cifar10-resnet18.model_args.width_mult", "allowed: > 0"]),
+        (lambda d: d["variants"]["cifar10-resnet18"].update(recipe="turbo"),
+         ["variants.cifar10-resnet18.recipe", "'turbo' is not defined under recipes", "allowed values:", "fast", "lab"]),
+        (lambda d: d["recipes"]["fast"].update(precision="fp8"),
+         ["recipes.fast.precision", "allowed values: auto, fp32, bf16"]),
         (lambda d: d["variants"]["cifar10-resnet18"].update(lab_report=[{"report": "x"}]),
          ["variants.cifar10-resnet18.lab_report.0", "'row' is a required property"]),
     ],

@@ -128,7 +128,7 @@ def test_checkpoint_of_another_variant_is_refused(cfg, prepared, tmp_path):
 def test_nan_loss_stops_with_epoch_and_step_and_writes_nothing(cfg, prepared, tmp_path):
     cfg.raw["profiles"]["smoke"]["train"]["optimizer"] = {"lr": 10.0, "momentum": 0.99}
     cfg.raw["profiles"]["smoke"]["train"]["epochs"] = 50
-    with pytest.raises(TrainingDiverged, match=r"at epoch \d+, step \d+; lower train.optimizer.lr"):
+    with pytest.raises(TrainingDiverged, match=r"NaN or infinite at epoch \d+, step \d+; lower train.optimizer.lr"):
         run(cfg, prepared, tmp_path / "run")
     assert not (tmp_path / "run/model.pt").exists()
     assert not (tmp_path / "run/metrics.json").exists()
@@ -209,3 +209,80 @@ def test_dvclive_logs_without_touching_dvc_yaml(cfg, prepared, tmp_path, monkeyp
     metrics = json.loads((out / "dvclive" / "metrics.json").read_text())
     assert metrics["step"] == 1 and "val_acc" in metrics
     assert not (tmp_path / "dvc.yaml").exists() and not (out / "dvclive" / "dvc.yaml").exists()
+
+
+def test_random_resized_crop_batched():
+    from cnnbench.train import random_resized_crop
+
+    gen = torch.Generator().manual_seed(0)
+    x = torch.rand(6, 3, 16, 16)
+    same = random_resized_crop(x, 1.0, gen, ratio=(1.0, 1.0))  # the whole image: identity resample
+    assert torch.allclose(same, x, atol=1e-5)
+    out = random_resized_crop(x, 0.2, gen)
+    assert out.shape == x.shape and torch.isfinite(out).all()
+    assert out.min() >= x.min() - 1e-6 and out.max() <= x.max() + 1e-6  # bilinear never overshoots
+    assert not torch.allclose(out, x)
+
+
+def test_no_weight_decay_on_norm_and_bias():
+    from cnnbench.models import build_model
+    from cnnbench.train import build_optimizer
+
+    model = build_model("resnet18", 10, width_mult=0.125)
+    opt = build_optimizer(model, {"name": "sgd", "lr": 0.1, "momentum": 0.9, "weight_decay": 5e-4,
+                                  "nesterov": True, "no_decay_norm_bias": True})
+    decay, no_decay = opt.param_groups
+    assert decay["weight_decay"] == 5e-4 and no_decay["weight_decay"] == 0.0
+    assert all(p.ndim > 1 for p in decay["params"]) and all(p.ndim == 1 for p in no_decay["params"])
+    assert len(decay["params"]) + len(no_decay["params"]) == len(list(model.parameters()))
+    assert opt.defaults["nesterov"] is True
+    flat = build_optimizer(model, {"name": "sgd", "lr": 0.1, "weight_decay": 5e-4})
+    assert len(flat.param_groups) == 1 and flat.param_groups[0]["weight_decay"] == 5e-4
+
+
+def test_fast_recipe_with_ema_tta_and_bf16_trains_resumes_and_evaluates(cfg, prepared, tmp_path, monkeypatch):
+    cfg.raw["recipes"]["fast"].update(ema=0.9, precision="bf16")
+    cfg.raw["profiles"]["smoke"]["train"]["batch_size"] = 32
+    name = "cifar10-resnet18-fast"
+    summary = run(cfg, prepared, tmp_path / "ref", name)
+    assert summary["precision"] == "bf16 autocast" and summary["recipe"] == "fast"
+    assert "EMA" in summary["selection"] and summary["tta_flip"] is True
+    metrics = evaluate_variant(cfg, name, prepared, tmp_path / "ref")
+    assert metrics["recipe"] == "fast" and metrics["tta_flip"] is True and 0 <= metrics["test_top1"] <= 1
+    # killed after epoch 1 and resumed: the EMA state comes back too, so the result is bit-identical
+    real_predict = train_mod.predict
+    calls = {"n": 0}
+
+    def dying_predict(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return real_predict(*args, **kwargs)
+
+    monkeypatch.setattr(train_mod, "predict", dying_predict)
+    with pytest.raises(KeyboardInterrupt):
+        run(cfg, prepared, tmp_path / "resumed", name)
+    monkeypatch.setattr(train_mod, "predict", real_predict)
+    run(cfg, prepared, tmp_path / "resumed", name)
+    a = torch.load(tmp_path / "ref/model.pt", weights_only=True)["state_dict"]
+    b = torch.load(tmp_path / "resumed/model.pt", weights_only=True)["state_dict"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_tta_flip_averages_an_image_and_its_mirror():
+    from cnnbench.train import DeviceData, predict
+
+    class LeftBright(torch.nn.Module):  # logits depend on which half is brighter: flip-sensitive
+        def forward(self, x):
+            left, right = x[..., : x.shape[-1] // 2].mean((1, 2, 3)), x[..., x.shape[-1] // 2 :].mean((1, 2, 3))
+            return torch.stack([left - right, right - left], 1) * 10
+
+    imgs = np.zeros((2, 8, 8, 3), dtype=np.uint8)
+    imgs[0, :, :4] = 255
+    data = DeviceData(imgs, np.array([0, 1]), torch.device("cpu"))
+    mean, std = torch.zeros(1, 3, 1, 1), torch.ones(1, 3, 1, 1)
+    plain, _ = predict(LeftBright(), data, mean, std, 2)
+    tta, _ = predict(LeftBright(), data, mean, std, 2, tta_flip=True)
+    assert plain[0].argmax() == 0
+    assert torch.allclose(tta.exp().sum(1), torch.ones(2))
+    assert torch.allclose(tta[0, 0], tta[0, 1])  # the image and its mirror disagree equally

@@ -5,7 +5,7 @@ way everywhere: one message that names the key path and what is allowed.
 
 Resolution order for one variant (later wins)::
 
-    train -> datasets.<ds>.train -> variants.<name>.train -> profiles.<profile>.train
+    train -> recipes.<recipe> -> datasets.<ds>.train -> variants.<name>.train -> profiles.<profile>.train
     variants.<name>.model_args -> profiles.<profile>.model_args
     datasets.<ds> -> profiles.<profile>.datasets.<ds>
 """
@@ -185,7 +185,8 @@ class Config:
             )
         spec = self.raw["variants"][name]
         ds = self.dataset(spec["dataset"])
-        train = deep_merge(self.raw["train"], ds.get("train"))
+        train = deep_merge(self.raw["train"], self.raw["recipes"][spec["recipe"]])
+        train = deep_merge(train, ds.get("train"))
         train = deep_merge(train, spec.get("train"))
         train = deep_merge(train, self.profile_block.get("train"))
         model_args = deep_merge(spec.get("model_args", {}), self.profile_block.get("model_args"))
@@ -196,6 +197,7 @@ class Config:
             "variant": name,
             "dataset": spec["dataset"],
             "model": spec["model"],
+            "recipe": spec["recipe"],
             "model_args": model_args,
             "exclude_classes": exclude,
             "lab_report": spec.get("lab_report"),
@@ -223,6 +225,11 @@ def _check_semantics(cfg: "Config", source: str) -> None:
     from .models import model_arguments  # imports torch: only after the cheap checks passed
 
     for name, spec in cfg.raw["variants"].items():
+        if spec["recipe"] not in cfg.raw["recipes"]:
+            raise ConfigError(
+                f"{source}: variants.{name}.recipe: {spec['recipe']!r} is not defined under recipes; "
+                f"allowed values: {', '.join(cfg.raw['recipes'])}"
+            )
         if spec["dataset"] != "butterflies" and "filter_noisy" in spec:
             raise ConfigError(
                 f"{source}: variants.{name}.filter_noisy: only butterfly variants filter classes; "

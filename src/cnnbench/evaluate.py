@@ -13,6 +13,7 @@ from .data import packed
 from .models import build_model
 from .train import (
     DeviceData,
+    Engine,
     atomic_write_text,
     configure_determinism,
     describe_device,
@@ -52,8 +53,9 @@ def evaluate_variant(cfg: Config, name: str, prepared_dir: Path, run_dir: Path) 
     settings = variant["train"]
     configure_determinism(settings)
     device = select_device(settings["device"])
+    engine = Engine(settings, device)
     model, blob = load_trained(run_dir / "model.pt", variant)
-    model.to(device)
+    model = engine.prepare(model)
     x, y, classes = packed.load_split(prepared_dir, "test", exclude_classes=variant["exclude_classes"])
     if classes != blob["classes"]:
         raise ModelMismatch(f"{run_dir / 'model.pt'}: trained on classes that differ from {prepared_dir}'s test split")
@@ -61,7 +63,7 @@ def evaluate_variant(cfg: Config, name: str, prepared_dir: Path, run_dir: Path) 
     norm = settings["normalize"]
     mean = torch.tensor(norm["mean"], device=device).view(1, 3, 1, 1)
     std = torch.tensor(norm["std"], device=device).view(1, 3, 1, 1)
-    logits, losses = predict(model, data, mean, std, settings["eval_batch_size"])
+    logits, losses = predict(model, data, mean, std, settings["eval_batch_size"], engine, settings["tta_flip"])
     labels = data.labels
     pred = logits.argmax(1)
     k = len(classes)
@@ -88,6 +90,8 @@ def evaluate_variant(cfg: Config, name: str, prepared_dir: Path, run_dir: Path) 
         "device": train_summary["device"],
         "eval_device": describe_device(device),
         "precision": train_summary["precision"],
+        "recipe": variant["recipe"],
+        "tta_flip": settings["tta_flip"],
         "torch_version": train_summary["torch_version"],
         "seed": train_summary["seed"],
         "per_class_accuracy": per_class,

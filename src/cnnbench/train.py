@@ -162,19 +162,95 @@ def augment(x: torch.Tensor, padding: int, flip: bool, gen: torch.Generator) -> 
     return x
 
 
+def random_resized_crop(x: torch.Tensor, min_scale: float, gen: torch.Generator,
+                        ratio: tuple[float, float] = (3 / 4, 4 / 3)) -> torch.Tensor:
+    """ImageNet-style random resized crop of a float batch, one affine resample for all images.
+
+    Each image gets its own crop of area fraction U(min_scale, 1) and log-uniform aspect ratio,
+    resampled bilinearly back to the full size (torchvision's RandomResizedCrop, batched).
+    """
+    b, _, h, w = x.shape
+    dev = x.device
+    area = torch.empty(b, device=dev).uniform_(min_scale, 1.0, generator=gen)
+    log_r = torch.empty(b, device=dev).uniform_(math.log(ratio[0]), math.log(ratio[1]), generator=gen)
+    r = torch.exp(log_r)
+    sw = torch.sqrt(area * r).clamp(max=1.0)  # crop width / image width
+    sh = torch.sqrt(area / r).clamp(max=1.0)
+    cx = (torch.rand(b, device=dev, generator=gen) * 2 - 1) * (1 - sw)  # centre in [-1, 1] coordinates
+    cy = (torch.rand(b, device=dev, generator=gen) * 2 - 1) * (1 - sh)
+    theta = torch.zeros(b, 2, 3, device=dev, dtype=x.dtype)
+    theta[:, 0, 0], theta[:, 0, 2], theta[:, 1, 1], theta[:, 1, 2] = sw, cx, sh, cy
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+
+
+def augment_batch(x: torch.Tensor, aug: dict, mean: torch.Tensor, std: torch.Tensor,
+                  gen: torch.Generator) -> torch.Tensor:
+    """uint8 batch -> augmented, normalised float batch (every step a batched tensor op)."""
+    crop = aug.get("crop", "pad")
+    x = augment(x, aug.get("crop_padding", 0) if crop == "pad" else 0, aug.get("flip", False), gen)
+    x = normalize(x, mean, std)
+    if crop == "resized":
+        x = random_resized_crop(x, aug.get("min_scale", 0.08), gen)
+    return x
+
+
+class Engine:
+    """Device, precision and memory layout of one run, resolved from the settings."""
+
+    def __init__(self, settings: dict, device: torch.device) -> None:
+        self.device = device
+        prec = settings.get("precision", "auto")
+        self.bf16 = prec == "bf16" or (prec == "auto" and device.type == "cuda")
+        fmt = settings.get("memory_format", "auto")
+        self.channels_last = fmt == "channels_last" or (fmt == "auto" and device.type == "cuda")
+        self.compile = bool(settings.get("compile", False))
+
+    @property
+    def precision(self) -> str:
+        return "bf16 autocast" if self.bf16 else "fp32"
+
+    @property
+    def memory_format(self) -> torch.memory_format:
+        return torch.channels_last if self.channels_last else torch.contiguous_format
+
+    def autocast(self):
+        return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=self.bf16)
+
+    def prepare(self, model: nn.Module) -> nn.Module:
+        return model.to(self.device, memory_format=self.memory_format)
+
+    def wrap(self, model: nn.Module) -> nn.Module:
+        """The module to call in the hot loop (compiled when asked); shares weights with ``model``."""
+        return torch.compile(model) if self.compile else model
+
+    def input(self, x: torch.Tensor) -> torch.Tensor:
+        return x.contiguous(memory_format=self.memory_format)
+
+
 # --- optimisation --------------------------------------------------------------------------
+def parameter_groups(model: nn.Module, weight_decay: float, no_decay_norm_bias: bool) -> list[dict]:
+    """Weight decay on conv/linear weights; none on norm weights and biases when asked."""
+    if not no_decay_norm_bias:
+        return [{"params": [p for p in model.parameters() if p.requires_grad], "weight_decay": weight_decay}]
+    decay, no_decay = [], []
+    for p in model.parameters():
+        if p.requires_grad:
+            (no_decay if p.ndim <= 1 else decay).append(p)  # BN weights/biases and all biases are 1-D
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
 def build_optimizer(model: nn.Module, opt: dict) -> torch.optim.Optimizer:
-    params = [p for p in model.parameters() if p.requires_grad]
+    params = parameter_groups(model, opt.get("weight_decay", 0.0), bool(opt.get("no_decay_norm_bias", False)))
     if opt["name"] == "sgd":
         return torch.optim.SGD(
             params,
             lr=opt["lr"],
             momentum=opt.get("momentum", 0.0),
-            weight_decay=opt.get("weight_decay", 0.0),
             nesterov=bool(opt.get("nesterov", False)) and opt.get("momentum", 0.0) > 0,
         )
     if opt["name"] == "adamw":
-        return torch.optim.AdamW(params, lr=opt["lr"], weight_decay=opt.get("weight_decay", 0.0))
+        return torch.optim.AdamW(params, lr=opt["lr"])
     raise ValueError(f"train.optimizer.name: unknown optimizer {opt['name']!r}; allowed: sgd, adamw")
 
 
@@ -200,16 +276,47 @@ def lr_factor(step: int, total_steps: int, steps_per_epoch: int, sched: dict) ->
 
 # --- evaluation ------------------------------------------------------------------------------
 @torch.no_grad()
-def predict(model: nn.Module, data: DeviceData, mean, std, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Logits and per-example losses for a whole split (model in eval mode)."""
+def predict(model: nn.Module, data: DeviceData, mean, std, batch_size: int, engine: Engine | None = None,
+            tta_flip: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """Logits and per-example losses for a whole split (model in eval mode).
+
+    With ``tta_flip`` the softmax outputs of each image and its mirror image are averaged.
+    """
     model.eval()
+    engine = engine or Engine({"precision": "fp32", "memory_format": "contiguous"}, data.labels.device)
     logits, losses = [], []
     for i in range(0, len(data), batch_size):
-        x = normalize(data.images[i : i + batch_size], mean, std)
-        out = model(x).float()
+        x = engine.input(normalize(data.images[i : i + batch_size], mean, std))
+        with engine.autocast():
+            out = model(x).float()
+            if tta_flip:
+                both = (out.softmax(1) + model(x.flip(3)).float().softmax(1)) / 2
+                out = both.clamp_min(1e-12).log()  # log-probabilities: cross_entropy and argmax still apply
         logits.append(out)
         losses.append(F.cross_entropy(out, data.labels[i : i + batch_size], reduction="none"))
     return torch.cat(logits), torch.cat(losses)
+
+
+# --- EMA and divergence -----------------------------------------------------------------------------
+NAN_CHECK_EVERY = 25  # steps between host-side looks at the divergence flag
+
+
+def make_ema(model: nn.Module, decay: float | None):
+    """An exponential moving average of the weights (and BN buffers), or None."""
+    if not decay:
+        return None
+    from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+    return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
+
+
+def check_finite(first_bad: torch.Tensor, name: str, epoch: int, settings: dict) -> None:
+    step = int(first_bad.item())
+    if step >= 0:
+        raise TrainingDiverged(
+            f"variant {name!r}: loss became NaN or infinite at epoch {epoch + 1}, step {step + 1}; "
+            f"lower train.optimizer.lr (now {settings['optimizer']['lr']}) — nothing was written"
+        )
 
 
 # --- checkpoints -------------------------------------------------------------------------------
@@ -294,8 +401,11 @@ def train_variant(
     mean = torch.tensor(norm["mean"], device=device).view(1, 3, 1, 1)
     std = torch.tensor(norm["std"], device=device).view(1, 3, 1, 1)
     aug = settings["augment"]
+    engine = Engine(settings, device)
 
-    model = build_model(variant["model"], num_classes, **variant["model_args"]).to(device)
+    model = engine.prepare(build_model(variant["model"], num_classes, **variant["model_args"]))
+    ema = make_ema(model, settings.get("ema"))
+    step_model = engine.wrap(model)
     optimizer = build_optimizer(model, settings["optimizer"])
     bs = settings["batch_size"]
     steps_per_epoch = math.ceil(len(train_data) / bs)
@@ -316,6 +426,8 @@ def train_variant(
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
         scheduler.load_state_dict(ckpt["scheduler"])
+        if ema is not None:
+            ema.load_state_dict(ckpt["ema"])
         set_rng_state(ckpt["rng"], shuffle_gen)
         gen.set_state(ckpt["rng"]["aug"])
         history = list(ckpt["history"])
@@ -330,9 +442,10 @@ def train_variant(
     n_params = count_parameters(model)
     log.info(
         "training %s: model %s (%s parameters), %d train / %d val images, %d classes, %d epochs x %d steps, "
-        "batch %d, device %s",
+        "batch %d, recipe %s, device %s, %s%s%s",
         name, variant["model"], f"{n_params:,}", len(train_data), len(val_data), num_classes,
-        epochs, steps_per_epoch, bs, dev_desc,
+        epochs, steps_per_epoch, bs, variant["recipe"], dev_desc, engine.precision,
+        ", channels_last" if engine.channels_last else "", ", compiled" if engine.compile else "",
     )
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
@@ -348,22 +461,24 @@ def train_variant(
             range(steps_per_epoch), desc=f"{name} epoch {epoch + 1}/{epochs}", unit="batch",
             leave=False, disable=None, file=sys.stderr,
         )
+        first_bad = torch.full((), -1, device=device, dtype=torch.long)  # first step with a non-finite loss
         for step in bar:
             idx = order[step * bs : (step + 1) * bs]
-            x = augment(train_data.images[idx], aug.get("crop_padding", 0), aug.get("flip", False), gen)
-            x = normalize(x, mean, std)
+            x = engine.input(augment_batch(train_data.images[idx], aug, mean, std, gen))
             y = train_data.labels[idx]
-            out = model(x)
-            loss = criterion(out, y)
-            if not torch.isfinite(loss):
-                raise TrainingDiverged(
-                    f"variant {name!r}: loss became {loss.item()} at epoch {epoch + 1}, step {step + 1}; "
-                    f"lower train.optimizer.lr (now {settings['optimizer']['lr']}) — nothing was written"
-                )
+            with engine.autocast():
+                out = step_model(x)
+                loss = criterion(out.float(), y)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             scheduler.step()
+            if ema is not None:
+                ema.update_parameters(model)
+            # Track divergence on the device; look at it every few steps so the GPU never waits per step.
+            first_bad = torch.where((first_bad < 0) & ~torch.isfinite(loss.detach()), step, first_bad)
+            if step % NAN_CHECK_EVERY == NAN_CHECK_EVERY - 1 or step == steps_per_epoch - 1:
+                check_finite(first_bad, name, epoch, settings)
             loss_sum += loss.detach() * len(idx)
             correct += (out.argmax(1) == y).sum()
             seen += len(idx)
@@ -375,7 +490,9 @@ def train_variant(
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         train_seconds = time.perf_counter() - t0
-        logits, losses = predict(model, val_data, mean, std, settings["eval_batch_size"])
+        eval_model = ema.module if ema is not None else model
+        logits, losses = predict(eval_model, val_data, mean, std, settings["eval_batch_size"], engine,
+                                 settings.get("tta_flip", False))
         row = {
             "epoch": epoch + 1,
             "train_loss": loss_sum.item() / seen,
@@ -405,6 +522,7 @@ def train_variant(
                 "model": model.state_dict(),
                 "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(),
+                "ema": ema.state_dict() if ema is not None else {},
                 "rng": state,
                 "history": history,
             },
@@ -431,18 +549,25 @@ def train_variant(
         "peak_memory_mb": max(r["peak_memory_mb"] for r in history),
         "memory_kind": "cuda max allocated" if device.type == "cuda" else "process peak RSS",
         "device": dev_desc,
-        "precision": "fp32",
+        "precision": engine.precision,
+        "memory_format": "channels_last" if engine.channels_last else "contiguous",
+        "compiled": engine.compile,
+        "recipe": variant["recipe"],
+        "ema": settings.get("ema"),
+        "tta_flip": settings.get("tta_flip", False),
         "torch_version": torch.__version__,
         "cnnbench_version": __version__,
         "seed": settings["seed"],
         "settings": variant,
-        "selection": "final epoch (the validation split is monitored, never used to pick weights)",
+        "selection": "final epoch" + (" (EMA weights)" if ema is not None else "")
+        + " (the validation split is monitored, never used to pick weights)",
     }
     out_dir.mkdir(parents=True, exist_ok=True)
     write_csv(out_dir / "history.csv", history, HISTORY_COLUMNS)
     atomic_write_text(out_dir / "train.json", json.dumps(summary, indent=2) + "\n")
     # model.pt last: its presence means the run is complete.
-    atomic_torch_save({**meta, "state_dict": model.state_dict()}, out_dir / "model.pt")
+    final = ema.module if ema is not None else model  # the weights that were validated are the ones kept
+    atomic_torch_save({**meta, "state_dict": final.state_dict()}, out_dir / "model.pt")
     if live is not None:
         live.end()
     ckpt_file.unlink(missing_ok=True)
