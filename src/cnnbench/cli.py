@@ -134,6 +134,33 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", type=Path, help="also write the table as JSON to this file")
     p.set_defaults(func=cmd_models)
 
+    p = sub.add_parser("bench", help="measure the training engine against the lab reports' loop",
+                       formatter_class=argparse.RawDescriptionHelpFormatter,
+                       description="Measure on whatever device is present (median of timed windows after a "
+                       "warm-up): training images/s of the engine and of a reference loop written as the lab "
+                       "reports did (PIL transforms, DataLoader workers, fp32, NCHW) with the same model, batch "
+                       "and recipe; evaluation images/s; and the butterfly data path (packed store + on-device "
+                       "augmentation vs ImageFolder + PIL). Uses data/prepared/<dataset> when present, else "
+                       "synthetic data of the right shape (the output says which).\n\n"
+                       "--accuracy instead trains the given variants for --epochs epochs per seed and reports "
+                       "test accuracy (the lab vs fast recipe budget comparison).")
+    _common(p)
+    p.add_argument("--variants", default="cifar10-resnet18", help="comma-separated variants (default: %(default)s)")
+    p.add_argument("--batch-size", type=int, help="batch size (default: the variant's recipe)")
+    p.add_argument("--warmup", type=int, default=3, help="untimed steps first (default: %(default)s)")
+    p.add_argument("--windows", type=int, default=5, help="timed windows; the median is reported (default: %(default)s)")
+    p.add_argument("--steps", type=int, default=5, help="steps per window (default: %(default)s)")
+    p.add_argument("--workers", type=int, default=2, help="DataLoader workers of the reference paths (default: %(default)s)")
+    p.add_argument("--no-data-path", action="store_true", help="skip the butterfly data-path benchmark")
+    p.add_argument("--images", type=Path, help="an ImageFolder tree for the data path (default: the train "
+                   "split extracted from data/raw/butterflies)")
+    p.add_argument("--device", help="device (default: the variant's train.device)")
+    p.add_argument("--accuracy", action="store_true", help="train and test instead of timing (see above)")
+    p.add_argument("--epochs", type=int, default=15, help="with --accuracy: epochs per run (default: %(default)s)")
+    p.add_argument("--seeds", default="0,1", help="with --accuracy: comma-separated seeds (default: %(default)s)")
+    p.add_argument("--out", type=Path, help="JSON output (default: results/bench/bench.json or accuracy.json)")
+    p.set_defaults(func=cmd_bench)
+
     p = sub.add_parser("variants", help="list variant names (one per line), optionally of one data set")
     _common(p)
     p.add_argument("--dataset", help="only variants of this data set")
@@ -266,6 +293,38 @@ def cmd_models(cfg: Config, args) -> None:
         print(fmt(c))
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2) + "\n")
+
+
+def cmd_bench(cfg: Config, args) -> None:
+    from . import bench
+
+    names = [v.strip() for v in args.variants.split(",") if v.strip()]
+    for name in names:
+        cfg.variant(name)  # unknown variant: a clear error before any work
+    if args.accuracy:
+        import tempfile
+
+        seeds = [int(s) for s in args.seeds.split(",")]
+        with tempfile.TemporaryDirectory(prefix="cnnbench-accuracy-") as tmp:
+            result = bench.bench_accuracy(cfg, names, Path("data/prepared"), epochs=args.epochs, seeds=seeds,
+                                          work_dir=Path(tmp))
+        out = args.out or Path("results/bench/accuracy.json")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(result, indent=2) + "\n")
+        for r in result["runs"]:
+            print(f"{r['variant']:30} seed {r['seed']}: test top-1 {100 * r['test_top1']:.2f} % "
+                  f"({r['epochs']} epochs, {r['seconds']:.0f} s, {r['device']})")
+        for name, mean in result["mean_test_top1"].items():
+            print(f"{name:30} mean of {len(seeds)} seeds: {100 * mean:.2f} %")
+        print(f"wrote {out}")
+        return
+    report = bench.run_bench(
+        cfg, variants=names, prepared_root=Path("data/prepared"), raw_root=Path("data/raw"),
+        out=args.out or Path("results/bench/bench.json"), batch_size=args.batch_size, warmup=args.warmup,
+        windows=args.windows, steps=args.steps, workers=args.workers, data_path=not args.no_data_path,
+        image_dir=args.images, device_name=args.device,
+    )
+    print(bench.format_report(report))
 
 
 def cmd_variants(cfg: Config, args) -> None:

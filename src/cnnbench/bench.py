@@ -1,0 +1,340 @@
+"""`cnnbench bench`: the engine against the lab reports' training loop, on whatever device is here.
+
+Four measurements, each the median of several timed windows after a warm-up:
+
+1. training images/s per variant with the engine (packed uint8 data on the device, batched
+   augmentation, bf16 + channels_last on CUDA);
+2. the same model, batch size and recipe through a reference loop written as the lab reports
+   did (torchvision PIL transforms, ``DataLoader(num_workers=2)``, fp32, NCHW); the ratio
+   engine / reference is the headline;
+3. the data path alone on the butterfly images: batches/s from the packed store with on-device
+   augmentation against ``ImageFolder`` + PIL transforms decoding the JPEGs;
+4. evaluation images/s.
+
+``--accuracy`` instead trains variants for a fixed number of epochs over several seeds and
+reports test accuracy (the "accuracy under a budget" comparison of the lab and fast recipes).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import statistics
+import tempfile
+import time
+import zipfile
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+import torch
+from torch import nn
+
+from .config import Config
+from .data import packed
+from .models import build_model
+from .train import (
+    DeviceData,
+    Engine,
+    augment_batch,
+    build_optimizer,
+    configure_determinism,
+    describe_device,
+    predict,
+    select_device,
+)
+
+log = logging.getLogger("cnnbench.bench")
+
+
+# --- timing -----------------------------------------------------------------------------------------
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def timed_windows(step: Callable[[], None], device: torch.device, warmup: int, windows: int,
+                  steps: int) -> list[float]:
+    """Seconds per window of ``steps`` calls, after ``warmup`` untimed calls."""
+    for _ in range(warmup):
+        step()
+    _sync(device)
+    out = []
+    for _ in range(windows):
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            step()
+        _sync(device)
+        out.append(time.perf_counter() - t0)
+    return out
+
+
+def rate(windows: list[float], items_per_window: int) -> dict:
+    rates = [items_per_window / w for w in windows]
+    return {"median": statistics.median(rates), "min": min(rates), "max": max(rates), "windows": len(rates)}
+
+
+# --- data ---------------------------------------------------------------------------------------------
+def train_arrays(cfg: Config, dataset: str, prepared_root: Path, n_synthetic: int) -> tuple[np.ndarray, np.ndarray, str]:
+    """The real packed train split when it is prepared here, else synthetic data of the right shape."""
+    prepared = Path(prepared_root) / dataset
+    if (prepared / "train_images.npy").is_file():
+        x, y, _ = packed.load_split(prepared, "train")
+        return np.asarray(x), np.asarray(y), f"{prepared} (real, {len(y)} images)"
+    size = 32 if dataset == "cifar10" else cfg.dataset(dataset)["image_size"]
+    classes = 10 if dataset == "cifar10" else 100
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, size=(n_synthetic, size, size, 3), dtype=np.uint8)
+    y = rng.integers(0, classes, size=n_synthetic).astype(np.int64)
+    return x, y, f"synthetic {n_synthetic}x{size}x{size}x3 uint8 (no prepared data at {prepared})"
+
+
+class PILDataset(torch.utils.data.Dataset):
+    """uint8 arrays served image by image through PIL and torchvision transforms (the reports' way)."""
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray, transform) -> None:
+        self.images, self.labels, self.transform = images, labels, transform
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int):
+        from PIL import Image
+
+        return self.transform(Image.fromarray(self.images[i])), int(self.labels[i])
+
+
+def reference_transform(settings: dict, size: int):
+    from torchvision import transforms as T
+
+    aug, norm = settings["augment"], settings["normalize"]
+    if aug.get("crop", "pad") == "resized":
+        crop = [T.RandomResizedCrop(size, scale=(aug.get("min_scale", 0.08), 1.0))]
+    else:
+        crop = [T.RandomCrop(size, padding=aug.get("crop_padding", 0))] if aug.get("crop_padding") else []
+    flip = [T.RandomHorizontalFlip()] if aug.get("flip") else []
+    return T.Compose(crop + flip + [T.ToTensor(), T.Normalize(norm["mean"], norm["std"])])
+
+
+def endless(loader) -> Iterator:
+    while True:
+        yield from loader
+
+
+# --- 1, 2, 4: training and evaluation throughput ----------------------------------------------------------
+def bench_variant(cfg: Config, name: str, prepared_root: Path, *, batch_size: int | None, warmup: int,
+                  windows: int, steps: int, workers: int, device: torch.device, reference: bool = True) -> dict:
+    variant = cfg.variant(name)
+    settings = variant["train"]
+    bs = batch_size or settings["batch_size"]
+    x_np, y_np, source = train_arrays(cfg, variant["dataset"], prepared_root, n_synthetic=max(4 * bs, 1024))
+    classes = int(y_np.max()) + 1 if variant["dataset"] == "cifar10" else 100
+    size = x_np.shape[1]
+    norm = settings["normalize"]
+    mean = torch.tensor(norm["mean"], device=device).view(1, 3, 1, 1)
+    std = torch.tensor(norm["std"], device=device).view(1, 3, 1, 1)
+    criterion = nn.CrossEntropyLoss(label_smoothing=settings["label_smoothing"])
+    result = {"variant": name, "model": variant["model"], "recipe": variant["recipe"], "batch_size": bs,
+              "data": source, "image_size": size}
+
+    # Engine
+    engine = Engine(settings, device)
+    torch.manual_seed(0)
+    model = engine.prepare(build_model(variant["model"], classes, **variant["model_args"]))
+    step_model = engine.wrap(model)
+    opt = build_optimizer(model, settings["optimizer"])
+    data = DeviceData(x_np, y_np, device)
+    gen = torch.Generator(device=device).manual_seed(0)
+
+    def engine_step() -> None:
+        idx = torch.randint(0, len(data), (bs,), device=device, generator=gen)
+        x = engine.input(augment_batch(data.images[idx], settings["augment"], mean, std, gen))
+        with engine.autocast():
+            loss = criterion(step_model(x).float(), data.labels[idx])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    model.train()
+    result["engine_train_images_per_s"] = rate(timed_windows(engine_step, device, warmup, windows, steps), steps * bs)
+    result["engine"] = {"precision": engine.precision, "channels_last": engine.channels_last, "compile": engine.compile}
+
+    # Evaluation throughput (engine path, no augmentation)
+    eval_n = min(len(data), 8 * settings["eval_batch_size"])
+    eval_data = DeviceData(x_np[:eval_n], y_np[:eval_n], device)
+    t = timed_windows(lambda: predict(model, eval_data, mean, std, settings["eval_batch_size"], engine,
+                                      settings.get("tta_flip", False)), device, 1, windows, 1)
+    result["eval_images_per_s"] = rate(t, eval_n)
+
+    # Reference loop: PIL transforms, DataLoader workers, fp32, NCHW
+    if reference:
+        torch.manual_seed(0)
+        ref_model = build_model(variant["model"], classes, **variant["model_args"]).to(device)
+        ref_opt = build_optimizer(ref_model, settings["optimizer"])
+        loader = torch.utils.data.DataLoader(
+            PILDataset(x_np, y_np, reference_transform(settings, size)), batch_size=bs, shuffle=True,
+            num_workers=workers, drop_last=True, persistent_workers=workers > 0,
+            pin_memory=device.type == "cuda",
+        )
+        batches = endless(loader)
+
+        def reference_step() -> None:
+            x, y = next(batches)
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            loss = criterion(ref_model(x), y)
+            ref_opt.zero_grad(set_to_none=True)
+            loss.backward()
+            ref_opt.step()
+
+        ref_model.train()
+        result["reference_train_images_per_s"] = rate(
+            timed_windows(reference_step, device, warmup, windows, steps), steps * bs)
+        result["speedup"] = result["engine_train_images_per_s"]["median"] / result["reference_train_images_per_s"]["median"]
+        result["reference"] = {"precision": "fp32", "channels_last": False, "num_workers": workers}
+    return result
+
+
+# --- 3: the data path on JPEGs -------------------------------------------------------------------------
+def extract_split(zip_path: Path, split: str, dest: Path, limit_per_class: int | None = None) -> Path:
+    """Extract ``<split>/<class>/*.jpg`` of the Kaggle zip into ``dest`` (for ImageFolder)."""
+    from .data.butterflies import check_archive_members
+
+    counts: dict[str, int] = {}
+    with zipfile.ZipFile(zip_path) as zf:
+        check_archive_members(zf, zip_path, max_uncompressed_bytes=2**40)
+        for info in zf.infolist():
+            parts = Path(info.filename).parts
+            if info.is_dir() or len(parts) < 3 or parts[-3] != split or not info.filename.lower().endswith(".jpg"):
+                continue
+            cls = parts[-2]
+            if limit_per_class is not None and counts.get(cls, 0) >= limit_per_class:
+                continue
+            counts[cls] = counts.get(cls, 0) + 1
+            target = dest / split / cls / parts[-1]
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(zf.read(info))
+    if not counts:
+        raise FileNotFoundError(f"{zip_path} has no {split}/<class>/*.jpg members")
+    return dest / split
+
+
+def bench_data_path(cfg: Config, image_dir: Path, *, batch_size: int, warmup: int, windows: int, steps: int,
+                    workers: int, device: torch.device) -> dict:
+    """Batches/s: packed uint8 store + on-device augmentation vs ImageFolder + PIL transforms."""
+    from PIL import Image
+    from torchvision.datasets import ImageFolder
+
+    settings = cfg.variant(cfg.variants_of("butterflies")[0])["train"]
+    size = 224  # the JPEGs' own size: both paths produce the same 224x224 training batches
+    folder = ImageFolder(str(image_dir), transform=reference_transform(settings, size))
+    loader = torch.utils.data.DataLoader(folder, batch_size=batch_size, shuffle=True, num_workers=workers,
+                                         drop_last=True, persistent_workers=workers > 0)
+    batches = endless(loader)
+
+    def folder_step() -> None:
+        x, _ = next(batches)
+        x.to(device)
+
+    jpeg = rate(timed_windows(folder_step, device, warmup, windows, steps), steps)
+
+    # The packed store holds the same images decoded once (what `cnnbench preprocess` writes).
+    arrays = np.stack([np.asarray(Image.open(p).convert("RGB").resize((size, size))) for p, _ in folder.samples])
+    labels = np.array([c for _, c in folder.samples])
+    data = DeviceData(arrays, labels, device)
+    norm = settings["normalize"]
+    mean = torch.tensor(norm["mean"], device=device).view(1, 3, 1, 1)
+    std = torch.tensor(norm["std"], device=device).view(1, 3, 1, 1)
+    gen = torch.Generator(device=device).manual_seed(0)
+
+    def packed_step() -> None:
+        idx = torch.randint(0, len(data), (batch_size,), device=device, generator=gen)
+        augment_batch(data.images[idx], settings["augment"], mean, std, gen)
+
+    store = rate(timed_windows(packed_step, device, warmup, windows, steps), steps)
+    return {"images": len(labels), "image_size": size, "batch_size": batch_size, "num_workers": workers,
+            "imagefolder_batches_per_s": jpeg, "packed_batches_per_s": store,
+            "speedup": store["median"] / jpeg["median"], "augment": settings["augment"]}
+
+
+# --- accuracy under a budget ----------------------------------------------------------------------------------
+def bench_accuracy(cfg: Config, names: list[str], prepared_root: Path, *, epochs: int, seeds: list[int],
+                   work_dir: Path) -> dict:
+    """Train each variant for ``epochs`` epochs per seed; test top-1 per run and the mean per variant."""
+    from .evaluate import evaluate_variant
+    from .train import train_variant
+
+    runs = []
+    for name in names:
+        for seed in seeds:
+            c = copy.deepcopy(cfg)
+            block = c.raw["variants"][name].setdefault("train", {})
+            block.update(epochs=epochs, seed=seed)
+            for key in ("epochs", "seed"):  # the profile must not override what the benchmark sets
+                c.raw["profiles"][c.profile].get("train", {}).pop(key, None)
+            dataset = c.variant(name)["dataset"]
+            run_dir = work_dir / f"{name}-seed{seed}"
+            t0 = time.perf_counter()
+            summary = train_variant(c, name, Path(prepared_root) / dataset, run_dir, run_dir / "ckpt", use_dvclive=False)
+            metrics = evaluate_variant(c, name, Path(prepared_root) / dataset, run_dir)
+            runs.append({"variant": name, "recipe": summary["recipe"], "seed": seed, "epochs": epochs,
+                         "test_top1": metrics["test_top1"], "seconds": time.perf_counter() - t0,
+                         "device": summary["device"], "precision": summary["precision"]})
+            log.info("%s seed %d: test top-1 %.4f", name, seed, metrics["test_top1"])
+    means = {n: statistics.mean(r["test_top1"] for r in runs if r["variant"] == n) for n in names}
+    return {"epochs": epochs, "seeds": seeds, "runs": runs, "mean_test_top1": means}
+
+
+# --- the command ------------------------------------------------------------------------------------------------
+def run_bench(cfg: Config, *, variants: list[str], prepared_root: Path, raw_root: Path, out: Path,
+              batch_size: int | None, warmup: int, windows: int, steps: int, workers: int,
+              data_path: bool, image_dir: Path | None, device_name: str | None) -> dict:
+    settings0 = cfg.variant(variants[0])["train"]
+    configure_determinism(dict(settings0, deterministic=False))
+    device = select_device(device_name or settings0["device"])
+    report = {"device": describe_device(device), "torch_version": torch.__version__, "profile": cfg.profile,
+              "timing": {"warmup_steps": warmup, "windows": windows, "steps_per_window": steps}, "variants": []}
+    for name in variants:
+        log.info("benchmarking %s on %s", name, report["device"])
+        report["variants"].append(bench_variant(cfg, name, prepared_root, batch_size=batch_size, warmup=warmup,
+                                                windows=windows, steps=steps, workers=workers, device=device))
+    if data_path:
+        with tempfile.TemporaryDirectory(prefix="cnnbench-bench-") as tmp:
+            if image_dir is None:
+                zip_path = Path(raw_root) / "butterflies" / cfg.source_settings("butterflies")["filename"]
+                if not zip_path.is_file():
+                    raise FileNotFoundError(f"{zip_path}: run `cnnbench download --dataset butterflies` first, "
+                                            "or pass --images DIR (an ImageFolder tree) or --no-data-path")
+                image_dir = extract_split(zip_path, "train", Path(tmp))
+            report["data_path"] = bench_data_path(cfg, image_dir, batch_size=batch_size or 64, warmup=warmup,
+                                                  windows=windows, steps=steps, workers=workers, device=device)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp_out = out.with_name(f".{out.name}.tmp")
+    tmp_out.write_text(json.dumps(report, indent=2) + "\n")
+    tmp_out.replace(out)
+    return report
+
+
+def format_report(report: dict) -> str:
+    lines = [f"device: {report['device']} · torch {report['torch_version']}"]
+    head = f"{'variant':34} {'batch':>5} {'engine img/s':>13} {'reference img/s':>16} {'ratio':>6} {'eval img/s':>11}"
+    lines += [head, "-" * len(head)]
+    for r in report["variants"]:
+        ref = r.get("reference_train_images_per_s", {}).get("median")
+        ref_text = f"{ref:.1f}" if ref else "—"
+        ratio_text = f"{r['speedup']:.2f}x" if ref else "—"
+        lines.append(
+            f"{r['variant']:34} {r['batch_size']:>5} {r['engine_train_images_per_s']['median']:>13.1f} "
+            f"{ref_text:>16} {ratio_text:>6} {r['eval_images_per_s']['median']:>11.1f}"
+        )
+        lines.append(f"  data: {r['data']}; engine: {r['engine']['precision']}"
+                     f"{', channels_last' if r['engine']['channels_last'] else ''}")
+    if "data_path" in report:
+        d = report["data_path"]
+        lines.append(
+            f"data path ({d['images']} butterfly JPEGs, {d['image_size']} px, batch {d['batch_size']}): "
+            f"packed store {d['packed_batches_per_s']['median']:.1f} batches/s vs ImageFolder+PIL "
+            f"{d['imagefolder_batches_per_s']['median']:.2f} batches/s ({d['num_workers']} workers): "
+            f"{d['speedup']:.1f}x"
+        )
+    return "\n".join(lines)

@@ -1,0 +1,111 @@
+"""`cnnbench bench`: the measurements are made, named and written (speed targets live in docs)."""
+
+from __future__ import annotations
+
+import json
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from cnnbench import bench
+from cnnbench.cli import main
+from cnnbench.config import load
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def cfg():
+    return load(REPO / "params.yaml", profile="smoke")
+
+
+def jpeg_zip(path: Path, classes=("ADONIS", "ZEBRA"), per_class=6) -> Path:
+    rng = np.random.default_rng(0)
+    with zipfile.ZipFile(path, "w") as zf:
+        for split in ("train", "valid"):
+            for c in classes:
+                for i in range(per_class):
+                    im = Image.fromarray(rng.integers(0, 256, (224, 224, 3), dtype=np.uint8))
+                    import io
+
+                    buf = io.BytesIO()
+                    im.save(buf, "JPEG")
+                    zf.writestr(f"{split}/{c}/{i:03d}.jpg", buf.getvalue())
+        zf.writestr("butterflies and moths.csv", "class id,filepaths,labels,data set\n")
+    return path
+
+
+def test_timed_windows_and_rate():
+    calls = []
+    windows = bench.timed_windows(lambda: calls.append(1), torch.device("cpu"), warmup=2, windows=3, steps=4)
+    assert len(windows) == 3 and len(calls) == 2 + 3 * 4
+    r = bench.rate([1.0, 2.0, 4.0], 8)
+    assert r == {"median": 4.0, "min": 2.0, "max": 8.0, "windows": 3}
+
+
+def test_bench_variant_engine_vs_reference_on_synthetic_data(cfg, tmp_path):
+    r = bench.bench_variant(cfg, "cifar10-resnet18", tmp_path, batch_size=16, warmup=1, windows=2, steps=2,
+                            workers=0, device=torch.device("cpu"))
+    assert r["data"].startswith("synthetic") and r["batch_size"] == 16 and r["image_size"] == 32
+    eng, ref = r["engine_train_images_per_s"]["median"], r["reference_train_images_per_s"]["median"]
+    assert eng > 0 and ref > 0 and r["speedup"] == pytest.approx(eng / ref)
+    assert r["eval_images_per_s"]["median"] > 0
+    assert r["engine"]["precision"] == "fp32" and r["reference"]["precision"] == "fp32"
+
+
+def test_reference_transform_is_the_reports_pipeline(cfg):
+    t = bench.reference_transform(cfg.variant("cifar10-resnet18")["train"], 32)
+    names = [type(x).__name__ for x in t.transforms]
+    assert names == ["RandomCrop", "RandomHorizontalFlip", "ToTensor", "Normalize"]
+    t = bench.reference_transform(cfg.variant("butterflies-resnet18")["train"], 224)
+    assert [type(x).__name__ for x in t.transforms][0] == "RandomResizedCrop"
+
+
+def test_data_path_packed_store_vs_imagefolder(cfg, tmp_path):
+    folder = bench.extract_split(jpeg_zip(tmp_path / "b.zip"), "train", tmp_path / "x")
+    assert sorted(p.name for p in folder.iterdir()) == ["ADONIS", "ZEBRA"]
+    assert len(list(folder.rglob("*.jpg"))) == 12
+    d = bench.bench_data_path(cfg, folder, batch_size=4, warmup=1, windows=2, steps=2, workers=0,
+                              device=torch.device("cpu"))
+    assert d["images"] == 12 and d["image_size"] == 224
+    assert d["packed_batches_per_s"]["median"] > 0 and d["imagefolder_batches_per_s"]["median"] > 0
+    assert d["speedup"] == pytest.approx(d["packed_batches_per_s"]["median"] / d["imagefolder_batches_per_s"]["median"])
+
+
+def test_cli_bench_writes_json_and_table(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "workflow/schemas").mkdir(parents=True)
+    (tmp_path / "workflow/schemas/params.schema.yaml").write_text((REPO / "workflow/schemas/params.schema.yaml").read_text())
+    (tmp_path / "params.yaml").write_text((REPO / "params.yaml").read_text())
+    folder = bench.extract_split(jpeg_zip(tmp_path / "b.zip"), "train", tmp_path / "imgs")
+    rc = main(["bench", "--profile", "smoke", "--windows", "2", "--steps", "1", "--warmup", "1", "--workers", "0",
+               "--batch-size", "8", "--images", str(folder), "--out", "out/bench.json"])
+    assert rc == 0
+    report = json.loads((tmp_path / "out/bench.json").read_text())
+    assert report["device"].startswith("cpu") and report["variants"][0]["variant"] == "cifar10-resnet18"
+    assert "data_path" in report
+    out = capsys.readouterr().out
+    assert "engine img/s" in out and "ImageFolder+PIL" in out
+    assert main(["bench", "--profile", "smoke", "--variants", "nope"]) == 2
+
+
+def test_accuracy_budget_trains_each_variant_per_seed(cfg, tmp_path):
+    from test_train import CIFAR_CLASSES, make_prepared
+
+    prepared = make_prepared(tmp_path, CIFAR_CLASSES, n=(128, 20, 20))
+    root = tmp_path / "root"
+    root.mkdir()
+    prepared.rename(root / "cifar10")
+    cfg.raw["profiles"]["smoke"]["train"].update(train_limit=None, batch_size=32)
+    result = bench.bench_accuracy(cfg, ["cifar10-resnet18", "cifar10-resnet18-fast"], root, epochs=1,
+                                  seeds=[0, 1], work_dir=tmp_path / "w")
+    assert [(r["variant"], r["seed"], r["epochs"]) for r in result["runs"]] == [
+        ("cifar10-resnet18", 0, 1), ("cifar10-resnet18", 1, 1),
+        ("cifar10-resnet18-fast", 0, 1), ("cifar10-resnet18-fast", 1, 1)]
+    assert {r["recipe"] for r in result["runs"]} == {"lab", "fast"}
+    assert result["mean_test_top1"]["cifar10-resnet18"] == pytest.approx(
+        (result["runs"][0]["test_top1"] + result["runs"][1]["test_top1"]) / 2)
