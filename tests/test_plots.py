@@ -28,7 +28,9 @@ VARIANTS = {
                   "train": {"epochs": 3, "batch_size": 128, "seed": 0,
                             "optimizer": {"name": "sgd", "lr": 0.01, "momentum": 0.9, "weight_decay": 5e-4},
                             "schedule": {"name": "constant"}}},
-    "butterflies-a": {"dataset": "butterflies", "model": "resnet18", "filter_noisy": True},
+    "butterflies-a": {"dataset": "butterflies", "model": "resnet18", "filter_noisy": True, "recipe": "fast",
+                      "train": {"label_smoothing": 0.1, "tta_flip": True, "ema": 0.999,
+                                "optimizer": {"name": "sgd", "lr": 0.2, "nesterov": True, "no_decay_norm_bias": True}}},
     "butterflies-b": {"dataset": "butterflies", "model": "resnet18", "filter_noisy": False},
 }
 CLASSES = ["c0", "c1", "c,2"]  # a comma: class names are quoted in confusion.csv

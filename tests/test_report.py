@@ -58,6 +58,7 @@ def test_report_is_self_contained_and_complete(built, tmp_path, profile):
             assert needle in text, needle
         assert "83.92 % (Lab report 1, 50 ep); 76.10 % (Lab report 2, 40 s/epoch)" in text
         assert "88.45 % (Lab report 1, 50 ep)" in text
+        assert "fast, label smoothing 0.1, EMA 0.999, flip TTA" in text and "nesterov, no wd on BN/bias" in text
         for claim in ("ResNet-18, 7x7 stem", "ResNet-18, ImageNet stem", "slower than MobileNetV2", "-33.92", "-26.10"):
             assert claim in text, claim
         assert "11,000,000" in text and "11,000,003" in text

@@ -158,6 +158,8 @@ def bench_variant(cfg: Config, name: str, prepared_root: Path, *, batch_size: in
 
     model.train()
     result["engine_train_images_per_s"] = rate(timed_windows(engine_step, device, warmup, windows, steps), steps * bs)
+    # What one CIFAR-10-sized epoch (50,000 images) takes at the median rate.
+    result["engine_seconds_per_50k_images"] = 50_000 / result["engine_train_images_per_s"]["median"]
     result["engine"] = {"precision": engine.precision, "channels_last": engine.channels_last, "compile": engine.compile}
 
     # Evaluation throughput (engine path, no augmentation)
@@ -328,7 +330,9 @@ def format_report(report: dict) -> str:
             f"{ref_text:>16} {ratio_text:>6} {r['eval_images_per_s']['median']:>11.1f}"
         )
         lines.append(f"  data: {r['data']}; engine: {r['engine']['precision']}"
-                     f"{', channels_last' if r['engine']['channels_last'] else ''}")
+                     f"{', channels_last' if r['engine']['channels_last'] else ''}"
+                     f"{', compiled' if r['engine']['compile'] else ''}; "
+                     f"{r['engine_seconds_per_50k_images']:.1f} s per 50,000 training images at the median rate")
     if "data_path" in report:
         d = report["data_path"]
         lines.append(

@@ -142,8 +142,18 @@ def training_rows(runs: list[dict]) -> list[dict]:
         if spec.get("description"):
             data_bits.append(str(spec["description"]))
         model_args = spec.get("model_args") or {}
+        if opt.get("no_decay_norm_bias"):
+            opt_bits.append("no wd on BN/bias")
+        recipe_bits = [str(spec.get("recipe", "—"))]
+        if train.get("label_smoothing"):
+            recipe_bits.append(f"label smoothing {train['label_smoothing']:g}")
+        if train.get("ema"):
+            recipe_bits.append(f"EMA {train['ema']:g}")
+        if train.get("tta_flip"):
+            recipe_bits.append("flip TTA")
         rows.append({
             "variant": run["variant"],
+            "recipe": ", ".join(recipe_bits),
             "optimizer": ", ".join(opt_bits) or "—",
             "schedule": str(sched.get("name", "—")),
             "batch": train.get("batch_size", "—"),
