@@ -69,7 +69,7 @@ def test_recipe_sits_between_defaults_and_dataset_and_variant():
     assert lab["recipe"] == "lab" and fast["recipe"] == "fast"
     assert lab["train"]["optimizer"] == cfg.raw["recipes"]["lab"]["optimizer"]
     assert fast["train"]["optimizer"]["nesterov"] is True and fast["train"]["tta_flip"] is True
-    assert fast["train"]["batch_size"] == 256 and lab["train"]["batch_size"] == 128
+    assert fast["train"]["schedule"]["name"] == "onecycle" and lab["train"]["schedule"]["name"] == "constant"
     # the dataset's normalisation and augmentation reach both, the variant's epochs win over the recipe
     assert fast["train"]["normalize"] == lab["train"]["normalize"] == cfg.raw["datasets"]["cifar10"]["train"]["normalize"]
     assert fast["train"]["epochs"] == 50
@@ -146,3 +146,18 @@ def test_unknown_variant_lists_allowed():
     cfg = load(REPO / "params.yaml")
     with pytest.raises(ConfigError, match="unknown variant 'nope'; variants in .*cifar10-resnet18"):
         cfg.variant("nope")
+
+
+def test_with_overrides_sets_and_revalidates():
+    from cnnbench.config import with_overrides
+
+    cfg = load(REPO / "params.yaml", profile="smoke")
+    new = with_overrides(cfg, ["recipes.fast.batch_size=256", "recipes.fast.optimizer.lr=0.2"])
+    assert new.variant("cifar10-resnet18-fast")["train"]["optimizer"]["lr"] == 0.2
+    assert cfg.raw["recipes"]["fast"]["optimizer"]["lr"] != 0.2  # the original is untouched
+    with pytest.raises(ConfigError, match=r"recipes.fast.optimizer.lr: -1 is out of range"):
+        with_overrides(cfg, ["recipes.fast.optimizer.lr=-1"])
+    with pytest.raises(ConfigError, match="expected KEY.PATH=VALUE"):
+        with_overrides(cfg, ["recipes.fast.batch_size"])
+    with pytest.raises(ConfigError, match="does not name a key inside a block"):
+        with_overrides(cfg, ["nothere.x=1"])

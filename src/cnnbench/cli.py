@@ -158,6 +158,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--accuracy", action="store_true", help="train and test instead of timing (see above)")
     p.add_argument("--epochs", type=int, default=15, help="with --accuracy: epochs per run (default: %(default)s)")
     p.add_argument("--seeds", default="0,1", help="with --accuracy: comma-separated seeds (default: %(default)s)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY.PATH=VALUE",
+                   help="override a params.yaml key for this benchmark only (repeatable), e.g. "
+                   "--set recipes.fast.batch_size=256; the result is validated like params.yaml")
     p.add_argument("--out", type=Path, help="JSON output (default: results/bench/bench.json or accuracy.json)")
     p.set_defaults(func=cmd_bench)
 
@@ -297,7 +300,10 @@ def cmd_models(cfg: Config, args) -> None:
 
 def cmd_bench(cfg: Config, args) -> None:
     from . import bench
+    from .config import with_overrides
 
+    if args.set:
+        cfg = with_overrides(cfg, args.set)
     names = [v.strip() for v in args.variants.split(",") if v.strip()]
     for name in names:
         cfg.variant(name)  # unknown variant: a clear error before any work

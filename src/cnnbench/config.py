@@ -250,12 +250,17 @@ def load(params_path: str | Path = DEFAULT_PARAMS, profile: str | None = None) -
     """Read, merge and validate params.yaml. ``profile`` overrides the file's ``profile`` key."""
     params_path = Path(params_path)
     raw = read_yaml(params_path)
-    source = str(params_path)
     if not isinstance(raw, dict):
-        raise ConfigError(f"{source}: expected a mapping of keys at the top level, got {type(raw).__name__}")
-    schema = read_yaml(find_schema(params_path))
+        raise ConfigError(f"{params_path}: expected a mapping of keys at the top level, got {type(raw).__name__}")
     if profile is not None:
         raw = dict(raw, profile=profile)
+    return from_raw(raw, params_path)
+
+
+def from_raw(raw: dict, params_path: Path, source: str | None = None) -> Config:
+    """Validate an already-parsed params document (profile included) and wrap it."""
+    source = source or str(params_path)
+    schema = read_yaml(find_schema(params_path))
     validate_against_schema(raw, schema, source)
     chosen = raw["profile"]
     if chosen not in raw["profiles"]:
@@ -271,3 +276,24 @@ def load(params_path: str | Path = DEFAULT_PARAMS, profile: str | None = None) -
         merged["datasets"][ds] = cfg.dataset(ds)
     validate_against_schema(merged, schema, f"{source} (profile {chosen!r} merged)")
     return cfg
+
+
+def with_overrides(cfg: Config, assignments: list[str]) -> Config:
+    """A new Config with ``key.path=value`` assignments (values parsed as YAML), validated again."""
+    raw = copy.deepcopy(cfg.raw)
+    for item in assignments:
+        key, sep, text = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--set {item!r}: expected KEY.PATH=VALUE, e.g. recipes.fast.batch_size=256")
+        try:
+            value = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"--set {item!r}: the value is not valid YAML ({exc})") from None
+        node = raw
+        parts = key.split(".")
+        for part in parts[:-1]:
+            if not isinstance(node.get(part), dict):
+                raise ConfigError(f"--set {item!r}: {key} does not name a key inside a block of {cfg.params_path}")
+            node = node[part]
+        node[parts[-1]] = value
+    return from_raw(raw, cfg.params_path, source=f"{cfg.params_path} with --set {' '.join(assignments)}")
