@@ -11,6 +11,20 @@ import torch
 from .config import Config
 
 
+def software_versions() -> dict[str, str]:
+    """Versions of Python and the libraries the numbers depend on."""
+    import platform
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"python": platform.python_version()}
+    for name in ("cnnbench", "torch", "torchvision", "numpy", "scipy", "pandas", "matplotlib"):
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            out[name] = "not installed"
+    return out
+
+
 def report_context(cfg: Config, prepared_root: Path, command: str | None = None) -> dict:
     """Context for :func:`cnnbench.report.build_report`: profile, hashes, versions, data sources."""
     from .report import git_commit
@@ -29,6 +43,8 @@ def report_context(cfg: Config, prepared_root: Path, command: str | None = None)
             "counts": {split: info["count"] for split, info in manifest.get("splits", {}).items()},
         }
     return {
+        "versions": software_versions(),
+        "data_quality": None,
         "profile": cfg.profile,
         "params_hash": cfg.params_hash,
         "git_commit": git_commit(cfg.params_path.resolve().parent),
