@@ -95,9 +95,9 @@ def _good() -> dict[str, tuple[str, str, bytes]]:
     """relative path -> (label, data set, bytes) of the well-formed images."""
     good = {}
     for c, cls in enumerate(("ALPHA", "BETA")):
-        for split, n in (("train", 2), ("valid", 1), ("test", 1)):
-            for i in range(n):
-                good[f"{split}/{cls}/{i}.jpg"] = (cls, split, _jpeg(seed=100 * c + 10 * i + len(split)))
+        for s, (split, n) in enumerate((("train", 2), ("valid", 1), ("test", 1))):
+            for i in range(n):  # a distinct seed each: equal seeds would make duplicate images
+                good[f"{split}/{cls}/{i}.jpg"] = (cls, split, _jpeg(seed=100 + 10 * c + 3 * s + i))
     return good
 
 
