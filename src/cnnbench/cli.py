@@ -84,7 +84,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("preprocess", help="decode, validate and pack a data set into uint8 arrays + manifest",
                        description="Decode every image once, validate it, resize, and pack uint8 arrays "
-                       "(train/val/test) plus manifest.json and excluded.csv into data/prepared/<dataset>/.")
+                       "(train/val/test) plus manifest.json and excluded.csv into data/prepared/<dataset>/. "
+                       "Butterflies: also finds exact and mirrored duplicate images (duplicates.json) and, with "
+                       "datasets.butterflies.drop_train_duplicates_of_eval, leaves out train copies of valid/test images.")
     _common(p)
     p.add_argument("--dataset", required=True, help="cifar10 or butterflies")
     p.add_argument("--raw", type=Path, help="downloaded data (default: data/raw/<dataset>)")
