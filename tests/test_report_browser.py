@@ -23,12 +23,11 @@ from PIL import Image
 from selenium import webdriver
 from selenium.common.exceptions import WebDriverException
 from selenium.webdriver.chrome.service import Service
-from test_plots import VARIANTS, make_runs  # tests/ is on sys.path (pytest rootdir-less import)
-from test_report import CONTEXT
+from study_fixture import make_study  # tests/ is on sys.path (pytest rootdir-less import)
 
 from cnnbench.plots import plot_all
+from cnnbench.provenance import report_context
 from cnnbench.report import build_report
-from cnnbench.results import load_runs
 
 pytestmark = pytest.mark.timeout(300)  # a hung browser fails the test instead of stalling CI
 
@@ -43,22 +42,26 @@ INSTALL_HINT = (
 # --- the report under test: the one place that knows the run layout and the variant table --------
 
 
-def build_report_tree(root: Path) -> Path:
-    """Constructed runs -> plots -> report under ``root/results`` as the pipeline lays them out.
+STUDY: dict = {}
 
-    Today a run lives in ``results/runs/<variant>/`` and ``VARIANTS`` is flat; when runs move to
-    ``results/runs/<variant>/<recipe>/seed<k>/`` and variants are grouped by data set, adapt only
-    this function and :func:`variant_ids`.
-    """
-    results = root / "results"
-    runs = load_runs(VARIANTS, make_runs(results))
-    plot_all(runs, results / "plots")
-    html_path, _ = build_report(runs, results / "plots", results / "report", dict(CONTEXT))
+
+def build_report_tree(root: Path) -> Path:
+    """A constructed study (every variant x recipe x 2 seeds) -> aggregate -> plots -> report
+    under ``root/results``, laid out as the pipeline lays it out."""
+    study = make_study(root, seeds=[0, 1])
+    plot_all(study.cfg, study.runs, study.summary, study.plots)
+    context = report_context(study.cfg, study.prepared, command="snakemake --cores 4 --config profile=smoke")
+    html_path, _ = build_report(study.cfg, study.summary, study.plots, study.runs, study.report, context)
+    STUDY["cfg"] = study.cfg
     return html_path
 
 
 def variant_ids() -> list[str]:
-    return list(VARIANTS)
+    return list(STUDY["cfg"].variants)
+
+
+def figure_files(plots: Path) -> list[str]:
+    return [f["file"] for f in json.loads((plots / "figures.json").read_text())]
 
 
 # --- the browser and what it saw -------------------------------------------------------------------
@@ -217,10 +220,10 @@ def test_report_renders_offline_in_chromium(browser, report_html):
         assert name in page.text
     assert "smoke data: not evidence" in page.text
 
-    # two learning-curve figures and the accuracy chart, each drawn at the PNG's own size
+    # every figure of figures.json, in order, each drawn at the PNG's own size
     plots = report_html.parents[1] / "plots"
     expected = []
-    for name in ("learning_curves_cifar10.png", "learning_curves_butterflies.png", "accuracy.png"):
+    for name in figure_files(plots):
         with Image.open(plots / name) as im:
             expected.append((im.width, im.height))
     assert [(img["naturalWidth"], img["naturalHeight"]) for img in page.images] == expected
@@ -262,7 +265,7 @@ NEGATIVE = {
                            ["image did not render (naturalWidth 0): missing.png",
                             "reads another file, so the page is not self-contained: file://",
                             "console error: file://"]),
-    "image beside the page": (lambda html: _first_img_src(html, "../plots/accuracy.png"),
+    "image beside the page": (lambda html: _first_img_src(html, "../plots/accuracy_cifar10.png"),
                               ["reads another file, so the page is not self-contained: file://"]),
     "external image": (lambda html: _first_img_src(html, "https://example.org/figure.png"),
                        ["network request: https://example.org/figure.png",
