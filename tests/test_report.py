@@ -174,3 +174,21 @@ def test_git_commit_in_a_checkout_and_dirty(tmp_path, monkeypatch):
     assert git_commit(tmp_path) == clean
     (tmp_path / "a.txt").write_text("2\n")
     assert git_commit(tmp_path) == clean + " (dirty)"
+
+
+def test_duplicates_found_by_preprocess_reach_the_report(study):
+    dup = {"format": "cnnbench-duplicates-v1", "group_count": 1, "images_in_groups": 2, "label_conflict_groups": 1,
+           "images_hashed": {"train": 100, "val": 10, "test": 50}, "train_duplicates_of_eval": 1,
+           "drop_train_duplicates_of_eval": True, "dropped_train": 1, "method": "SHA-1 of pixels",
+           "pairs": [{"splits": "train-test", "kind": "flip", "same_class": 0, "different_class": 1},
+                     {"splits": "train-train", "kind": "exact", "same_class": 0, "different_class": 0}],
+           "groups": [{"id": 0, "label_conflict": True, "members": [
+               {"split": "train", "file": "train/A/1.jpg", "class": "A", "mirrored": False, "dropped": True},
+               {"split": "test", "file": "test/B/2.jpg", "class": "B", "mirrored": True}]}]}
+    (study.prepared / "butterflies" / "duplicates.json").write_text(json.dumps(dup))
+    ctx = report_context(study.cfg, study.prepared, command="x")
+    html, md = (p.read_text() for p in build_report(study.cfg, study.summary, study.plots, study.runs, study.report, ctx))
+    assert "1 group(s) of identical or mirrored images" in md and "were dropped from train" in md
+    assert "| train-test | flip | 0 | 1 |" in md and "train-train" not in md  # empty rows left out
+    assert "LABEL CONFLICT: train/A/1.jpg (A, dropped) = test/B/2.jpg (B, mirrored)" in md
+    assert 'id="data-quality"' in html
