@@ -3,6 +3,11 @@
 include: "workflow/rules/common.smk"
 
 
+# Small jobs run where snakemake runs, also under a cluster executor (workflow/profiles/slurm):
+# download needs the internet, which compute nodes often lack; plot and report take seconds.
+localrules: all, download, plot, report
+
+
 # The default target must live in this file: Snakemake never picks one from an included file.
 rule all:
     input:

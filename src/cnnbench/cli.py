@@ -34,6 +34,9 @@ examples:
 
 environment:
   CNNBENCH_DATA_MIRROR   directory with <dataset>/<archive> and SHA256SUMS, tried before any download
+  CUDA_VISIBLE_DEVICES   GPUs train/evaluate may use; with several, each concurrent job claims its own
+                         (`snakemake --resources gpu=N`); not touched inside a SLURM job
+  CNNBENCH_GPU_LOCK_DIR  where those per-GPU claims (lock files) live (default: <tmp>/cnnbench-gpu-slots-<uid>)
 """
 
 
@@ -205,10 +208,18 @@ def _set_threads(args) -> None:
         torch.set_num_threads(args.threads)  # train.num_threads, when set, wins later
 
 
+def _gpu_slot(cfg: Config, args) -> None:
+    """Several GPUs, several concurrent jobs: give this one its own (see cnnbench.gpus)."""
+    from .gpus import assign_gpu
+
+    assign_gpu(str(cfg.variant(args.variant)["train"]["device"]))
+
+
 def cmd_train(cfg: Config, args) -> None:
     from .train import train_variant
 
     _set_threads(args)
+    _gpu_slot(cfg, args)
     out = args.out or RUNS / args.variant
     ckpt = args.checkpoint_dir or Path("results/.checkpoints") / args.variant
     train_variant(cfg, args.variant, _prepared_dir(cfg, args), out, ckpt, use_dvclive=not args.no_dvclive)
@@ -218,6 +229,7 @@ def cmd_evaluate(cfg: Config, args) -> None:
     from .evaluate import evaluate_variant
 
     _set_threads(args)
+    _gpu_slot(cfg, args)
     evaluate_variant(cfg, args.variant, _prepared_dir(cfg, args), args.run or RUNS / args.variant)
 
 

@@ -1,4 +1,4 @@
-# Train and evaluate one variant per job.
+# Train and evaluate one variant per job. threads/resources come from params.yaml `resources`.
 
 rule train:
     input:
@@ -9,7 +9,9 @@ rule train:
         summary="results/runs/{variant}/train.json",
     params:
         settings=variant_settings,
-    threads: 2
+    threads: job_threads("train", 2)
+    resources:
+        **job_resources("train"),
     log:
         "logs/train/{variant}.log",
     shell:
@@ -27,7 +29,9 @@ rule evaluate:
         confusion="results/runs/{variant}/confusion.csv",
     params:
         settings=variant_settings,
-    threads: 2
+    threads: job_threads("evaluate", 2)
+    resources:
+        **job_resources("evaluate"),
     log:
         "logs/evaluate/{variant}.log",
     shell:
