@@ -24,7 +24,7 @@ import yaml
 from study_layout import keep_variants, run_dir
 from test_e2e import REPO, copy_repo, env_for, sh
 
-# Two variants keep the study small (one data set, 1 preprocess + 2 train + 2 evaluate jobs).
+# Two variants under one recipe keep the study small (one data set, 1 preprocess + 2 train + 2 evaluate jobs).
 SLURM_VARIANTS = ["cifar10-resnet18", "cifar10-mobilenet_v2"]
 SLURM_SCRIPT = REPO / "scripts" / "slurm-local.sh"
 
@@ -33,7 +33,7 @@ def dry_run_resources(profile: str) -> dict[str, str]:
     """rule -> its `resources:` line in `snakemake -n` of the real repository."""
     env = env_for(REPO)
     proc = subprocess.run(["snakemake", "-n", "--config", f"profile={profile}", "--cores", "8",
-                           "results/runs/cifar10-resnet18/metrics.json"],
+                           "results/runs/cifar10-resnet18/lab/seed0/metrics.json"],
                           cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     out, rule, found = proc.stdout + proc.stderr, None, {}
@@ -104,7 +104,7 @@ def slurm_cluster(tmp_path_factory):
 def test_smoke_study_through_slurm_matches_a_local_run(slurm_cluster, mirror_dir, tmp_path):
     repo = copy_repo(tmp_path / "study")
     params = yaml.safe_load((repo / "params.yaml").read_text())
-    (repo / "params.yaml").write_text(yaml.safe_dump(keep_variants(params, SLURM_VARIANTS), sort_keys=False))
+    (repo / "params.yaml").write_text(yaml.safe_dump(keep_variants(params, SLURM_VARIANTS, recipes=["lab"]), sort_keys=False))
     env = dict(env_for(mirror_dir), SLURM_CONF=slurm_cluster["SLURM_CONF"])
 
     t0 = time.perf_counter()
@@ -130,7 +130,7 @@ def test_smoke_study_through_slurm_matches_a_local_run(slurm_cluster, mirror_dir
     sbatch_calls = [line for line in log.splitlines() if "sbatch call:" in line]
     assert len(sbatch_calls) == len(submitted) and not any("--gpus" in c or "--gres" in c for c in sbatch_calls)
     assert all("--mem 2000" in c and "--cpus-per-task=1" in c for c in sbatch_calls if "rule_train" in c)
-    assert not re.search(r"submitted with SLURM jobid \d+ \(log: [^)]*/rule_(download|plot|report)/", log)
+    assert not re.search(r"submitted with SLURM jobid \d+ \(log: [^)]*/rule_(download|aggregate|plot|report)/", log)
     assert (repo / "results/report/report.html").is_file()
 
     # The same variants trained and evaluated locally (deterministic CPU mode) give the same numbers.

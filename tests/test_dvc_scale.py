@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from study_layout import keep_variants, run_dir, variant_param
+from study_layout import keep_variants, run_dir, stage, variant_param
 from test_e2e import copy_repo, env_for, sh
 
 pytestmark = pytest.mark.e2e
@@ -34,7 +34,7 @@ def dvc_base(tmp_path_factory, request):
     repo.mkdir()
     copy_repo(repo)
     params = yaml.safe_load((repo / "params.yaml").read_text())
-    (repo / "params.yaml").write_text(yaml.safe_dump(keep_variants(params, [VARIANT]), sort_keys=False))
+    (repo / "params.yaml").write_text(yaml.safe_dump(keep_variants(params, [VARIANT], recipes=["lab"]), sort_keys=False))
     env = env_for(mirror)
     t0 = time.perf_counter()
     sh(["dvc", "repro"], repo, env)
@@ -93,5 +93,5 @@ def test_queued_sweep_runs_two_at_a_time_and_shows_in_exp_show(dvc_base):
     # Each experiment retrained only the swept variant: the data stages came from the cache.
     for name in (row["Experiment"] for row in runs.values()):
         logs = sh(["dvc", "queue", "logs", name], repo, env).stdout
-        assert f"Running stage 'train@{VARIANT}'" in logs, logs[-2000:]
+        assert f"Running stage '{stage('train', VARIANT)}'" in logs, logs[-2000:]
         assert "Stage 'preprocess@cifar10' didn't change, skipping" in logs, logs[-2000:]
