@@ -119,3 +119,13 @@ def test_aggregate_command(tmp_path, capsys):
     (study.runs / "cifar10-resnet18" / "lab" / "seed1" / "history.csv").unlink()
     assert main(["aggregate", "--params", str(study.params), "--runs", str(study.runs), "--out", str(out)]) == 1
     assert "history.csv: missing" in capsys.readouterr().err
+
+
+def test_a_study_without_claims_still_aggregates_and_reports(tmp_path):
+    def no_claims(doc):
+        doc["claims"] = []
+
+    study = make_study(tmp_path, seeds=[0, 1], edit=no_claims)
+    claims = pd.read_csv(study.summary / "claims.csv")
+    assert claims.empty and "verdict" in claims.columns
+    assert json.loads((study.summary / "summary.json").read_text())["verdicts"] == {"lab": {}, "fast": {}}

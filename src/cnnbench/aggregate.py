@@ -36,6 +36,8 @@ METRIC_LABELS = {
     "instability": "instability (mean drop of validation accuracy per epoch, points)",
 }
 EXACT_METRICS = {"params"}  # the same for every seed by construction
+CLAIM_COLUMNS = ["claim", "report", "text", "their", "metric", "expect", "recipe", "a", "b", "n_a", "n_b", "mean_a",
+                 "mean_b", "std_a", "std_b", "diff", "ci_low", "ci_high", "p", "verdict", "reason"]
 RUN_COLUMNS = ["variant", "dataset", "model", "recipe", "seed", "test_top1", "test_top5", "top1_kept",
                "epoch_seconds", "params", "instability", "epochs", "peak_memory_mb", "device"]
 
@@ -152,7 +154,7 @@ def evaluate_claims(cfg: Config, runs: pd.DataFrame) -> pd.DataFrame:
             rows.append({"claim": claim["id"], "report": claim["report"], "text": claim["text"],
                          "their": claim.get("their", ""), "metric": metric, "expect": claim["expect"],
                          "recipe": recipe, "a": claim["a"], "b": claim["b"], **result})
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows, columns=CLAIM_COLUMNS)
 
 
 def _mean(x: np.ndarray) -> float:

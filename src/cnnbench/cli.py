@@ -36,6 +36,9 @@ examples:
 
 environment:
   CNNBENCH_DATA_MIRROR   directory with <dataset>/<archive> and SHA256SUMS, tried before any download
+  CUDA_VISIBLE_DEVICES   GPUs train/evaluate may use; with several, each concurrent job claims its own
+                         (`snakemake --resources gpu=N`); not touched inside a SLURM job
+  CNNBENCH_GPU_LOCK_DIR  where those per-GPU claims (lock files) live (default: <tmp>/cnnbench-gpu-slots-<uid>)
 """
 
 
@@ -238,6 +241,13 @@ def _set_threads(args) -> None:
         torch.set_num_threads(args.threads)  # train.num_threads, when set, wins later
 
 
+def _gpu_slot(cfg: Config, args) -> None:
+    """Several GPUs, several concurrent jobs: give this one its own (see cnnbench.gpus)."""
+    from .gpus import assign_gpu
+
+    assign_gpu(str(cfg.variant(args.variant, args.recipe, args.seed)["train"]["device"]))
+
+
 def _run_of(cfg: Config, args) -> tuple[str, int]:
     """The (recipe, seed) of a train/evaluate job; refused before any work when not in the study."""
     spec = cfg.variant(args.variant, args.recipe, args.seed)
@@ -252,6 +262,7 @@ def cmd_train(cfg: Config, args) -> None:
 
     recipe, seed = _run_of(cfg, args)
     _set_threads(args)
+    _gpu_slot(cfg, args)
     out = args.out or run_dir(args.variant, recipe, seed)
     ckpt = args.checkpoint_dir or run_dir(args.variant, recipe, seed, Path("results/.checkpoints"))
     train_variant(cfg, args.variant, _prepared_dir(cfg, args), out, ckpt, use_dvclive=not args.no_dvclive,
@@ -263,6 +274,7 @@ def cmd_evaluate(cfg: Config, args) -> None:
 
     recipe, seed = _run_of(cfg, args)
     _set_threads(args)
+    _gpu_slot(cfg, args)
     evaluate_variant(cfg, args.variant, _prepared_dir(cfg, args), args.run or run_dir(args.variant, recipe, seed),
                      recipe=recipe, seed=seed)
 

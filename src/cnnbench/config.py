@@ -242,6 +242,18 @@ class Config:
             "train": train,
         }
 
+    def job_resources(self, stage: str) -> dict:
+        """What one Snakemake job of ``stage`` (preprocess, train, evaluate) asks for:
+        ``resources.<stage>`` with ``resources.profiles.<profile>.<stage>`` merged in.
+        Empty when params.yaml has no ``resources`` block."""
+        block = self.raw.get("resources")
+        if not block:
+            return {}
+        if stage not in ("preprocess", "train", "evaluate"):
+            raise ConfigError(f"resources: no stage {stage!r}; allowed: preprocess, train, evaluate")
+        override = block.get("profiles", {}).get(self.profile, {}).get(stage)
+        return deep_merge(block[stage], override)
+
     def variant_hash(self, name: str, recipe: str | None = None, seed: int | None = None) -> str:
         return canonical_hash(self.variant(name, recipe, seed))
 
@@ -272,6 +284,12 @@ def _check_semantics(cfg: "Config", source: str) -> None:
     """Rules a JSON schema cannot say well."""
     from .models import model_arguments  # imports torch: only after the cheap checks passed
 
+    for name in cfg.raw.get("resources", {}).get("profiles", {}):
+        if name not in cfg.raw["profiles"]:
+            raise ConfigError(
+                f"{source}: resources.profiles.{name}: {name!r} is not defined under profiles; "
+                f"allowed values: {', '.join(cfg.raw['profiles'])}"
+            )
     for i, recipe in enumerate(cfg.recipes):
         if recipe not in cfg.raw["recipes"]:
             raise ConfigError(

@@ -50,3 +50,18 @@ def variant_dataset(wildcards):
 def run_settings(wildcards):
     # Only this run's resolved settings: changing another variant never reruns this one.
     return json.dumps(CFG.variant(wildcards.variant, wildcards.recipe, int(wildcards.seed)), sort_keys=True)
+
+
+def job_resources(stage):
+    """Snakemake resources of one stage's jobs from params.yaml `resources` (profile applied):
+    mem_mb, runtime (minutes) and, only when the job asks for GPUs, gpu=N. The SLURM executor
+    turns them into --mem, --time and --gpus; locally `--resources gpu=N` caps concurrent GPU jobs."""
+    spec = CFG.job_resources(stage)
+    res = {k: spec[k] for k in ("mem_mb", "runtime") if k in spec}
+    if spec.get("gpu"):
+        res["gpu"] = spec["gpu"]
+    return res
+
+
+def job_threads(stage, default):
+    return CFG.job_resources(stage).get("cpus", default)

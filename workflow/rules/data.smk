@@ -18,6 +18,9 @@ rule preprocess:
         directory("data/prepared/{dataset}"),
     params:
         settings=lambda wc: json.dumps(CFG.preprocess_settings(wc.dataset), sort_keys=True),
+    threads: job_threads("preprocess", 1)
+    resources:
+        **job_resources("preprocess"),
     log:
         "logs/preprocess/{dataset}.log",
     shell:

@@ -1,4 +1,4 @@
-# Train and evaluate one run (variant, recipe, seed) per job.
+# Train and evaluate one run (variant, recipe, seed) per job. threads/resources come from params.yaml `resources`.
 
 rule train:
     input:
@@ -9,7 +9,9 @@ rule train:
         summary=f"{RUN}/train.json",
     params:
         settings=run_settings,
-    threads: 2
+    threads: job_threads("train", 2)
+    resources:
+        **job_resources("train"),
     log:
         "logs/train/{variant}/{recipe}/seed{seed}.log",
     shell:
@@ -29,7 +31,9 @@ rule evaluate:
         predictions=f"{RUN}/predictions.csv",
     params:
         settings=run_settings,
-    threads: 2
+    threads: job_threads("evaluate", 2)
+    resources:
+        **job_resources("evaluate"),
     log:
         "logs/evaluate/{variant}/{recipe}/seed{seed}.log",
     shell:
