@@ -235,6 +235,13 @@ def _check_semantics(cfg: "Config", source: str) -> None:
                 f"{source}: variants.{name}.filter_noisy: only butterfly variants filter classes; "
                 f"remove the key or set dataset: butterflies"
             )
+        train = cfg.variant(name)["train"]
+        if train.get("train_limit") and train["batch_size"] > train["train_limit"]:
+            raise ConfigError(
+                f"{source}: variants.{name}: train.batch_size {train['batch_size']} is larger than "
+                f"train.train_limit {train['train_limit']} (the number of training images the variant keeps); "
+                f"lower batch_size or raise train_limit (profile {cfg.profile!r} applied)"
+            )
         allowed = model_arguments(spec["model"])
         for key in cfg.variant(name)["model_args"]:
             if key not in allowed:

@@ -14,6 +14,7 @@ import math
 import os
 import platform
 import resource
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -39,7 +40,11 @@ class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite."""
 
 
-class CheckpointMismatch(RuntimeError):
+class CheckpointError(RuntimeError):
+    """A checkpoint or model file cannot be used: unreadable, not plain data, or another run's."""
+
+
+class CheckpointMismatch(CheckpointError):
     """A checkpoint belongs to another variant or data set."""
 
 
@@ -324,11 +329,45 @@ def checkpoint_path(checkpoint_dir: Path) -> Path:
     return checkpoint_dir / "last.pt"
 
 
+def load_plain(path: Path, what: str, remedy: str) -> dict:
+    """``torch.load(path, weights_only=True)``: tensors and plain data only, never code.
+
+    Any failure (a truncated or corrupt file, or a pickle that names other globals, which
+    weights_only refuses before running anything) becomes a CheckpointError naming the file.
+    """
+    import pickle
+
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(
+            f"{path}: refused to load this {what}: it holds more than tensors and plain data "
+            f"(torch.load weights_only=True: {first[:300]}); nothing in it was run. {remedy}"
+        ) from None
+    except Exception as exc:  # truncated zip, garbage bytes, EOF, ...
+        raise CheckpointError(
+            f"{path}: not a readable {what} ({type(exc).__name__}: {str(exc)[:300]}). {remedy}"
+        ) from None
+    if not isinstance(blob, dict):
+        raise CheckpointError(f"{path}: not a cnnbench {what} (holds a {type(blob).__name__}). {remedy}")
+    return blob
+
+
+def remove_partial_files(directory: Path) -> None:
+    """Delete temporary files a killed run left in ``directory`` (``.<name>.tmp-<pid>``)."""
+    if directory.is_dir():
+        for tmp in directory.glob(".*.tmp-*"):
+            if tmp.is_file():
+                log.info("removing %s, left by an interrupted run", tmp)
+                tmp.unlink(missing_ok=True)
+
+
 def load_checkpoint(path: Path, variant: dict, settings_hash: str) -> dict | None:
     """Return the checkpoint if it may resume this run, None if there is none or it is stale."""
     if not path.exists():
         return None
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    ckpt = load_plain(path, "checkpoint", "Delete it to train this variant from scratch.")
     if ckpt.get("variant") != variant["variant"] or ckpt.get("dataset") != variant["dataset"]:
         raise CheckpointMismatch(
             f"{path} belongs to variant {ckpt.get('variant')!r} on {ckpt.get('dataset')!r}, not "
@@ -419,6 +458,12 @@ def train_variant(
     criterion = nn.CrossEntropyLoss(label_smoothing=settings["label_smoothing"])
 
     ckpt_file = checkpoint_path(checkpoint_dir)
+    remove_partial_files(checkpoint_dir)
+    # Outputs of an earlier run would sit beside this run's half-written ones: remove them now,
+    # model.pt (the mark of a complete run) first, so a failure below leaves nothing that looks complete.
+    for stale in ("model.pt", "metrics.json", "confusion.csv", "train.json", "history.csv"):
+        (out_dir / stale).unlink(missing_ok=True)
+    remove_partial_files(out_dir)
     history: list[dict] = []
     start_epoch = 0
     ckpt = load_checkpoint(ckpt_file, variant, settings_hash)
@@ -434,9 +479,14 @@ def train_variant(
         start_epoch = int(ckpt["epoch"])
         log.info("resuming %s from %s after epoch %d of %d", name, ckpt_file, start_epoch, epochs)
 
+    # DVCLive logs into a staging folder that becomes dvclive/ only with the finished run, so a
+    # failed or killed run leaves no metrics behind (a resumed run replays its history into it).
+    live_dir, live_staging = out_dir / "dvclive", out_dir / ".dvclive.partial"
+    shutil.rmtree(live_dir, ignore_errors=True)
+    shutil.rmtree(live_staging, ignore_errors=True)
     live = None
     if use_dvclive:
-        live = _open_dvclive(out_dir / "dvclive", history)
+        live = _open_dvclive(live_staging, history)
 
     dev_desc = describe_device(device)
     n_params = count_parameters(model)
@@ -450,6 +500,8 @@ def train_variant(
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
 
+    # On the CPU looking at the flag costs nothing: stop at the first bad step. On a GPU every few steps.
+    check_every = 1 if device.type == "cpu" else NAN_CHECK_EVERY
     for epoch in range(start_epoch, epochs):
         model.train()
         t0 = time.perf_counter()
@@ -477,7 +529,7 @@ def train_variant(
                 ema.update_parameters(model)
             # Track divergence on the device; look at it every few steps so the GPU never waits per step.
             first_bad = torch.where((first_bad < 0) & ~torch.isfinite(loss.detach()), step, first_bad)
-            if step % NAN_CHECK_EVERY == NAN_CHECK_EVERY - 1 or step == steps_per_epoch - 1:
+            if step % check_every == check_every - 1 or step == steps_per_epoch - 1:
                 check_finite(first_bad, name, epoch, settings)
             loss_sum += loss.detach() * len(idx)
             correct += (out.argmax(1) == y).sum()
@@ -565,11 +617,12 @@ def train_variant(
     out_dir.mkdir(parents=True, exist_ok=True)
     write_csv(out_dir / "history.csv", history, HISTORY_COLUMNS)
     atomic_write_text(out_dir / "train.json", json.dumps(summary, indent=2) + "\n")
+    if live is not None:
+        live.end()
+        os.replace(live_staging, live_dir)
     # model.pt last: its presence means the run is complete.
     final = ema.module if ema is not None else model  # the weights that were validated are the ones kept
     atomic_torch_save({**meta, "state_dict": final.state_dict()}, out_dir / "model.pt")
-    if live is not None:
-        live.end()
     ckpt_file.unlink(missing_ok=True)
     return summary
 
