@@ -224,3 +224,104 @@ def state_dicts_equal(a: Path, b: Path) -> bool:
     sa = torch.load(a, map_location="cpu", weights_only=True)["state_dict"]
     sb = torch.load(b, map_location="cpu", weights_only=True)["state_dict"]
     return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+# --- handcrafted archives ------------------------------------------------------------------------
+CIFAR_NAME = "cifar-10-python.tar.gz"
+BUTTERFLY_NAME = "butterfly-images40-species.zip"
+CIFAR_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+
+
+def cifar_members(n: int = 20) -> dict[str, bytes]:
+    """The pickles of a tiny but genuine-format CIFAR-10 python archive."""
+    import pickle
+
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+
+    def batch(offset: int, count: int) -> bytes:
+        data = rng.integers(0, 256, size=(count, 3072), dtype=np.uint8)
+        return pickle.dumps({"batch_label": "b", "labels": [(i + offset) % 10 for i in range(count)], "data": data},
+                            protocol=2)
+
+    members = {f"cifar-10-batches-py/data_batch_{i}": batch(i, n) for i in range(1, 6)}
+    members["cifar-10-batches-py/test_batch"] = batch(0, n)
+    members["cifar-10-batches-py/batches.meta"] = pickle.dumps({"label_names": CIFAR_CLASSES}, protocol=2)
+    return members
+
+
+def write_tar(path: Path, members: dict[str, bytes], links: dict[str, str] | None = None) -> Path:
+    """A .tar.gz of regular files, plus symbolic links ``name -> target``."""
+    import tarfile
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(path, "w:gz") as tar:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+        for name, target in (links or {}).items():
+            info = tarfile.TarInfo(name)
+            info.type = tarfile.SYMTYPE
+            info.linkname = target
+            tar.addfile(info)
+    return path
+
+
+def make_mirror(root: Path, files: dict[str, Path | bytes]) -> Path:
+    """A data mirror ``root`` holding ``{"<dataset>/<file>": content}`` and a matching SHA256SUMS."""
+    import hashlib
+
+    lines = []
+    for rel, content in files.items():
+        dest = root / rel
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        data = content.read_bytes() if isinstance(content, Path) else content
+        dest.write_bytes(data)
+        lines.append(f"{hashlib.sha256(data).hexdigest()}  {rel}")
+    (root / "SHA256SUMS").write_text("\n".join(lines) + "\n")
+    return root
+
+
+def jpeg(mode: str = "RGB", size: tuple[int, int] = (224, 224), fmt: str = "JPEG", seed: int = 0) -> bytes:
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    channels = {"RGB": 3, "CMYK": 4, "L": 1}[mode]
+    arr = rng.integers(0, 256, size=(size[1], size[0], channels), dtype=np.uint8)
+    im = Image.fromarray(arr[..., 0] if channels == 1 else arr, mode)
+    buf = io.BytesIO()
+    im.save(buf, fmt)
+    return buf.getvalue()
+
+
+def butterfly_zip(path: Path, files: dict[str, bytes], rows: list[tuple[str, str, str]],
+                  extra_infos: list[tuple[Any, bytes]] | None = None, compression: int | None = None) -> Path:
+    """A Kaggle-style zip: ``butterflies and moths.csv`` (rows: filepath, label, data set) + files."""
+    import zipfile
+
+    labels = sorted({label for _, label, _ in rows})
+    lines = ["class id,filepaths,labels,data set"]
+    lines += [f"{labels.index(label)},{rel},{label},{split}" for rel, label, split in rows]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with zipfile.ZipFile(path, "w", compression if compression is not None else zipfile.ZIP_STORED) as zf:
+        zf.writestr("butterflies and moths.csv", "\n".join(lines) + "\n")
+        for rel, data in files.items():
+            zf.writestr(rel, data)
+        for info, data in extra_infos or []:
+            zf.writestr(info, data)
+    return path
+
+
+def good_butterflies(classes: tuple[str, ...] = ("ALPHA", "BETA", "GAMMA"), per_split: int = 2):
+    """(files, rows) of a small clean butterfly archive: every class in train, valid and test."""
+    files, rows = {}, []
+    for c, cls in enumerate(classes):
+        for split in ("train", "valid", "test"):
+            for i in range(per_split):
+                rel = f"{split}/{cls}/{i}.jpg"
+                files[rel] = jpeg(seed=100 * c + 10 * i + len(split))
+                rows.append((rel, cls, split))
+    return files, rows
