@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import logging
 import os
 import re
 import shutil
@@ -175,10 +176,15 @@ def cli(root: Path, *args: str, mirror: Path | None = MIRROR) -> tuple[int, str]
     if mirror is not None:
         os.environ[MIRROR_ENV] = str(mirror)
     os.chdir(root)
+    # cli.main's logging.basicConfig only takes effect once per process: catch its log lines here.
+    handler = logging.StreamHandler(err)
+    handler.setFormatter(logging.Formatter("%(name)s %(levelname)s: %(message)s"))
+    logging.getLogger().addHandler(handler)
     try:
         with contextlib.redirect_stderr(err):
             rc = cli_mod.main(list(args))
     finally:
+        logging.getLogger().removeHandler(handler)
         os.chdir(old_cwd)
         os.environ.pop(MIRROR_ENV, None)
         if old_mirror is not None:
