@@ -53,22 +53,22 @@ def variant_spec(doc: dict, variant: str = VARIANT) -> dict:
     return doc["variants"][variant]
 
 
+def variant_key(variant: str = VARIANT) -> str:
+    """The key path of a variant's entry, as config errors name it."""
+    return f"variants.{variant}"
+
+
 def all_variants(doc: dict) -> dict[str, dict]:
     """Variant id -> its params.yaml entry."""
     return doc["variants"]
-
-
-def keep_only_variants(doc: dict, names: list[str]) -> None:
-    """Drop every other variant from a parsed params.yaml."""
-    doc["variants"] = {k: v for k, v in doc["variants"].items() if k in names}
 
 
 def snakemake_target(variant: str = VARIANT) -> str:
     return f"results/runs/{variant}/metrics.json"
 
 
-def dvc_stage(variant: str = VARIANT) -> str:
-    return f"evaluate@{variant}"
+def dvc_stage(variant: str = VARIANT, stage: str = "evaluate") -> str:
+    return f"{stage}@{variant}"
 
 
 RUN_OUTPUTS = ("model.pt", "history.csv", "train.json", "metrics.json", "confusion.csv")
@@ -199,13 +199,6 @@ def files_under(root: Path) -> set[str]:
     if not root.exists():
         return set()
     return {p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file() or p.is_symlink()}
-
-
-def leftovers(root: Path) -> list[str]:
-    """Temporary or partial files a stage might have left behind (``*.part``, ``.tmp-``, ``.old-``)."""
-    return sorted(p for p in files_under(root) | {
-        d.relative_to(root).as_posix() for d in Path(root).rglob("*") if d.is_dir()
-    } if re.search(r"(\.part$|\.tmp-|\.old-)", p))
 
 
 def history_without_timing(path: Path) -> list[dict]:

@@ -19,16 +19,17 @@ from relsupport import (
     cli,
     describe,
     env_for,
-    git_commit,
     make_project,
     run,
     run_args,
     set_key,
     snakemake_target,
+    dvc_stage,
+    variant_key,
     variant_spec,
 )
 
-V = VARIANT
+VK = variant_key()  # "variants.<id>" as messages name it
 P = "params.yaml: "
 
 
@@ -52,13 +53,13 @@ def _drop_variant_key(key: str):
 CASES = {
     "epochs-wrong-type": (_set("train.epochs", "ten"), f"{P}train.epochs: expected integer, got 'ten' (str)"),
     "lr-wrong-type": (_variant("train.optimizer.lr", "fast"),
-                      f"{P}variants.{V}.train.optimizer.lr: expected number, got 'fast' (str)"),
+                      f"{P}{VK}.train.optimizer.lr: expected number, got 'fast' (str)"),
     "lr-negative": (_variant("train.optimizer.lr", -0.1),
-                    f"{P}variants.{V}.train.optimizer.lr: -0.1 is out of range; allowed: > 0"),
+                    f"{P}{VK}.train.optimizer.lr: -0.1 is out of range; allowed: > 0"),
     "epochs-zero": (_set("profiles.smoke.train.epochs", 0), f"{P}profiles.smoke.train.epochs: 0 is out of range; allowed: >= 1"),
-    "unknown-model": (_variant("model", "resnet99"), f"{P}variants.{V}.model: 'resnet99' is not allowed; allowed values: mobilenet_v2"),
+    "unknown-model": (_variant("model", "resnet99"), f"{P}{VK}.model: 'resnet99' is not allowed; allowed values: mobilenet_v2"),
     "unknown-recipe": (_variant("recipe", "turbo"),
-                       f"{P}variants.{V}.recipe: 'turbo' is not defined under recipes; allowed values: lab, fast"),
+                       f"{P}{VK}.recipe: 'turbo' is not defined under recipes; allowed values: lab, fast"),
     "empty-variants": (_empty_variants, f"{P}variants: must not be empty"),
     "batch-larger-than-data": (_set("profiles.smoke.train.batch_size", 512),
                                "train.batch_size 512 is larger than train.train_limit 256"),
@@ -68,14 +69,14 @@ CASES = {
     "bool-wrong-type": (_set("train.deterministic", "yes please"), f"{P}train.deterministic: expected boolean"),
     "on-bad-image-unknown": (_set("datasets.butterflies.on_bad_image", "ignore"),
                              f"{P}datasets.butterflies.on_bad_image: 'ignore' is not allowed; allowed values: skip, fail"),
-    "unknown-dataset": (_variant("dataset", "imagenet"), f"{P}variants.{V}.dataset: 'imagenet' is not allowed"),
+    "unknown-dataset": (_variant("dataset", "imagenet"), f"{P}{VK}.dataset: 'imagenet' is not allowed"),
     "model-arg-not-taken": (_variant("model_args", {"cifar": True}),
-                            f"{P}variants.{V}.model_args.cifar: model 'resnet18_small_stem_3stage' does not take 'cifar'"),
+                            f"{P}{VK}.model_args.cifar: model 'resnet18_small_stem_3stage' does not take 'cifar'"),
     "label-smoothing-too-big": (_set("recipes.lab.label_smoothing", 1.5), f"{P}recipes.lab.label_smoothing: 1.5 is out of range"),
     "device-unknown": (_set("profiles.smoke.train.device", "gpu"),
                        f"{P}profiles.smoke.train.device: 'gpu' does not match the required pattern"),
     "val-fraction-one": (_set("datasets.cifar10.val_fraction", 1.0), f"{P}datasets.cifar10.val_fraction: 1.0 is out of range"),
-    "variant-without-model": (_drop_variant_key("model"), f"{P}variants.{V}: 'model' is a required property"),
+    "variant-without-model": (_drop_variant_key("model"), f"{P}{VK}: 'model' is a required property"),
     "md5-not-hex": (_set("datasets.cifar10.source.md5", "not-a-checksum"),
                     f"{P}datasets.cifar10.source.md5: 'not-a-checksum' does not match the required pattern"),
 }
@@ -183,6 +184,7 @@ def test_unknown_variant_through_the_drivers(project):
     target = snakemake_target("cifar10-resnet99")
     proc = run(["snakemake", "--cores", "1", target], root, env_for(), timeout=120)
     assert proc.returncode != 0 and target in proc.stderr, describe(proc)
-    proc = run(["dvc", "repro", "train@cifar10-resnet99"], root, env_for(), timeout=120)
-    assert proc.returncode != 0 and "'train@cifar10-resnet99' not found" in proc.stdout + proc.stderr, describe(proc)
+    stage = dvc_stage("cifar10-resnet99", "train")
+    proc = run(["dvc", "repro", stage], root, env_for(), timeout=120)
+    assert proc.returncode != 0 and f"'{stage}' not found" in proc.stdout + proc.stderr, describe(proc)
     _assert_nothing_ran(root)

@@ -24,6 +24,7 @@ from relsupport import (
     describe,
     dvc_stage,
     env_for,
+    git_commit,
     history_without_timing,
     make_project,
     metrics_without_timing,
@@ -47,8 +48,6 @@ def _project(dest: Path, git: bool = False) -> Path:
     set_key(doc, "profiles.smoke.train.epochs", EPOCHS)
     write_params(dest, doc)
     if git:
-        from relsupport import git_commit
-
         git_commit(dest, "study copy", init=True)
     return dest
 

@@ -19,12 +19,15 @@ import pytest
 import torch
 
 from relsupport import (
+    MIRROR,
     VARIANT,
     checkpoint_dir,
     cli,
+    env_for,
     files_under,
     make_project,
     read_params,
+    run,
     run_args,
     run_dir,
     set_key,
@@ -130,17 +133,17 @@ def test_checkpoint_that_would_run_code_is_refused(project, tmp_path):
 
 def test_model_file_that_would_run_code_is_refused(project, tmp_path):
     marker = tmp_path / "PWNED"
-    run = tmp_path / "run"
-    shutil.copytree(run_dir(project), run)
-    blob = torch.load(run / "model.pt", map_location="cpu", weights_only=True)
+    run_path = tmp_path / "run"
+    shutil.copytree(run_dir(project), run_path)
+    blob = torch.load(run_path / "model.pt", map_location="cpu", weights_only=True)
     blob["payload"] = _RunsCode(marker)
-    torch.save(blob, run / "model.pt")
-    (run / "metrics.json").unlink()
-    rc, err = cli(project, "evaluate", *run_args(), "--run", str(run))
+    torch.save(blob, run_path / "model.pt")
+    (run_path / "metrics.json").unlink()
+    rc, err = cli(project, "evaluate", *run_args(), "--run", str(run_path))
     assert rc == 1, err
     line = _error_line(err, "evaluate")
-    assert f"{run / 'model.pt'}: refused to load this trained model" in line and "Retrain it" in line
-    assert not marker.exists() and not (run / "metrics.json").exists()
+    assert f"{run_path / 'model.pt'}: refused to load this trained model" in line and "Retrain it" in line
+    assert not marker.exists() and not (run_path / "metrics.json").exists()
 
 
 @pytest.mark.parametrize("garbage", [b"", b"not a checkpoint at all", "truncated"])
@@ -162,8 +165,6 @@ def test_corrupt_checkpoint_is_named(project, tmp_path, garbage):
 
 def _checkpoint_of(project: Path, tmp_path: Path) -> Path:
     """A genuine mid-run checkpoint of VARIANT (epoch 1 of 2), from a run SIGKILLed right after it."""
-    from relsupport import MIRROR, env_for, run
-
     ckpt_dir = tmp_path / "genuine-ckpt"
     env = env_for(MIRROR, {"CNNBENCH_FAULT_KILL_AFTER_CHECKPOINT": "1"})
     proc = run(["cnnbench", "-q", "train", *run_args(), "--out", str(tmp_path / "killed"),
@@ -193,12 +194,12 @@ def test_checkpoint_of_another_variant_or_data_set_is_refused(project, tmp_path,
 
 
 def test_model_of_another_variant_is_refused_by_evaluate(project, tmp_path):
-    run = tmp_path / OTHER
-    run.mkdir()
+    run_path = tmp_path / OTHER
+    run_path.mkdir()
     for f in ("model.pt", "train.json"):
-        shutil.copy2(run_dir(project) / f, run / f)
-    rc, err = cli(project, "evaluate", *run_args(OTHER), "--run", str(run))
+        shutil.copy2(run_dir(project) / f, run_path / f)
+    rc, err = cli(project, "evaluate", *run_args(OTHER), "--run", str(run_path))
     assert rc == 1, err
     line = _error_line(err, "evaluate")
     assert f"holds variant '{VARIANT}' on 'cifar10', not '{OTHER}' on 'cifar10'" in line, line
-    assert not (run / "metrics.json").exists()
+    assert not (run_path / "metrics.json").exists()
