@@ -36,6 +36,7 @@ def _cfg(**overrides: object) -> dict:
         "on_bad_image": "skip",
         "max_uncompressed_bytes": 8 * 2**30,
         "noisy_classes": [],
+        "drop_train_duplicates_of_eval": True,
         "train": {},
     }
     cfg.update(overrides)
@@ -80,6 +81,63 @@ def test_real_mirror(real: tuple[Path, dict]) -> None:
     assert len(classes) == 94 and len(images) == 1880 and labels.max() == 93
 
 
+def _pair_counts(groups: list[dict]) -> dict[tuple[str, str, str], int]:
+    """(split pair, kind, same_class|different_class) -> number of image pairs, recomputed from the groups."""
+    order = {s: i for i, s in enumerate(packed.SPLITS)}
+    counts: dict[tuple[str, str, str], int] = {}
+    for group in groups:
+        members = group["members"]
+        for i, a in enumerate(members):
+            for b in members[i + 1 :]:
+                a_, b_ = sorted((a, b), key=lambda m: order[m["split"]])
+                key = (
+                    f"{a_['split']}-{b_['split']}",
+                    "exact" if a["mirrored"] == b["mirrored"] else "flip",
+                    "same_class" if a["class"] == b["class"] else "different_class",
+                )
+                counts[key] = counts.get(key, 0) + 1
+    return counts
+
+
+def _listed_counts(pairs: list[dict]) -> dict[tuple[str, str, str], int]:
+    return {
+        (row["splits"], row["kind"], cls): row[cls]
+        for row in pairs
+        for cls in ("same_class", "different_class")
+        if row[cls]
+    }
+
+
+def test_real_mirror_duplicate_counts_are_consistent(real: tuple[Path, dict]) -> None:
+    out, manifest = real
+    summary = manifest["duplicates"]
+    listed = json.loads((out / butterflies.DUPLICATES_FILE).read_text())
+    groups = listed.pop("groups")
+    assert listed.pop("format") == "cnnbench-duplicates-v1" and listed.pop("dataset") == "butterflies"
+    assert {k: v for k, v in summary.items() if k != "examples"} == listed
+    assert summary["examples"] == groups[:10]
+    # Every count is what the listed groups give.
+    assert summary["group_count"] == len(groups)
+    assert summary["images_in_groups"] == sum(len(g["members"]) for g in groups)
+    assert summary["label_conflict_groups"] == sum(1 for g in groups if len({m["class"] for m in g["members"]}) > 1)
+    assert _listed_counts(summary["pairs"]) == _pair_counts(groups)
+    assert len(summary["pairs"]) == 12  # 6 split pairs x {exact, flip}, zero rows included
+    folder = {"train": "train/", "val": "valid/", "test": "test/"}
+    for group in groups:
+        assert len(group["members"]) >= 2
+        for m in group["members"]:
+            assert m["file"].startswith(folder[m["split"]] + m["class"] + "/")
+    # Every decoded image was hashed; the train copies of valid/test images are the dropped ones.
+    dropped = [e["file"] for e in manifest["excluded"] if e["reason"].startswith("dropped:")]
+    assert summary["drop_train_duplicates_of_eval"] is True
+    assert summary["dropped_train"] == summary["train_duplicates_of_eval"] == len(dropped)
+    assert sorted(dropped) == sorted(m["file"] for g in groups for m in g["members"] if m["dropped"])
+    assert summary["images_hashed"] == {
+        s: manifest["splits"][s]["count"] + (len(dropped) if s == "train" else 0) for s in packed.SPLITS
+    }
+    assert sum(summary["images_hashed"].values()) == 3000
+
+
 # --------------------------------------------------------------------------- handcrafted archives
 def _jpeg(mode: str = "RGB", size: tuple[int, int] = (224, 224), seed: int = 0, fmt: str = "JPEG") -> bytes:
     rng = np.random.default_rng(seed)
@@ -95,9 +153,9 @@ def _good() -> dict[str, tuple[str, str, bytes]]:
     """relative path -> (label, data set, bytes) of the well-formed images."""
     good = {}
     for c, cls in enumerate(("ALPHA", "BETA")):
-        for split, n in (("train", 2), ("valid", 1), ("test", 1)):
-            for i in range(n):
-                good[f"{split}/{cls}/{i}.jpg"] = (cls, split, _jpeg(seed=100 * c + 10 * i + len(split)))
+        for s, (split, n) in enumerate((("train", 2), ("valid", 1), ("test", 1))):
+            for i in range(n):  # a distinct seed each: equal seeds would make duplicate images
+                good[f"{split}/{cls}/{i}.jpg"] = (cls, split, _jpeg(seed=100 + 10 * c + 3 * s + i))
     return good
 
 
@@ -280,6 +338,122 @@ def test_zip_bomb_refused(tmp_path: Path) -> None:
     assert (raw / ZIP).stat().st_size < 1_000_000
     with pytest.raises(ValueError, match=f"{KEY}.max_uncompressed_bytes = 2000000"):
         butterflies.prepare(raw, tmp_path / "out", _cfg(max_uncompressed_bytes=2_000_000))
+    assert not (tmp_path / "out").exists()
+
+
+# --------------------------------------------------------------------------- duplicates
+def _blocky_jpeg(seed: int, mirror: bool = False) -> bytes:
+    """A 224x224 JPEG of flat 8x8 blocks, stored 4:4:4: it decodes to exactly the mirror image of
+    the same picture encoded with ``mirror=True`` (a re-encoded mirror of a photo would not)."""
+    blocks = np.random.default_rng(seed).integers(0, 256, size=(28, 28, 3), dtype=np.uint8)
+    pixels = np.repeat(np.repeat(blocks, 8, axis=0), 8, axis=1)
+    buf = io.BytesIO()
+    Image.fromarray(pixels[:, ::-1] if mirror else pixels).save(buf, "JPEG", quality=95, subsampling=0)
+    return buf.getvalue()
+
+
+def _decoded(data: bytes) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+
+
+# relative path -> (label, bytes): on top of the 8 distinct images of _good()
+A, B, C, D = (_blocky_jpeg(seed) for seed in (1, 2, 3, 4))
+DUPS = {
+    "train/ALPHA/2.jpg": ("ALPHA", A),
+    "train/ALPHA/3.jpg": ("ALPHA", A),  # exact copy within train
+    "train/BETA/2.jpg": ("BETA", B),
+    "test/BETA/1.jpg": ("BETA", _blocky_jpeg(2, mirror=True)),  # mirror image across train-test
+    "train/ALPHA/4.jpg": ("ALPHA", C),
+    "valid/BETA/1.jpg": ("BETA", C),  # exact copy across train-valid with another label
+    "valid/ALPHA/1.jpg": ("ALPHA", D),
+    "test/ALPHA/1.jpg": ("ALPHA", _blocky_jpeg(4, mirror=True)),  # mirror image across valid-test
+}
+
+
+def _dup_zip(path: Path) -> Path:
+    entries = {rel: (label, split, data) for rel, (label, split, data) in _good().items()}
+    for rel, (label, data) in DUPS.items():
+        entries[rel] = (label, rel.split("/")[0], data)
+    labels = sorted({label for label, _, _ in entries.values()})
+    lines = ["class id,filepaths,labels,data set"]
+    lines += [f"{labels.index(label)},{rel},{label},{split}" for rel, (label, split, _) in entries.items()]
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr("butterflies and moths.csv", "\n".join(lines) + "\n")
+        for rel, (_, _, data) in entries.items():
+            zf.writestr(rel, data)
+    return path
+
+
+def test_pixel_key_is_flip_aware() -> None:
+    im = Image.open(io.BytesIO(B))
+    mirror = Image.open(io.BytesIO(_blocky_jpeg(2, mirror=True)))
+    np.testing.assert_array_equal(_decoded(_blocky_jpeg(2, mirror=True)), _decoded(B)[:, ::-1])  # the premise
+    (d1, m1, s1), (d2, m2, s2) = butterflies.pixel_key(im), butterflies.pixel_key(mirror)
+    assert d1 == d2 and m1 != m2 and not s1 and not s2
+    assert butterflies.pixel_key(Image.open(io.BytesIO(A)))[0] != d1  # another picture, another digest
+    symmetric = Image.fromarray(np.tile(np.array([[[9, 8, 7]], [[1, 2, 3]]], np.uint8), (1, 4, 1)))
+    assert butterflies.pixel_key(symmetric)[2] is True
+
+
+@pytest.mark.parametrize("drop", [True, False])
+def test_duplicates_found_counted_and_dropped(tmp_path: Path, drop: bool) -> None:
+    raw = _raw_dir(tmp_path / "raw")
+    _dup_zip(raw / ZIP)
+    manifest = butterflies.prepare(raw, tmp_path / "out", _cfg(drop_train_duplicates_of_eval=drop, image_size=32))
+    summary = manifest["duplicates"]
+    listed = json.loads((tmp_path / "out" / butterflies.DUPLICATES_FILE).read_text())
+    groups = listed["groups"]
+    # The label conflict first, then groups across splits, then within one split.
+    assert [[(m["file"], m["class"], m["mirrored"]) for m in g["members"]] for g in groups] == [
+        [("train/ALPHA/4.jpg", "ALPHA", False), ("valid/BETA/1.jpg", "BETA", False)],
+        [("train/BETA/2.jpg", "BETA", False), ("test/BETA/1.jpg", "BETA", True)],
+        [("valid/ALPHA/1.jpg", "ALPHA", False), ("test/ALPHA/1.jpg", "ALPHA", True)],
+        [("train/ALPHA/2.jpg", "ALPHA", False), ("train/ALPHA/3.jpg", "ALPHA", False)],
+    ]
+    assert [g["label_conflict"] for g in groups] == [True, False, False, False]
+    assert [g["kinds"] for g in groups] == [["exact"], ["flip"], ["flip"], ["exact"]]
+    assert [g["splits"] for g in groups] == [["train", "val"], ["train", "test"], ["val", "test"], ["train"]]
+    assert _listed_counts(summary["pairs"]) == {
+        ("train-val", "exact", "different_class"): 1,
+        ("train-test", "flip", "same_class"): 1,
+        ("val-test", "flip", "same_class"): 1,
+        ("train-train", "exact", "same_class"): 1,
+    }
+    assert summary["group_count"] == 4 and summary["label_conflict_groups"] == 1 and summary["images_in_groups"] == 8
+    assert summary["images_hashed"] == {"train": 8, "val": 4, "test": 4}
+    assert summary["train_duplicates_of_eval"] == 2 and summary["examples"] == groups
+    assert summary["drop_train_duplicates_of_eval"] is drop and listed["dropped_train"] == summary["dropped_train"]
+
+    dropped = {e["file"]: e["reason"] for e in manifest["excluded"] if e["reason"].startswith("dropped:")}
+    flagged = {m["file"] for g in groups for m in g["members"] if m["dropped"]}
+    images, labels, classes = packed.load_split(tmp_path / "out", "train")
+    train_names = [rel for rel in [*_good(), *DUPS] if rel.startswith("train/")]
+    if drop:
+        assert dropped == {
+            "train/ALPHA/4.jpg": f"dropped: an exact copy of val image valid/BETA/1.jpg ({KEY}.drop_train_duplicates_of_eval: true)",
+            "train/BETA/2.jpg": f"dropped: a mirror image of test image test/BETA/1.jpg ({KEY}.drop_train_duplicates_of_eval: true)",
+        }
+        assert all(e["split"] == "train" for e in manifest["excluded"] if e["file"] in dropped)
+        assert flagged == set(dropped) and summary["dropped_train"] == 2
+        train_names = [rel for rel in train_names if rel not in dropped]
+    else:
+        assert dropped == {} and flagged == set() and summary["dropped_train"] == 0
+    assert {s: manifest["splits"][s]["count"] for s in packed.SPLITS} == {"train": len(train_names), "val": 4, "test": 4}
+    assert labels.tolist() == [classes.index(rel.split("/")[1]) for rel in train_names]
+    # The stored images are the kept ones, in CSV order (compare at the stored 32 px).
+    everything = {**{rel: data for rel, (_, _, data) in _good().items()}, **{rel: data for rel, (_, data) in DUPS.items()}}
+    for stored, rel in zip(images, train_names):
+        expected = Image.open(io.BytesIO(everything[rel])).resize((32, 32), Image.Resampling.BILINEAR)
+        np.testing.assert_array_equal(stored, np.asarray(expected))
+    assert manifest["excluded"] == [] or drop  # nothing but the dropped copies is excluded
+
+
+@pytest.mark.parametrize("value", ["yes", None, 1])
+def test_drop_switch_must_be_boolean(tmp_path: Path, value: object) -> None:
+    raw = _raw_dir(tmp_path / "raw")
+    _make_zip(raw / ZIP, [])
+    with pytest.raises(ValueError, match=f"{KEY}.drop_train_duplicates_of_eval must be true or false, got {value!r}"):
+        butterflies.prepare(raw, tmp_path / "out", _cfg(drop_train_duplicates_of_eval=value))
     assert not (tmp_path / "out").exists()
 
 

@@ -36,11 +36,14 @@ def test_repo_params_valid_for_every_profile():
     for profile in ("full", "quick", "smoke"):
         cfg = load(REPO / "params.yaml", profile=profile)
         assert cfg.profile == profile
-        assert len(cfg.variants_of("cifar10")) == 13 and len(cfg.variants_of("butterflies")) == 5
-        for v in cfg.variants:
-            resolved = cfg.variant(v)
-            assert resolved["train"]["epochs"] >= 1
-            assert resolved["model"] in model_names()
+        assert len(cfg.variants_of("cifar10")) == 12 and len(cfg.variants_of("butterflies")) == 5
+        assert cfg.recipes == ["lab", "fast"]
+        assert cfg.seeds == ([0, 1, 2] if profile == "full" else [0])
+        assert len(cfg.runs) == 17 * 2 * len(cfg.seeds)
+        for v, recipe, seed in cfg.runs:
+            resolved = cfg.variant(v, recipe, seed)
+            assert resolved["train"]["epochs"] >= 1 and resolved["train"]["seed"] == seed
+            assert resolved["model"] in model_names() and resolved["recipe"] == recipe
 
 
 def test_schema_model_enum_matches_registry():
@@ -52,7 +55,7 @@ def test_profile_wins_over_variant_and_defaults():
     cfg = load(REPO / "params.yaml", profile="smoke")
     raw = cfg.raw
     v = cfg.variant("cifar10-resnet18")
-    assert raw["variants"]["cifar10-resnet18"]["train"]["epochs"] != v["train"]["epochs"]
+    assert raw["variants"]["cifar10"]["resnet18"]["train"]["epochs"] != v["train"]["epochs"]
     assert v["train"]["epochs"] == raw["profiles"]["smoke"]["train"]["epochs"]
     assert v["model_args"] == raw["profiles"]["smoke"]["model_args"]
     # dataset-level training defaults reach the variant
@@ -60,12 +63,12 @@ def test_profile_wins_over_variant_and_defaults():
     # profile dataset overrides reach preprocessing
     assert cfg.preprocess_settings("butterflies")["image_size"] == raw["profiles"]["smoke"]["datasets"]["butterflies"]["image_size"]
     full = load(REPO / "params.yaml", profile="full")
-    assert full.variant("cifar10-resnet18")["train"]["epochs"] == raw["variants"]["cifar10-resnet18"]["train"]["epochs"]
+    assert full.variant("cifar10-resnet18")["train"]["epochs"] == raw["variants"]["cifar10"]["resnet18"]["train"]["epochs"]
 
 
 def test_recipe_sits_between_defaults_and_dataset_and_variant():
     cfg = load(REPO / "params.yaml", profile="full")
-    lab, fast = cfg.variant("cifar10-resnet18"), cfg.variant("cifar10-resnet18-fast")
+    lab, fast = cfg.variant("cifar10-resnet18", "lab"), cfg.variant("cifar10-resnet18", "fast")
     assert lab["recipe"] == "lab" and fast["recipe"] == "fast"
     assert lab["train"]["optimizer"] == cfg.raw["recipes"]["lab"]["optimizer"]
     assert fast["train"]["optimizer"]["nesterov"] is True and fast["train"]["tta_flip"] is True
@@ -88,7 +91,7 @@ def test_variant_settings_are_independent():
     """Changing one variant's lr changes only that variant's resolved settings (the cache key)."""
     a = load(REPO / "params.yaml", profile="smoke")
     raw = yaml.safe_load(yaml.safe_dump(a.raw))
-    raw["variants"]["cifar10-resnet18"].setdefault("train", {})["optimizer"] = {"lr": 0.05}
+    raw["variants"]["cifar10"]["resnet18"].setdefault("train", {})["optimizer"] = {"lr": 0.05}
     b_variant = deep_merge(a.variant("cifar10-resnet18"), {"train": {"optimizer": {"lr": 0.05}}})
     assert canonical_hash(b_variant) != canonical_hash(a.variant("cifar10-resnet18"))
 
@@ -100,29 +103,44 @@ def test_variant_settings_are_independent():
         (lambda d: d["train"]["optimizer"].update(lr=-0.1), ["train.optimizer.lr", "-0.1", "allowed: > 0"]),
         (lambda d: d["train"].update(epochs="ten"), ["train.epochs", "expected integer", "'ten'"]),
         (lambda d: d["train"].update(epochs=0), ["train.epochs", "allowed: >= 1"]),
-        (lambda d: d["variants"]["cifar10-resnet18"].update(model="resnet99"),
-         ["variants.cifar10-resnet18.model", "'resnet99'", "allowed values:", "resnet18_small_stem"]),
-        (lambda d: d["variants"]["cifar10-resnet18"].update(dataset="mnist"),
-         ["variants.cifar10-resnet18.dataset", "allowed values: cifar10, butterflies"]),
+        (lambda d: d["variants"]["cifar10"]["resnet18"].update(model="resnet99"),
+         ["variants.cifar10.resnet18.model", "'resnet99'", "allowed values:", "resnet18_small_stem"]),
+        (lambda d: d["variants"].update(mnist={"resnet18": {"model": "resnet18"}}),
+         ["variants", "unknown key 'mnist'", "allowed keys: butterflies, cifar10"]),
         (lambda d: d.update(variants={}), ["variants", "must not be empty"]),
+        (lambda d: d.update(variants={"cifar10": {}, "butterflies": {}}), ["variants: no variant defined"]),
+        (lambda d: d.update(recipes_in_study=["lab", "turbo"]),
+         ["recipes_in_study.1", "'turbo' is not defined under recipes", "allowed values:", "fast", "lab"]),
+        (lambda d: d.update(seeds=[]), ["seeds", "should be non-empty"]),
+        (lambda d: d["profiles"]["smoke"].update(seeds=[-1]), ["profiles.smoke.seeds.0", "allowed: >= 0"]),
+        (lambda d: d["claims"][0].update(a="cifar10-resnet99"),
+         ["claims.0.a", "'cifar10-resnet99' is not a variant", "allowed values:", "cifar10-resnet18"]),
+        (lambda d: d["claims"][0].update(metric="speed"), ["claims.0.metric", "allowed values: test_top1"]),
+        (lambda d: d["claims"][0].update(metric="top1_kept"), ["claims.0.metric", "butterfly variants only"]),
+        (lambda d: d["claims"][1].update(id=d["claims"][0]["id"]), ["claims.1.id", "is used twice"]),
+        (lambda d: d["claims_rule"].update(alpha=1.5), ["claims_rule.alpha", "allowed: > 0 and < 1"]),
         (lambda d: d["train"]["schedule"].update(name="warp"), ["train.schedule.name", "allowed values:"]),
         (lambda d: d["profiles"]["smoke"]["train"].update(batch_sizes=3), ["profiles.smoke.train", "'batch_sizes'"]),
         (lambda d: d.update(profile="turbo"), ["profile", "'turbo'", "allowed values: full, quick, smoke"]),
         (lambda d: d["datasets"]["butterflies"].update(on_bad_image="ignore"),
          ["datasets.butterflies.on_bad_image", "allowed values: skip, fail"]),
-        (lambda d: d["variants"]["cifar10-resnet18"].update(filter_noisy=True),
-         ["variants.cifar10-resnet18.filter_noisy", "only butterfly variants"]),
-        (lambda d: d["variants"]["cifar10-resnet18"].update(model_args={"dropout": 0.1}),
-         ["variants.cifar10-resnet18.model_args.dropout", "model 'resnet18' does not take 'dropout'",
+        (lambda d: d["datasets"]["butterflies"].update(drop_train_duplicates_of_eval="yes"),
+         ["datasets.butterflies.drop_train_duplicates_of_eval", "'yes'"]),
+        (lambda d: d["datasets"]["butterflies"].pop("drop_train_duplicates_of_eval"),
+         ["datasets.butterflies", "drop_train_duplicates_of_eval"]),
+        (lambda d: d["variants"]["cifar10"]["resnet18"].update(filter_noisy=True),
+         ["variants.cifar10.resnet18.filter_noisy", "only butterfly variants"]),
+        (lambda d: d["variants"]["cifar10"]["resnet18"].update(model_args={"dropout": 0.1}),
+         ["variants.cifar10.resnet18.model_args.dropout", "model 'resnet18' does not take 'dropout'",
           "allowed keys: width_mult, stem_kernel_size"]),
-        (lambda d: d["variants"]["cifar10-resnet18"].update(model_args={"width_mult": 0}),
-         ["variants.cifar10-resnet18.model_args.width_mult", "allowed: > 0"]),
-        (lambda d: d["variants"]["cifar10-resnet18"].update(recipe="turbo"),
-         ["variants.cifar10-resnet18.recipe", "'turbo' is not defined under recipes", "allowed values:", "fast", "lab"]),
+        (lambda d: d["variants"]["cifar10"]["resnet18"].update(model_args={"width_mult": 0}),
+         ["variants.cifar10.resnet18.model_args.width_mult", "allowed: > 0"]),
+        (lambda d: d["variants"]["cifar10"]["resnet18"].update(recipe="turbo"),
+         ["variants.cifar10.resnet18", "unknown key 'recipe'", "allowed keys:"]),
         (lambda d: d["recipes"]["fast"].update(precision="fp8"),
          ["recipes.fast.precision", "allowed values: auto, fp32, bf16"]),
-        (lambda d: d["variants"]["cifar10-resnet18"].update(lab_report=[{"report": "x"}]),
-         ["variants.cifar10-resnet18.lab_report.0", "'row' is a required property"]),
+        (lambda d: d["variants"]["cifar10"]["resnet18"].update(lab_report=[{"report": "x"}]),
+         ["variants.cifar10.resnet18.lab_report.0", "'row' is a required property"]),
     ],
 )
 def test_bad_params_give_one_message_naming_the_key(params_copy, edit, expected):
@@ -153,7 +171,7 @@ def test_with_overrides_sets_and_revalidates():
 
     cfg = load(REPO / "params.yaml", profile="smoke")
     new = with_overrides(cfg, ["recipes.fast.batch_size=256", "recipes.fast.optimizer.lr=0.2"])
-    assert new.variant("cifar10-resnet18-fast")["train"]["optimizer"]["lr"] == 0.2
+    assert new.variant("cifar10-resnet18", "fast")["train"]["optimizer"]["lr"] == 0.2
     assert cfg.raw["recipes"]["fast"]["optimizer"]["lr"] != 0.2  # the original is untouched
     with pytest.raises(ConfigError, match=r"recipes.fast.optimizer.lr: -1 is out of range"):
         with_overrides(cfg, ["recipes.fast.optimizer.lr=-1"])
@@ -161,3 +179,20 @@ def test_with_overrides_sets_and_revalidates():
         with_overrides(cfg, ["recipes.fast.batch_size"])
     with pytest.raises(ConfigError, match="does not name a key inside a block"):
         with_overrides(cfg, ["nothere.x=1"])
+
+
+def test_seed_outside_the_profile_is_refused_with_the_dvc_hint():
+    cfg = load(REPO / "params.yaml", profile="smoke")
+    cfg.check_seed(0)
+    with pytest.raises(ConfigError, match=r"seed 2 is not among profiles.smoke.seeds \[0\].*-S 'seeds=\[0\]'"):
+        cfg.check_seed(2)
+    assert load(REPO / "params.yaml", profile="full").seeds == cfg.raw["seeds"]  # full: the top-level seeds
+
+
+def test_runs_differ_only_in_recipe_and_seed():
+    cfg = load(REPO / "params.yaml", profile="full")
+    a, b = cfg.variant("cifar10-resnet18", "lab", 0), cfg.variant("cifar10-resnet18", "lab", 1)
+    assert a["train"]["seed"] == 0 and b["train"]["seed"] == 1
+    assert {k: v for k, v in a["train"].items() if k != "seed"} == {k: v for k, v in b["train"].items() if k != "seed"}
+    with pytest.raises(ConfigError, match="unknown recipe 'turbo'"):
+        cfg.variant("cifar10-resnet18", "turbo")

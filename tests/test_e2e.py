@@ -39,8 +39,10 @@ def copy_repo(dest: Path) -> Path:
             (dest / item).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(src, dest / item)
     # Smoke profile on disk, so plain `dvc repro` and `snakemake` both use it.
+    # (DVC iterates over the top-level seeds, so they are set to the smoke profile's too.)
     params = (dest / "params.yaml").read_text()
-    (dest / "params.yaml").write_text(re.sub(r"(?m)^profile: \w+", "profile: smoke", params))
+    params = re.sub(r"(?m)^profile: \w+", "profile: smoke", params)
+    (dest / "params.yaml").write_text(re.sub(r"(?m)^seeds: \[.*\]", "seeds: [0]", params))
     git = ["git", "-c", "user.email=test@cnnbench.invalid", "-c", "user.name=cnnbench tests"]
     subprocess.run(["git", "init", "-q"], cwd=dest, check=True)
     subprocess.run(["git", "add", "-A"], cwd=dest, check=True)
@@ -71,35 +73,46 @@ def sh(args: list[str], cwd: Path, env: dict, timeout: int = 900) -> subprocess.
     return proc
 
 
-def variants_of(repo: Path) -> list[str]:
-    return list(yaml.safe_load((repo / "params.yaml").read_text())["variants"])
+def study_of(repo: Path):
+    from cnnbench.config import load
+
+    return load(repo / "params.yaml")
 
 
 def change_one_lr(repo: Path) -> None:
     doc = yaml.safe_load((repo / "params.yaml").read_text())
-    train = doc["variants"][CHANGED_VARIANT].setdefault("train", {})
+    train = doc["variants"]["cifar10"][CHANGED_VARIANT.split("-", 1)[1]].setdefault("train", {})
     train.setdefault("optimizer", {})["lr"] = 0.02
     (repo / "params.yaml").write_text(yaml.safe_dump(doc, sort_keys=False))
 
 
 def assert_study_complete(repo: Path) -> None:
-    names = variants_of(repo)
-    for v in names:
-        run = repo / "results" / "runs" / v
-        for f in ("model.pt", "history.csv", "train.json", "metrics.json", "confusion.csv"):
+    cfg = study_of(repo)
+    assert len(cfg.runs) == len(cfg.variants) * 2  # smoke: both recipes, one seed
+    for v, recipe, seed in cfg.runs:
+        run = repo / "results" / "runs" / v / recipe / f"seed{seed}"
+        for f in ("model.pt", "history.csv", "train.json", "metrics.json", "confusion.csv", "predictions.csv"):
             assert (run / f).is_file(), f"missing {run / f}"
         metrics = json.loads((run / "metrics.json").read_text())
-        assert 0.0 <= metrics["test_top1"] <= 1.0
+        assert 0.0 <= metrics["test_top1"] <= 1.0 and (metrics["recipe"], metrics["seed"]) == (recipe, seed)
     for ds in ("cifar10", "butterflies"):
-        assert (repo / "results/plots" / f"learning_curves_{ds}.png").stat().st_size > 1000
         manifest = json.loads((repo / "data/prepared" / ds / "manifest.json").read_text())
         assert manifest["source"]["source"] == "mirror"
-    assert (repo / "results/plots/accuracy.png").is_file()
+    claims = list(csv.DictReader(open(repo / "results/summary/claims.csv")))
+    assert len(claims) == 2 * len(cfg.claims)
+    # one seed: only the exact (parameter count) comparison can be decided
+    assert {c["verdict"] for c in claims if c["metric"] != "params"} == {"inconclusive"}
+    figures = json.loads((repo / "results/plots/figures.json").read_text())
+    for fig in figures:
+        assert (repo / "results/plots" / fig["file"]).stat().st_size > 1000
     html = (repo / "results/report/report.html").read_text()
     md = (repo / "results/report/report.md").read_text()
-    for v in names:
+    for v in cfg.variants:
         assert v in html and v in md, f"report does not name {v}"
-    assert "smoke" in html
+    for claim in cfg.claims:
+        assert claim["text"] in html
+    assert 'id="data-quality"' in html  # the butterfly duplicates found by preprocess
+    assert "smoke data: not evidence" in html and html.count("<img src=\"data:image/png;base64,") == len(figures)
 
 
 @pytest.fixture(scope="module")
@@ -133,7 +146,7 @@ def planned_jobs(dry_run_output: str) -> list[str]:
             continue
         m = re.match(r"^wildcards: (.*)$", line.strip())
         if m and current and ":" not in current:
-            current += ":" + m.group(1).split("=", 1)[1].split(",")[0]
+            current += ":" + "/".join(kv.split("=", 1)[1] for kv in m.group(1).split(", "))
     if current:
         jobs.append(current)
     return sorted(jobs)
@@ -148,7 +161,7 @@ def test_snakemake_study_completes(snakemake_study):
 def test_snakemake_run_created_no_dvc_experiment(snakemake_study):
     repo, env = snakemake_study
     # DVCLive logged metrics, but neither edited dvc.yaml nor made an experiment of its own.
-    assert (repo / "results/runs" / CHANGED_VARIANT / "dvclive" / "metrics.json").is_file()
+    assert (repo / "results/runs" / CHANGED_VARIANT / "lab/seed0/dvclive/metrics.json").is_file()
     assert (repo / "dvc.yaml").read_text() == (REPO / "dvc.yaml").read_text()
     out = sh(["dvc", "exp", "list", "--all-commits"], repo, env)
     assert out.stdout.strip() == ""
@@ -165,7 +178,9 @@ def test_snakemake_one_variant_change_reruns_exactly_its_jobs(snakemake_study):
     change_one_lr(repo)
     out = sh(["snakemake", "-n", "--cores", "2", "--config", "profile=smoke"], repo, env)
     jobs = [j for j in planned_jobs(out.stdout + out.stderr) if j != "all"]  # `all` is the no-op target
-    assert jobs == sorted([f"evaluate:{CHANGED_VARIANT}", "plot", "report", f"train:{CHANGED_VARIANT}"]), out.stdout
+    runs = [f"{CHANGED_VARIANT}/{r}/0" for r in ("lab", "fast")]
+    assert jobs == sorted([*(f"train:{r}" for r in runs), *(f"evaluate:{r}" for r in runs),
+                           "aggregate", "plot", "report"]), out.stdout
 
 
 def test_snakemake_rejects_bad_config_before_any_job(snakemake_study, tmp_path):
@@ -210,12 +225,15 @@ def test_dvc_exp_show_lists_params_and_accuracy(dvc_study):
     rows = list(csv.DictReader(io.StringIO(out.stdout)))
     header = rows[0].keys()
     workspace = next(r for r in rows if r["Experiment"] == "" and r["rev"] == "workspace")
-    for v in variants_of(repo):
-        col = f"results/runs/{v}/metrics.json:test_top1"
+    cfg = study_of(repo)
+    for v, recipe, seed in cfg.runs:
+        col = f"results/runs/{v}/{recipe}/seed{seed}/metrics.json:test_top1"
         assert col in header, f"{col} not in dvc exp show"
         assert 0.0 <= float(workspace[col]) <= 1.0
+    for v in cfg.variants:
+        ds, name = v.split("-", 1)
         # dvc prefixes a column with its file only where the name is ambiguous
-        assert {f"variants.{v}.model", f"params.yaml:variants.{v}.model"} & set(header)
+        assert {f"variants.{ds}.{name}.model", f"params.yaml:variants.{ds}.{name}.model"} & set(header)
     profile_col = "profile" if "profile" in header else "params.yaml:profile"
     assert workspace[profile_col] == "smoke"
     assert workspace.get("train.optimizer.lr", workspace.get("params.yaml:train.optimizer.lr")) == "0.01"
@@ -225,4 +243,15 @@ def test_dvc_one_variant_change_reruns_exactly_its_stages(dvc_study):
     repo, env = dvc_study
     change_one_lr(repo)
     status = json.loads(sh(["dvc", "status", "--json"], repo, env).stdout)
-    assert sorted(status) == sorted([f"train@{CHANGED_VARIANT}", f"evaluate@{CHANGED_VARIANT}", "plot", "report"])
+    name = CHANGED_VARIANT.split("-", 1)[1]
+    stages = [f"{kind}-cifar10@{name}-{recipe}-0" for kind in ("train", "evaluate") for recipe in ("lab", "fast")]
+    assert sorted(status) == sorted([*stages, "aggregate", "plot", "report"])
+
+
+def test_dvc_plots_show_renders_every_run(dvc_study, tmp_path):
+    repo, env = dvc_study
+    out = sh(["dvc", "plots", "show", "--json"], repo, env)
+    text = out.stdout
+    for v, recipe, seed in study_of(repo).runs:
+        assert f"results/runs/{v}/{recipe}/seed{seed}/history.csv" in text
+        assert f"results/runs/{v}/{recipe}/seed{seed}/predictions.csv" in text

@@ -155,3 +155,17 @@ def test_empty_split_allowed(tmp_path: Path) -> None:
     images, labels, _ = packed.load_split(tmp_path / "p", "val", exclude_classes=["bee"])
     assert images.shape == (0, 8, 8, 3) and labels.shape == (0,)
     assert json.loads((tmp_path / "p" / "manifest.json").read_text())["splits"]["val"]["count"] == 0
+
+
+def test_extra_json_written_in_the_same_rename(tmp_path: Path) -> None:
+    out = tmp_path / "p"
+    packed.write_prepared(out, _splits(), CLASSES, _manifest(), extra_json={"report.json": {"groups": [1, 2]}})
+    assert json.loads((out / "report.json").read_text()) == {"groups": [1, 2]}
+    for name in ("../escape.json", "sub/x.json", "report.txt", "manifest.json", "classes.json"):
+        with pytest.raises(ValueError, match="plain '\\*.json' file name"):
+            packed.write_prepared(out, _splits(seed=3), CLASSES, _manifest(), extra_json={name: {}})
+    # Something that is not JSON fails the write: the previous store stays, nothing is left behind.
+    with pytest.raises(TypeError):
+        packed.write_prepared(out, _splits(seed=3), CLASSES, _manifest(), extra_json={"bad.json": {"x": object()}})
+    assert json.loads((out / "report.json").read_text()) == {"groups": [1, 2]}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["p"] and not (tmp_path / "escape.json").exists()

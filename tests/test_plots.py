@@ -1,168 +1,358 @@
-"""results + plot stage on constructed run directories (2 data sets x 2 variants)."""
+"""plot stage on constructed studies (tests/study_fixture.py): every variant x recipe x seed."""
 
 from __future__ import annotations
 
+import io
 import json
-from pathlib import Path
+import math
 
+import numpy as np
+import pandas as pd
 import pytest
+from matplotlib.collections import PolyCollection
 from PIL import Image
+from study_fixture import make_study
 
 from cnnbench import plots as plots_mod
-from cnnbench.plots import plot_all
-from cnnbench.results import load_runs
+from cnnbench.plots import best_model, curve_stats, pareto_frontier, plan_figures, plot_all, unfiltered_variant
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-
-VARIANTS = {
-    # lab_report as params.yaml writes it (a list of rows) and as a single dict: both are accepted
-    "cifar10-a": {"dataset": "cifar10", "model": "resnet18",
-                  "lab_report": [{"report": "Lab report 1", "row": "ResNet-18, 7x7 stem", "accuracy": 83.92, "epochs": 50},
-                                 {"report": "Lab report 2", "row": "ResNet-18, ImageNet stem", "accuracy": 76.1,
-                                  "epoch_seconds": 40},
-                                 {"report": "Lab report 2", "row": "ResNet-18 (vs MobileNetV2)",
-                                  "claim": "slower than MobileNetV2"}]},
-    "cifar10-b": {"dataset": "cifar10", "model": "resnet18_small_stem",
-                  "lab_report": {"report": "Lab report 1", "row": "ResNet-18, small 3x3 stem", "accuracy": 88.45,
-                                 "epochs": 50},
-                  "train": {"epochs": 3, "batch_size": 128, "seed": 0,
-                            "optimizer": {"name": "sgd", "lr": 0.01, "momentum": 0.9, "weight_decay": 5e-4},
-                            "schedule": {"name": "constant"}}},
-    "butterflies-a": {"dataset": "butterflies", "model": "resnet18", "filter_noisy": True, "recipe": "fast",
-                      "train": {"label_smoothing": 0.1, "tta_flip": True, "ema": 0.999,
-                                "optimizer": {"name": "sgd", "lr": 0.2, "nesterov": True, "no_decay_norm_bias": True}}},
-    "butterflies-b": {"dataset": "butterflies", "model": "resnet18", "filter_noisy": False},
-}
-CLASSES = ["c0", "c1", "c,2"]  # a comma: class names are quoted in confusion.csv
+BEST = ("butterflies-mobilenet_v2", "fast")  # made clearly the best butterfly model below
+SEEDS = [0, 1, 2]
+INDEX_KEYS = {"file", "dataset", "recipe", "kind", "title", "caption"}
 
 
-def make_runs(root: Path, variants: dict[str, dict] = VARIANTS, epochs: int = 3) -> Path:
-    """Write history.csv, metrics.json and confusion.csv for each variant under ``root/runs``."""
-    runs = root / "runs"
-    for i, (name, spec) in enumerate(variants.items()):
-        run = runs / name
-        run.mkdir(parents=True)
-        rows = ["epoch,train_loss,train_acc,val_loss,val_acc,lr,seconds,peak_memory_mb"]
-        for e in range(1, epochs + 1):
-            rows.append(f"{e},{2.3 / (e + i * 0.3):.4f},{min(0.95, 0.12 * e + 0.05 * i):.4f},"
-                        f"{2.4 / (e + i * 0.2):.4f},{min(0.9, 0.1 * e + 0.04 * i):.4f},0.01,{1.5 + i},500")
-        (run / "history.csv").write_text("\n".join(rows) + "\n")
-        metrics = {"variant": name, "dataset": spec["dataset"], "model": spec["model"], "num_classes": 3,
-                   "test_top1": 0.5 + 0.1 * i, "test_loss": 1.0,
-                   "per_class_accuracy": dict.fromkeys(CLASSES, 0.5),
-                   "params": 11_000_000 + i, "mean_epoch_seconds": 1.5 + i, "peak_memory_mb": 500.0,
-                   "device": "cpu (x86_64, 2 threads)", "epochs": epochs, "precision": "fp32",
-                   "torch_version": "2.x", "seed": 0}
-        if spec["dataset"] == "butterflies":
-            metrics["test_top5"] = 0.9
-        (run / "metrics.json").write_text(json.dumps(metrics))
-        (run / "confusion.csv").write_text('true\\predicted,c0,c1,"c,2"\nc0,1,0,0\nc1,0,1,0\n"c,2",0,0,1\n')
-    return runs
+def boost_best(variant, recipe, seed, default):
+    return default + 25.0 if (variant, recipe) == BEST else default
 
 
-def assert_png(data: bytes) -> None:
-    import io
+def expected_files(cfg, butterflies: bool = True, filtering: bool = True) -> list[str]:
+    names = []
+    for ds in cfg.datasets:
+        names += [f"learning_curves_{ds}_{r}.png" for r in cfg.recipes]
+        names += [f"accuracy_{ds}.png", f"pareto_{ds}.png"]
+    if butterflies:
+        names += ["confusion_butterflies.png", "per_class_butterflies.png"]
+        if filtering:
+            names.append("filtering_butterflies.png")
+    return names
 
+
+def assert_png(data: bytes, min_bytes: int = 8_000) -> None:
     assert data[:8] == PNG_MAGIC
+    assert len(data) > min_bytes
     with Image.open(io.BytesIO(data)) as im:
         im.verify()
     with Image.open(io.BytesIO(data)) as im:
-        assert im.width > 100 and im.height > 100
+        assert 300 < im.width < 2500 and 250 < im.height < 2500
+    assert b"Software" not in data and b"http" not in data and b"matplotlib" not in data.lower()
 
 
-@pytest.fixture
-def runs(tmp_path):
-    return load_runs(VARIANTS, make_runs(tmp_path))
+def plot_capturing(study, out):
+    """plot_all, keeping every drawn matplotlib figure by file name (closed, still inspectable)."""
+    figs = {}
+    real = plots_mod._save
+
+    def keep(fig, path):
+        figs[path.name] = fig
+        real(fig, path)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(plots_mod, "_save", keep)
+        paths = plot_all(study.cfg, study.runs, study.summary, out)
+    return paths, figs
 
 
-# --- load_runs ---------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def study3(tmp_path_factory):
+    study = make_study(tmp_path_factory.mktemp("study3"), seeds=SEEDS, accuracy=boost_best)
+    paths, figs = plot_capturing(study, study.plots)
+    study.paths, study.figs = paths, figs
+    study.plan = plan_figures(study.cfg, study.runs, study.summary)
+    return study
 
 
-def test_load_runs_reads_every_variant_in_order(runs):
-    assert [r["variant"] for r in runs] == list(VARIANTS)
-    assert [r["dataset"] for r in runs] == ["cifar10", "cifar10", "butterflies", "butterflies"]
-    run = runs[0]
-    assert run["spec"] is VARIANTS["cifar10-a"]
-    assert list(run["history"]["epoch"]) == [1, 2, 3]
-    assert run["metrics"]["params"] == 11_000_000
-    assert list(run["confusion"].columns) == CLASSES and list(run["confusion"].index) == CLASSES
-    assert run["confusion"].loc["c,2", "c,2"] == 1
+@pytest.fixture(scope="module")
+def study1(tmp_path_factory):
+    study = make_study(tmp_path_factory.mktemp("study1"), seeds=[0])
+    paths, figs = plot_capturing(study, study.plots)
+    study.paths, study.figs = paths, figs
+    study.plan = plan_figures(study.cfg, study.runs, study.summary)
+    return study
 
 
-@pytest.mark.parametrize("missing, stage", [("history.csv", "cnnbench train --variant cifar10-b"),
-                                            ("metrics.json", "cnnbench evaluate --variant cifar10-b"),
-                                            ("confusion.csv", "cnnbench evaluate --variant cifar10-b")])
-def test_load_runs_names_the_missing_file_and_its_stage(tmp_path, missing, stage):
-    runs_dir = make_runs(tmp_path)
-    (runs_dir / "cifar10-b" / missing).unlink()
-    with pytest.raises(FileNotFoundError) as err:
-        load_runs(VARIANTS, runs_dir)
-    assert str(runs_dir / "cifar10-b" / missing) in str(err.value)
-    assert f"`{stage}`" in str(err.value)
+def error_bars(ax) -> int:
+    """Bars of ``ax`` drawn with an error bar."""
+    return sum(1 for c in ax.containers if getattr(c, "errorbar", None) is not None for _ in c)
 
 
-def test_load_runs_rejects_a_stale_or_partial_run(tmp_path):
-    runs_dir = make_runs(tmp_path)
-    moved = dict(VARIANTS, **{"cifar10-a": dict(VARIANTS["cifar10-a"], dataset="butterflies")})
-    with pytest.raises(ValueError, match="evaluated on 'cifar10' but variant 'cifar10-a' now uses 'butterflies'"):
-        load_runs(moved, runs_dir)
-    (runs_dir / "cifar10-b" / "history.csv").write_text("epoch,train_loss\n1,2.0\n")
-    with pytest.raises(ValueError, match=r"cifar10-b/history.csv: no column\(s\) train_acc, val_loss, val_acc"):
-        load_runs(VARIANTS, runs_dir)
+def bands(fig) -> int:
+    return sum(isinstance(c, PolyCollection) for ax in fig.axes for c in ax.collections)
 
 
-# --- plot_all ----------------------------------------------------------------------------------
+# --- the whole stage ---------------------------------------------------------------------------
 
 
-def test_plot_all_writes_valid_pngs(runs, tmp_path):
-    out = tmp_path / "plots"
-    paths = plot_all(runs, out)
-    assert paths == [out / "learning_curves_cifar10.png", out / "learning_curves_butterflies.png",
-                     out / "accuracy.png"]
-    assert sorted(out.iterdir()) == sorted(paths)
-    for p in paths:
-        data = p.read_bytes()
-        assert_png(data)
-        assert b"http" not in data  # no Software/URL text chunk
-    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+def test_plot_all_writes_every_figure_in_order(study3):
+    cfg, out = study3.cfg, study3.plots
+    assert len(cfg.variants_of("cifar10")) == 12 and len(cfg.variants_of("butterflies")) == 5
+    names = expected_files(cfg)
+    assert names[:3] == ["learning_curves_cifar10_lab.png", "learning_curves_cifar10_fast.png", "accuracy_cifar10.png"]
+    assert study3.paths == [out / n for n in names]
+    assert sorted(p.name for p in out.iterdir()) == sorted(names + ["figures.json"])
+    for p in study3.paths:
+        assert_png(p.read_bytes())
+    # nothing left over beside the output (temporary or moved-aside directories)
+    assert [p.name for p in out.parent.iterdir() if p.name.startswith(".")] == []
 
 
-def test_plot_all_replaces_an_existing_directory(runs, tmp_path):
+def test_figures_json_indexes_exactly_the_files_written(study3):
+    index = json.loads((study3.plots / "figures.json").read_text())
+    assert [e["file"] for e in index] == [p.name for p in study3.paths]
+    for entry in index:
+        assert set(entry) == INDEX_KEYS
+        assert entry["title"].strip() and len(entry["caption"]) > 60
+        assert entry["kind"] in plots_mod.KINDS
+    by_file = {e["file"]: e for e in index}
+    curves = by_file["learning_curves_butterflies_fast.png"]
+    assert (curves["kind"], curves["dataset"], curves["recipe"]) == ("curves", "butterflies", "fast")
+    assert "n = 3 seeds" in curves["title"] and "3 seeds" in curves["caption"]
+    acc = by_file["accuracy_cifar10.png"]
+    assert (acc["kind"], acc["dataset"], acc["recipe"]) == ("accuracy", "cifar10", None)
+    assert "mean ± 1 standard deviation over 3 seeds" in acc["caption"]
+    assert "diamonds" in acc["caption"] and "dots" in acc["caption"]
+    assert "Pareto frontier" in by_file["pareto_cifar10.png"]["caption"]
+    assert by_file["confusion_butterflies.png"]["kind"] == "confusion"
+    assert "classes both" in by_file["filtering_butterflies.png"]["title"]
+    assert [e["kind"] for e in index].count("curves") == 2 * len(study3.cfg.recipes)
+
+
+def test_curves_have_a_band_per_variant_with_three_seeds(study3):
+    fig = study3.figs["learning_curves_cifar10_lab.png"]
+    assert bands(fig) == 2 * 12  # accuracy and loss panel, one band per variant
+    assert "n = 3 seeds" in fig._suptitle.get_text()
+    acc = study3.figs["accuracy_cifar10.png"].axes[0]
+    assert error_bars(acc) == 12 * len(study3.cfg.recipes)  # every bar: std over 3 seeds
+    diamonds = [line for line in acc.lines if line.get_marker() == "D"]
+    labs = [r for v in study3.cfg.variants_of("cifar10") for r in (study3.cfg.variant(v)["lab_report"] or [])
+            if r.get("accuracy") is not None]
+    assert labs and len(diamonds) == len(labs)
+
+
+def test_one_seed_draws_no_band_and_no_error_bar(study1):
+    for name, fig in study1.figs.items():
+        if name.startswith("learning_curves_"):
+            assert bands(fig) == 0, name
+            assert "n = 1 seed" in fig._suptitle.get_text()
+    acc = study1.figs["accuracy_cifar10.png"]
+    assert error_bars(acc.axes[0]) == 0, "no error bars with one seed"
+    index = json.loads((study1.plots / "figures.json").read_text())
+    curves = [e for e in index if e["kind"] == "curves"]
+    assert curves and all("no band" in e["caption"] for e in curves)
+    assert all("no spread" in e["caption"] for e in index if e["kind"] in ("accuracy", "pareto"))
+    # the planned data says the same: one run per variant, std undefined everywhere
+    figure = next(f for f in study1.plan if f.kind == "curves")
+    for c in figure.data["curves"].values():
+        assert c["n"] == 1 and c["val_acc"]["std"].isna().all()
+
+
+def test_plot_all_is_byte_stable_and_replaces_the_directory(study1, tmp_path):
     out = tmp_path / "plots"
     out.mkdir()
     (out / "stale.png").write_bytes(b"old")
-    plot_all(runs[:2], out)
-    assert sorted(p.name for p in out.iterdir()) == ["accuracy.png", "learning_curves_cifar10.png"]
+    paths = plot_all(study1.cfg, study1.runs, study1.summary, out)
+    assert "stale.png" not in {p.name for p in out.iterdir()}
+    for new, old in zip(paths, study1.paths):
+        assert new.read_bytes() == old.read_bytes(), new.name
+    assert (out / "figures.json").read_text() == (study1.plots / "figures.json").read_text()
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
 
 
-def test_plot_all_is_atomic(runs, tmp_path, monkeypatch):
-    calls = []
-    real = plots_mod.learning_curves
+# --- helpers -----------------------------------------------------------------------------------
 
-    def once_then_boom(*args, **kwargs):  # the first figure is written, the second fails
-        if calls:
+
+def test_curve_stats_mean_std_and_single_seed():
+    h = lambda vals: pd.DataFrame({"epoch": range(1, len(vals) + 1), "val_acc": vals})  # noqa: E731
+    one = curve_stats([h([0.1, 0.2, 0.3])], "val_acc", 100)
+    assert list(one["epoch"]) == [1, 2, 3] and np.allclose(one["mean"], [10, 20, 30])
+    assert one["std"].isna().all() and list(one["n"]) == [1, 1, 1]
+
+    three = curve_stats([h([0.1, 0.2, 0.3]), h([0.3, 0.4, 0.5]), h([0.2, 0.3])], "val_acc", 100)
+    assert list(three["n"]) == [3, 3, 2]
+    assert np.allclose(three["mean"], [20, 30, 40])
+    assert np.allclose(three["std"][:2], [10, 10])
+    assert three["std"].iloc[2] == pytest.approx(np.std([30, 50], ddof=1))
+
+    ragged = curve_stats([h([0.1, 0.2, 0.3]), h([0.3])], "val_acc")
+    assert list(ragged["n"]) == [2, 1, 1] and not math.isnan(ragged["std"][0]) and ragged["std"][1:].isna().all()
+
+
+def test_pareto_frontier_on_a_constructed_input():
+    cost = [1, 2, 3, 4, 5, 2, 0.5, 6]
+    acc = [50, 60, 55, 70, 65, 60, float("nan"), 70]
+    # 2 and 4 are beaten by 1 and 3; 5 duplicates 1 (first kept); 6 has no accuracy; 7 ties 3 at a higher cost
+    assert pareto_frontier(cost, acc) == [0, 1, 3]
+    assert pareto_frontier([3, 2, 1], [1, 2, 3]) == [2]  # one point beats all
+    assert pareto_frontier([1, 1, 2], [50, 60, 70]) == [1, 2]  # equal cost: only the more accurate
+    assert pareto_frontier([], []) == []
+
+
+def test_pareto_figure_uses_the_frontier_of_each_recipe(study3):
+    figure = next(f for f in study3.plan if f.file == "pareto_cifar10.png")
+    for recipe, data in figure.data["recipes"].items():
+        pts = data["points"]
+        assert [p["variant"] for p in pts] == study3.cfg.variants_of("cifar10")
+        for key in ("params", "seconds"):
+            front = data["frontier"][key]
+            assert front == pareto_frontier([p[key] for p in pts], [p["acc"] for p in pts])
+            # no point off the frontier beats a frontier point on both axes
+            for i in front:
+                assert not any(pts[j][key] <= pts[i][key] and pts[j]["acc"] > pts[i]["acc"] for j in range(len(pts)))
+    # the fixture's cheapest CIFAR variant (params and time grow with the index) is always on it
+    assert figure.data["recipes"]["lab"]["frontier"]["params"][0] == 0
+
+
+def test_best_model_selection():
+    frame = pd.DataFrame({"variant": ["x", "y", "z", "w"], "dataset": ["b", "b", "b", "c"],
+                          "recipe": ["lab", "fast", "lab", "lab"], "test_top1_mean": [70.0, 80.0, float("nan"), 99.0]})
+    assert best_model(frame, "b") == ("y", "fast")
+    assert best_model(frame) == ("w", "lab")
+    tie = frame.assign(test_top1_mean=[80.0, 80.0, 1.0, 1.0])
+    assert best_model(tie, "b") == ("x", "lab")
+    with pytest.raises(ValueError, match="no variant of nothing"):
+        best_model(frame, "nothing")
+
+
+def test_confusion_shows_the_best_butterfly_model_summed_over_seeds(study3):
+    variants = pd.read_csv(study3.summary / "variants.csv")
+    assert best_model(variants, "butterflies") == BEST
+    figure = next(f for f in study3.plan if f.kind == "confusion")
+    assert (figure.data["variant"], figure.data["recipe"], figure.data["n"]) == (*BEST, 3)
+    assert "mobilenet_v2" in figure.title and "fast" in figure.title and "n = 3 seeds" in figure.title
+    matrix = figure.data["matrix"]
+    assert matrix.shape == (94, 94)  # a filtered model: the six noisy classes are gone
+    assert (matrix.sum(axis=1) == 3 * 10).all()  # three seeds x 10 test images per class
+    single = pd.read_csv(study3.runs / BEST[0] / BEST[1] / "seed0" / "confusion.csv", index_col=0)
+    assert np.array_equal(matrix.to_numpy(), 3 * single.to_numpy())
+    fig = study3.figs["confusion_butterflies.png"]
+    image = fig.axes[0].images[0].get_array()
+    assert image.shape == (94, 94) and np.allclose(np.asarray(image).sum(axis=1), 1.0)
+    assert len(fig.axes[0].get_xticks()) < 40  # thinned
+
+
+def test_per_class_highlights_exactly_the_noisy_classes(study3):
+    cfg = study3.cfg
+    noisy = set(cfg.dataset("butterflies")["noisy_classes"])
+    assert len(noisy) == 6
+    assert unfiltered_variant(cfg) == "butterflies-resnet18-unfiltered"
+    figure = next(f for f in study3.plan if f.kind == "per_class")
+    assert figure.data["variant"] == "butterflies-resnet18-unfiltered" and not figure.data["fallback"]
+    assert set(figure.data["highlighted"]) == noisy
+    assert [p["recipe"] for p in figure.data["panels"]] == cfg.recipes
+    for panel in figure.data["panels"]:
+        assert len(panel["values"]) == 100 and panel["n"] == 3
+        assert list(panel["values"]) == sorted(panel["values"])
+    # what is drawn: the names written in the figure and the red bars are the noisy classes, per panel
+    fig = study3.figs["per_class_butterflies.png"]
+    panels = [ax for ax in fig.axes if ax.patches]
+    assert len(panels) == len(cfg.recipes)
+    for ax in panels:
+        assert {t.get_text() for t in ax.texts} == noisy
+        red = [p for p in ax.patches if p.get_facecolor()[:3] == pytest.approx((0.839, 0.153, 0.157), abs=0.01)]
+        assert len(red) == 6
+    assert "noisy" in figure.caption
+
+
+def test_filtering_figure_reads_top1_kept_per_recipe(study3):
+    figure = next(f for f in study3.plan if f.kind == "filtering")
+    runs = pd.read_csv(study3.summary / "runs.csv")
+    (panel,) = figure.data["panels"]
+    assert panel["claim"]["id"] == "butterfly-filtering"
+    assert [p["recipe"] for p in panel["recipes"]] == study3.cfg.recipes
+    for per in panel["recipes"]:
+        for side in ("a", "b"):
+            want = runs[(runs["variant"] == per[side]["variant"]) & (runs["recipe"] == per["recipe"])]
+            assert per[side]["seeds"] == pytest.approx(list(want.sort_values("seed")["top1_kept"]))
+            assert per[side]["mean"] == pytest.approx(want["top1_kept"].mean())
+            assert per[side]["std"] == pytest.approx(want["top1_kept"].std(ddof=1))
+    assert "classes both" in figure.title
+
+
+# --- failures and smaller studies --------------------------------------------------------------
+
+
+def test_an_interrupted_plot_leaves_no_output(study1, tmp_path, monkeypatch):
+    drawn = []
+    real = plots_mod.draw_curves
+
+    def once_then_boom(figure, path):  # the first figure is written, the second fails
+        if drawn:
             raise RuntimeError("disk full")
-        calls.append(args)
-        real(*args, **kwargs)
+        drawn.append(path.name)
+        real(figure, path)
 
-    monkeypatch.setattr(plots_mod, "learning_curves", once_then_boom)
+    monkeypatch.setattr(plots_mod, "draw_curves", once_then_boom)
+    out = tmp_path / "plots"
     with pytest.raises(RuntimeError, match="disk full"):
-        plot_all(runs, tmp_path / "plots")
-    assert calls, "the first figure should have been drawn before the failure"
+        plot_all(study1.cfg, study1.runs, study1.summary, out)
+    assert drawn == ["learning_curves_cifar10_lab.png"], "the first figure is drawn before the failure"
+    assert not out.exists()
+    assert list(tmp_path.iterdir()) == []
+    # an existing output stays as it was
+    out.mkdir()
+    (out / "old.png").write_bytes(b"old")
+    drawn.clear()
+    with pytest.raises(RuntimeError, match="disk full"):
+        plot_all(study1.cfg, study1.runs, study1.summary, out)
+    assert [p.name for p in out.iterdir()] == ["old.png"]
+    assert [p.name for p in tmp_path.iterdir()] == ["plots"]
+
+
+def test_a_stale_summary_is_refused(study3, tmp_path):
+    summary = tmp_path / "summary"
+    summary.mkdir()
+    runs = pd.read_csv(study3.summary / "runs.csv")
+    runs.iloc[1:].to_csv(summary / "runs.csv", index=False)
+    (summary / "variants.csv").write_text((study3.summary / "variants.csv").read_text())
+    with pytest.raises(ValueError, match=r"no row for cifar10-resnet18/lab/seed0.*cnnbench aggregate"):
+        plot_all(study3.cfg, study3.runs, summary, tmp_path / "plots")
+    with pytest.raises(FileNotFoundError, match="cnnbench aggregate"):
+        plot_all(study3.cfg, study3.runs, tmp_path / "nowhere", tmp_path / "plots")
     assert not (tmp_path / "plots").exists()
-    assert list(tmp_path.glob(".plots*")) == []
 
 
-def test_plot_all_long_history_and_single_variant(tmp_path):
-    variants = {"only": {"dataset": "cifar10", "model": "resnet18"}}
-    runs = load_runs(variants, make_runs(tmp_path, variants, epochs=60))
-    paths = plot_all(runs, tmp_path / "plots")
+def _drop_butterflies(doc):
+    del doc["variants"]["butterflies"]
+    doc["claims"] = [c for c in doc["claims"] if not c["a"].startswith("butterflies-")]
+
+
+def test_no_butterfly_variants_no_butterfly_figures(tmp_path):
+    study = make_study(tmp_path, seeds=[0], edit=_drop_butterflies)
+    assert study.cfg.variants_of("butterflies") == []
+    paths = plot_all(study.cfg, study.runs, study.summary, study.plots)
+    names = [p.name for p in paths]
+    assert names == expected_files(study.cfg, butterflies=False)
+    assert not any("butterflies" in n for n in names)
+    assert sorted(p.name for p in study.plots.iterdir()) == sorted(names + ["figures.json"])
+    index = json.loads((study.plots / "figures.json").read_text())
+    assert [e["file"] for e in index] == names and {e["dataset"] for e in index} == {"cifar10"}
     for p in paths:
         assert_png(p.read_bytes())
 
 
-def test_plot_all_needs_runs(tmp_path):
-    with pytest.raises(ValueError, match="no runs"):
-        plot_all([], tmp_path / "plots")
-    assert not (tmp_path / "plots").exists()
+def test_no_filtering_claim_and_no_unfiltered_variant(tmp_path):
+    def edit(doc):
+        del doc["variants"]["butterflies"]["resnet18-unfiltered"]
+        doc["claims"] = [c for c in doc["claims"] if c["metric"] != "top1_kept"]
+
+    best = ("butterflies-resnet18_deep_stem", "lab")
+    study = make_study(tmp_path, seeds=[0, 1], edit=edit,
+                       accuracy=lambda v, r, s, d: d + (10.0 if (v, r) == best else 0.0))
+    figures = plan_figures(study.cfg, study.runs, study.summary)
+    assert [f.file for f in figures] == expected_files(study.cfg, filtering=False)
+    per_class = next(f for f in figures if f.kind == "per_class")
+    # no variant keeps every class: the best model's per-class accuracy, nothing noisy to highlight
+    assert unfiltered_variant(study.cfg) is None
+    assert per_class.data["fallback"] and per_class.data["variant"] == "butterflies-resnet18_deep_stem"
+    assert per_class.recipe == "lab" and per_class.data["highlighted"] == []
+    assert len(per_class.data["panels"][0]["values"]) == 94

@@ -1,171 +1,144 @@
-"""report stage on constructed run directories: self-contained HTML, Markdown, provenance, atomicity."""
+"""report stage: self-contained HTML + Markdown from a constructed study (aggregate output, figures)."""
 
 from __future__ import annotations
 
 import base64
-import copy
+import json
 import re
 import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
-from test_plots import VARIANTS, assert_png, make_runs  # tests/ is on sys.path (pytest rootdir-less import)
+from PIL import Image
 
 from cnnbench import report as report_mod
-from cnnbench.plots import plot_all
-from cnnbench.report import NOT_A_CHECKOUT, build_report, git_commit, lab_figure
-from cnnbench.results import load_runs
-
-CONTEXT = {
-    "profile": "smoke",
-    "params_hash": "ab" * 32,
-    "git_commit": "deadbeef",
-    "torch_version": "2.x",
-    "command": "snakemake --cores 4 --config profile=smoke && dvc repro",
-    "generated": "2026-01-01T00:00:00+00:00",
-    "data": {"cifar10": {"source": "url", "location": "https://example.org/cifar-10-python.tar.gz",
-                         "sha256": "cd" * 32, "counts": {"train": 9, "val": 1, "test": 5}},
-             "butterflies": {"source": "kaggle", "location": "gpiosenka/butterflies", "sha256": "ef" * 32,
-                             "counts": {"train": 9, "val": 1, "test": 5}}},
-}
+from cnnbench.cli import main, reproduce_command
+from cnnbench.provenance import report_context
+from cnnbench.report import NOT_A_CHECKOUT, build_report, git_commit, lab_figure, mean_std
+from study_fixture import make_study
 
 
-@pytest.fixture(scope="module")
-def built(tmp_path_factory):
-    """Run directories and figures, made once for the module (plotting is the slow part)."""
-    root = tmp_path_factory.mktemp("built")
-    runs = load_runs(VARIANTS, make_runs(root))
-    plot_all(runs, root / "plots")
-    return runs, root / "plots"
+def fake_figures(plots: Path, datasets=("cifar10", "butterflies")) -> list[dict]:
+    """Small PNGs and the figures.json index `cnnbench plot` writes (the report only embeds them)."""
+    plots.mkdir(parents=True, exist_ok=True)
+    index = []
+    for i, ds in enumerate([*datasets, None]):
+        name = f"fig_{ds or 'all'}.png"
+        Image.new("RGB", (60, 40), (40 * i, 120, 200)).save(plots / name)
+        index.append({"file": name, "dataset": ds, "recipe": None, "kind": "accuracy",
+                      "title": f"Figure of {ds or 'everything'}", "caption": f"caption {i}"})
+    (plots / "figures.json").write_text(json.dumps(index))
+    return index
 
 
-def render(built, tmp_path, **overrides):
-    runs, plots = built
-    html_path, md_path = build_report(runs, plots, tmp_path / "report", dict(copy.deepcopy(CONTEXT), **overrides))
-    return html_path.read_text(encoding="utf-8"), md_path.read_text(encoding="utf-8"), md_path
+def build(study, profile_command="x", quality=None):
+    ctx = report_context(study.cfg, study.prepared, command=profile_command)
+    ctx["data_quality"] = quality
+    return build_report(study.cfg, study.summary, study.plots, study.runs, study.report, ctx)
 
 
-@pytest.mark.parametrize("profile", ["smoke", "quick", "full"])
-def test_report_is_self_contained_and_complete(built, tmp_path, profile):
-    html, md, md_path = render(built, tmp_path, profile=profile)
-    for text in (html, md):
-        for name in VARIANTS:
-            assert name in text
-        for needle in ("deadbeef", "ab" * 32, "cd" * 32, "ef" * 32, "cpu (x86_64, 2 threads)", "2.x",
-                       "https://example.org/cifar-10-python.tar.gz", "gpiosenka/butterflies",
-                       "2026-01-01T00:00:00+00:00", "train 9", "test 5", "fp32"):
-            assert needle in text, needle
-        assert "83.92 % (Lab report 1, 50 ep); 76.10 % (Lab report 2, 40 s/epoch)" in text
-        assert "88.45 % (Lab report 1, 50 ep)" in text
-        assert "fast, label smoothing 0.1, EMA 0.999, flip TTA" in text and "nesterov, no wd on BN/bias" in text
-        for claim in ("ResNet-18, 7x7 stem", "ResNet-18, ImageNet stem", "slower than MobileNetV2", "-33.92", "-26.10"):
-            assert claim in text, claim
-        assert "11,000,000" in text and "11,000,003" in text
-    # no external resource of any kind: links, images, stylesheets, scripts, CSS url()
-    assert not re.search(r"""(src|href)\s*=\s*["']?\s*(https?:)?//""", html, re.I)
-    assert 'src="http' not in html and 'href="http' not in html
-    assert "<script" not in html.lower() and "<link" not in html.lower() and "url(" not in html
-    srcs = re.findall(r"<img\b[^>]*\bsrc=\"([^\"]+)\"", html)
-    assert len(srcs) == 3 == html.count("<img")
-    for src in srcs:
-        assert src.startswith("data:image/png;base64,")
-        assert_png(base64.b64decode(src.split(",", 1)[1], validate=True))
-    # HTML is escaped, Markdown is not
-    assert "snakemake --cores 4 --config profile=smoke &amp;&amp; dvc repro" in html
-    assert "snakemake --cores 4 --config profile=smoke && dvc repro" in md
-    assert "Butterflies &amp; moths" in html and "Butterflies & moths" in md and "&amp;" not in md
-    # Markdown: a results table per data set; top-5 only where measured; images resolve
-    assert md.count("| variant | model |") == 2
-    cifar, butterflies = md.split("## Butterflies")[0], md.split("## Butterflies")[1]
-    assert "top-5 %" not in cifar and "top-5 %" in butterflies and "90.00" in butterflies
-    assert "| 50.00 |" in cifar.replace("**", "")
-    links = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", md)
-    assert len(links) == 3
-    for rel in links:
-        assert not Path(rel).is_absolute()
-        assert_png((md_path.parent / rel).read_bytes())
-    assert [p.name for p in md_path.parent.iterdir()] and not list(md_path.parent.glob(".*"))
+@pytest.fixture
+def study(tmp_path):
+    s = make_study(tmp_path, seeds=[0, 1, 2])
+    fake_figures(s.plots)
+    return s
 
 
-@pytest.mark.parametrize("profile, text", [
-    ("smoke", "smoke data: not evidence"),
-    ("quick", "quick profile: small data and few epochs — not evidence"),
-    ("full", None),
-])
-def test_banner_only_outside_the_full_profile(built, tmp_path, profile, text):
-    html, md, _ = render(built, tmp_path, profile=profile)
-    if text is None:
-        assert "not evidence" not in html and "not evidence" not in md
-        assert 'class="banner"' not in html
-    else:
-        banner = re.search(r'<div class="banner"[^>]*>(.*?)</div>', html, re.S)
-        assert banner and text in banner.group(1)
-        assert text in md.split("## ")[0]  # above the first section
-
-
-def test_report_embeds_extra_pngs_and_tolerates_missing_provenance(built, tmp_path):
-    runs, plots = built
-    extra_plots = tmp_path / "plots"
-    shutil.copytree(plots, extra_plots)
-    shutil.copy(plots / "accuracy.png", extra_plots / "confusion_cifar10.png")
-    context = dict(CONTEXT, profile="full", data={})  # e.g. an older context without data entries
-    html_path, md_path = build_report(runs, extra_plots, tmp_path / "report", context)
+def test_report_is_self_contained_and_complete(study):
+    html_path, md_path = build(study)
     html, md = html_path.read_text(), md_path.read_text()
-    assert html.count('src="data:image/png;base64,') == 4
-    assert "](../plots/confusion_cifar10.png)" in md
-    assert "Test split: 5 images" not in md and "sha256 `?`" in md
+    # self-contained: every image inline, nothing fetched from elsewhere
+    assert not re.search(r"""(src|href)=["'](https?:|//)""", html)
+    srcs = re.findall(r'<img src="([^"]+)"', html)
+    assert len(srcs) == 3 and all(s.startswith("data:image/png;base64,") for s in srcs)
+    for s in srcs:
+        assert base64.b64decode(s.split(",", 1)[1]).startswith(b"\x89PNG")
+    # every claim, every recipe, every variant appears
+    for claim in study.cfg.claims:
+        assert claim["text"] in html and claim["text"] in md
+    for variant in study.cfg.variants:
+        assert variant in html and variant in md
+    assert html.count('class="badge holds"') >= 1 and "Welch" in html
+    # verdicts at the top: the summary comes before the claims table and the per-data-set tables
+    assert html.index('id="verdicts"') < html.index('id="claims"') < html.index('id="results-cifar10"')
+    # mean +- std (n) of a known run set: fixture accuracies 88.45 + (-0.4, 0.1, 0.3)
+    assert "88.45 ± 0.36 (n=3)" in md
+    # the methods section is generated from params
+    assert "Nesterov" in html and "one" in html and "label smoothing 0.1" in html
+    assert "17 variants × 2 recipes (lab, fast) × 3 seed(s)" in md
+    for fig in json.loads((study.plots / "figures.json").read_text()):
+        assert fig["caption"] in html and f"]({'../plots/' + fig['file']})" in md
 
 
-def test_report_needs_plots(built, tmp_path):
-    runs, _ = built
-    with pytest.raises(FileNotFoundError, match="learning_curves_cifar10.png: missing; it is written by `cnnbench plot`"):
-        build_report(runs, tmp_path / "noplots", tmp_path / "report", dict(CONTEXT))
-    assert not (tmp_path / "report").exists()
+def test_smoke_banner_and_verdict_counts(study):
+    html, md = (p.read_text() for p in build(study))
+    assert "smoke data: not evidence" in html and "smoke data: not evidence" in md
+    summary = json.loads((study.summary / "summary.json").read_text())
+    for recipe, counts in summary["verdicts"].items():
+        for verdict, n in counts.items():
+            assert f"{n} {verdict}" in md
 
 
-def test_report_write_is_atomic(built, tmp_path, monkeypatch):
-    html, _, _ = render(built, tmp_path, profile="full")
-    out = tmp_path / "report"
+@pytest.mark.parametrize("profile, text", [("full", None), ("quick", "quick profile"), ("smoke", "smoke data")])
+def test_banner_only_outside_the_full_profile(tmp_path, profile, text):
+    s = make_study(tmp_path, profile=profile, seeds=[0])
+    fake_figures(s.plots)
+    html = build(s)[0].read_text()
+    if text is None:
+        assert 'id="not-evidence"' not in html
+    else:
+        assert 'id="not-evidence"' in html and text in html
+
+
+def test_report_needs_aggregate_and_figures(study):
+    (study.plots / "fig_cifar10.png").unlink()
+    with pytest.raises(FileNotFoundError, match="fig_cifar10.png: missing; it is written by `cnnbench plot`"):
+        build(study)
+    (study.summary / "claims.csv").unlink()
+    with pytest.raises(FileNotFoundError, match="claims.csv: missing; it is written by `cnnbench aggregate`"):
+        build(study)
+
+
+def test_report_write_is_atomic(study, monkeypatch):
+    html, md = build(study)
+    before = html.read_text()
 
     def boom(*a, **k):
-        raise RuntimeError("render failed")
+        raise RuntimeError("disk full")
 
-    monkeypatch.setattr(report_mod, "_data_uri", boom)
-    with pytest.raises(RuntimeError, match="render failed"):
-        render(built, tmp_path, profile="smoke")
-    assert (out / "report.html").read_text() == html  # the previous complete report, untouched
-    assert sorted(p.name for p in out.iterdir()) == ["report.html", "report.md"]
+    monkeypatch.setattr(report_mod.os, "replace", boom)
+    with pytest.raises(RuntimeError):
+        build(study)
+    assert html.read_text() == before
+    assert not list(study.report.glob(".*tmp*"))
 
 
-def test_lab_figure_formats():
-    assert lab_figure({"lab_report": None}) == "—"
+def test_data_quality_section_renders_when_given(study):
+    quality = {"title": "Butterflies duplicates", "summary": "3 duplicate groups", "headers": ["pair", "count"],
+               "counts": [["train-test", 2], ["train-valid", 1]], "examples": ["train/A/1.jpg = test/A/2.jpg"]}
+    html, md = (p.read_text() for p in build(study, quality=quality))
+    assert 'id="data-quality"' in html and "train/A/1.jpg = test/A/2.jpg" in html and "| train-test | 2 |" in md
+
+
+def test_number_formats():
+    assert mean_std(84.1, 0.35, 3) == "84.10 ± 0.35 (n=3)"
+    assert mean_std(84.1, float("nan"), 1) == "84.10 (n=1)"
+    assert mean_std(None, None) == "—"
+    assert lab_figure({"lab_report": [{"report": "Lab report 2", "row": "r", "accuracy": 76.1, "epoch_seconds": 40}]}) \
+        == "76.10 % (Lab report 2, 40 s/epoch)"
     assert lab_figure({}) == "—"
-    assert lab_figure({"lab_report": [{"report": "Lab report 2", "row": "MobileNetV2", "claim": "faster"}]}) == "—"
-    assert lab_figure({"lab_report": {"report": "Lab report 2", "accuracy": 91.5, "epochs": 30,
-                                      "epoch_seconds": 40}}) == "91.50 % (Lab report 2, 30 ep, 40 s/epoch)"
-    assert lab_figure({"lab_report": [{"report": "A", "accuracy": 1}, {"report": "B", "accuracy": 2.345}]}) \
-        == "1.00 % (A); 2.35 % (B)"
 
 
-def test_claims_table_sits_beside_the_measurement(built, tmp_path):
-    _, md, _ = render(built, tmp_path)
-    claims = md.split("### The lab reports' claims next to this run")
-    assert len(claims) == 2  # only CIFAR-10 variants have lab-report rows here
-    table = [line for line in claims[1].split("\n\n")[1].splitlines() if line.startswith("| cifar10-")]
-    assert len(table) == 4  # one line per lab-report row, not per variant
-    assert table[0].startswith("| cifar10-a | Lab report 1 | ResNet-18, 7x7 stem | 83.92 | 50 | 50.00 | 3 | -33.92 |")
-    assert table[2].endswith("| — | — | 50.00 | 3 | — | — | 1.50 | slower than MobileNetV2 |")
-
-
-def test_missing_optional_metrics_render_as_dash(built, tmp_path):
-    runs, plots = built
-    runs = copy.deepcopy(runs)
-    runs[0]["metrics"]["peak_memory_mb"] = None
-    del runs[0]["metrics"]["mean_epoch_seconds"]
-    html_path, md_path = build_report(runs, plots, tmp_path / "report", dict(CONTEXT))
-    row = next(line for line in md_path.read_text().splitlines() if line.startswith("| cifar10-a |"))
-    assert row.count("—") >= 2
+def test_report_command_and_reproduce_line(tmp_path):
+    study = make_study(tmp_path, seeds=[0, 1])  # not the top-level seeds: DVC needs them set too
+    fake_figures(study.plots)
+    assert main(["report", "--params", str(study.params), "--summary", str(study.summary), "--plots",
+                 str(study.plots), "--runs", str(study.runs), "--prepared", str(study.prepared), "--out",
+                 str(study.report), "--driver", "dvc"]) == 0
+    html = (study.report / "report.html").read_text()
+    assert "dvc exp run -S profile=smoke -S &#39;seeds=[0, 1]&#39;" in html
+    assert reproduce_command(study.cfg, "snakemake") == "snakemake --cores 4 --config profile=smoke"
 
 
 # --- provenance --------------------------------------------------------------------------------
@@ -201,3 +174,21 @@ def test_git_commit_in_a_checkout_and_dirty(tmp_path, monkeypatch):
     assert git_commit(tmp_path) == clean
     (tmp_path / "a.txt").write_text("2\n")
     assert git_commit(tmp_path) == clean + " (dirty)"
+
+
+def test_duplicates_found_by_preprocess_reach_the_report(study):
+    dup = {"format": "cnnbench-duplicates-v1", "group_count": 1, "images_in_groups": 2, "label_conflict_groups": 1,
+           "images_hashed": {"train": 100, "val": 10, "test": 50}, "train_duplicates_of_eval": 1,
+           "drop_train_duplicates_of_eval": True, "dropped_train": 1, "method": "SHA-1 of pixels",
+           "pairs": [{"splits": "train-test", "kind": "flip", "same_class": 0, "different_class": 1},
+                     {"splits": "train-train", "kind": "exact", "same_class": 0, "different_class": 0}],
+           "groups": [{"id": 0, "label_conflict": True, "members": [
+               {"split": "train", "file": "train/A/1.jpg", "class": "A", "mirrored": False, "dropped": True},
+               {"split": "test", "file": "test/B/2.jpg", "class": "B", "mirrored": True}]}]}
+    (study.prepared / "butterflies" / "duplicates.json").write_text(json.dumps(dup))
+    ctx = report_context(study.cfg, study.prepared, command="x")
+    html, md = (p.read_text() for p in build_report(study.cfg, study.summary, study.plots, study.runs, study.report, ctx))
+    assert "1 group(s) of identical or mirrored images" in md and "were dropped from train" in md
+    assert "| train-test | flip | 0 | 1 |" in md and "train-train" not in md  # empty rows left out
+    assert "LABEL CONFLICT: train/A/1.jpg (A, dropped) = test/B/2.jpg (B, mirrored)" in md
+    assert 'id="data-quality"' in html

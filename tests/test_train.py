@@ -48,8 +48,9 @@ def prepared(tmp_path):
     return make_prepared(tmp_path, CIFAR_CLASSES)
 
 
-def run(cfg, prepared, out: Path, name="cifar10-resnet18"):
-    return train_variant(cfg, name, prepared, out, out.parent / (out.name + "-ckpt"), use_dvclive=False)
+def run(cfg, prepared, out: Path, name="cifar10-resnet18", recipe=None, seed=None):
+    return train_variant(cfg, name, prepared, out, out.parent / (out.name + "-ckpt"), use_dvclive=False,
+                         recipe=recipe, seed=seed)
 
 
 def read_history(path: Path) -> list[dict]:
@@ -192,12 +193,27 @@ def test_butterfly_variant_filters_classes_and_reports_top5(cfg, tmp_path):
     metrics = evaluate_variant(cfg, "butterflies-resnet18", prepared, out)
     assert 0 <= metrics["test_top1"] <= metrics["test_top5"] <= 1
     assert metrics["num_classes"] == 10
+    # filtered: every test image is of a kept class, so top-1 on the kept classes is top-1
+    assert metrics["test_top1_kept"] == metrics["test_top1"] and metrics["test_images_kept"] == metrics["test_images"]
+    preds = (out / "predictions.csv").read_text().splitlines()
+    assert preds[0] == "actual,predicted" and len(preds) == 1 + metrics["test_images"]
+    # unfiltered: the noisy classes' test images are left out of top1_kept
+    out2 = tmp_path / "bf-all"
+    train_variant(cfg, "butterflies-resnet18-unfiltered", prepared, out2, tmp_path / "ck2", use_dvclive=False)
+    m2 = evaluate_variant(cfg, "butterflies-resnet18-unfiltered", prepared, out2)
+    assert m2["num_classes"] == 16 and m2["test_images_kept"] < m2["test_images"]
+    rows = [line.split(",") for line in (out2 / "predictions.csv").read_text().splitlines()[1:]]
+    kept = [(a, b) for a, b in rows if a not in noisy]
+    assert len(kept) == m2["test_images_kept"]
+    assert m2["test_top1_kept"] == pytest.approx(sum(a == b for a, b in kept) / len(kept))
 
 
 def test_evaluate_refuses_model_of_other_settings(cfg, prepared, tmp_path):
     out = tmp_path / "run"
     run(cfg, prepared, out)
-    cfg.raw["variants"]["cifar10-resnet18"]["train"]["seed"] = 7
+    with pytest.raises(ModelMismatch, match="trained with other settings"):
+        evaluate_variant(cfg, "cifar10-resnet18", prepared, out, seed=7)  # another seed's run
+    cfg.raw["variants"]["cifar10"]["resnet18"]["train"]["optimizer"] = {"lr": 0.5}
     with pytest.raises(ModelMismatch, match="trained with other settings"):
         evaluate_variant(cfg, "cifar10-resnet18", prepared, out)
 
@@ -243,11 +259,11 @@ def test_no_weight_decay_on_norm_and_bias():
 def test_fast_recipe_with_ema_tta_and_bf16_trains_resumes_and_evaluates(cfg, prepared, tmp_path, monkeypatch):
     cfg.raw["recipes"]["fast"].update(ema=0.9, precision="bf16")
     cfg.raw["profiles"]["smoke"]["train"]["batch_size"] = 32
-    name = "cifar10-resnet18-fast"
-    summary = run(cfg, prepared, tmp_path / "ref", name)
+    name = "cifar10-resnet18"
+    summary = run(cfg, prepared, tmp_path / "ref", name, recipe="fast")
     assert summary["precision"] == "bf16 autocast" and summary["recipe"] == "fast"
     assert "EMA" in summary["selection"] and summary["tta_flip"] is True
-    metrics = evaluate_variant(cfg, name, prepared, tmp_path / "ref")
+    metrics = evaluate_variant(cfg, name, prepared, tmp_path / "ref", recipe="fast")
     assert metrics["recipe"] == "fast" and metrics["tta_flip"] is True and 0 <= metrics["test_top1"] <= 1
     # killed after epoch 1 and resumed: the EMA state comes back too, so the result is bit-identical
     real_predict = train_mod.predict
@@ -261,9 +277,9 @@ def test_fast_recipe_with_ema_tta_and_bf16_trains_resumes_and_evaluates(cfg, pre
 
     monkeypatch.setattr(train_mod, "predict", dying_predict)
     with pytest.raises(KeyboardInterrupt):
-        run(cfg, prepared, tmp_path / "resumed", name)
+        run(cfg, prepared, tmp_path / "resumed", name, recipe="fast")
     monkeypatch.setattr(train_mod, "predict", real_predict)
-    run(cfg, prepared, tmp_path / "resumed", name)
+    run(cfg, prepared, tmp_path / "resumed", name, recipe="fast")
     a = torch.load(tmp_path / "ref/model.pt", weights_only=True)["state_dict"]
     b = torch.load(tmp_path / "resumed/model.pt", weights_only=True)["state_dict"]
     assert all(torch.equal(a[k], b[k]) for k in a)

@@ -124,8 +124,9 @@ def endless(loader) -> Iterator:
 
 # --- 1, 2, 4: training and evaluation throughput ----------------------------------------------------------
 def bench_variant(cfg: Config, name: str, prepared_root: Path, *, batch_size: int | None, warmup: int,
-                  windows: int, steps: int, workers: int, device: torch.device, reference: bool = True) -> dict:
-    variant = cfg.variant(name)
+                  windows: int, steps: int, workers: int, device: torch.device, reference: bool = True,
+                  recipe: str | None = None) -> dict:
+    variant = cfg.variant(name, recipe)
     settings = variant["train"]
     bs = batch_size or settings["batch_size"]
     x_np, y_np, source = train_arrays(cfg, variant["dataset"], prepared_root, n_synthetic=max(4 * bs, 1024))
@@ -261,37 +262,40 @@ def bench_data_path(cfg: Config, image_dir: Path, *, batch_size: int, warmup: in
 
 # --- accuracy under a budget ----------------------------------------------------------------------------------
 def bench_accuracy(cfg: Config, names: list[str], prepared_root: Path, *, epochs: int, seeds: list[int],
-                   work_dir: Path) -> dict:
-    """Train each variant for ``epochs`` epochs per seed; test top-1 per run and the mean per variant."""
+                   work_dir: Path, recipes: list[str] | None = None) -> dict:
+    """Train each variant under each recipe for ``epochs`` epochs per seed; test top-1 per run and
+    the mean per (variant, recipe), keyed ``<variant>/<recipe>``."""
     from .evaluate import evaluate_variant
     from .train import train_variant
 
+    recipes = recipes or cfg.recipes
     runs = []
     for name in names:
-        for seed in seeds:
-            c = copy.deepcopy(cfg)
-            block = c.raw["variants"][name].setdefault("train", {})
-            block.update(epochs=epochs, seed=seed)
-            for key in ("epochs", "seed"):  # the profile must not override what the benchmark sets
-                c.raw["profiles"][c.profile].get("train", {}).pop(key, None)
-            dataset = c.variant(name)["dataset"]
-            run_dir = work_dir / f"{name}-seed{seed}"
-            t0 = time.perf_counter()
-            summary = train_variant(c, name, Path(prepared_root) / dataset, run_dir, run_dir / "ckpt", use_dvclive=False)
-            metrics = evaluate_variant(c, name, Path(prepared_root) / dataset, run_dir)
-            runs.append({"variant": name, "recipe": summary["recipe"], "seed": seed, "epochs": epochs,
-                         "test_top1": metrics["test_top1"], "seconds": time.perf_counter() - t0,
-                         "device": summary["device"], "precision": summary["precision"]})
-            log.info("%s seed %d: test top-1 %.4f", name, seed, metrics["test_top1"])
-    means = {n: statistics.mean(r["test_top1"] for r in runs if r["variant"] == n) for n in names}
-    return {"epochs": epochs, "seeds": seeds, "runs": runs, "mean_test_top1": means}
+        for recipe in recipes:
+            for seed in seeds:
+                c = copy.deepcopy(cfg)
+                dataset, short = c.variant(name)["dataset"], name[len(c.variant(name)["dataset"]) + 1:]
+                c.raw["variants"][dataset][short].setdefault("train", {})["epochs"] = epochs
+                c.raw["profiles"][c.profile].get("train", {}).pop("epochs", None)  # the benchmark sets it
+                run_dir = work_dir / name / recipe / f"seed{seed}"
+                t0 = time.perf_counter()
+                summary = train_variant(c, name, Path(prepared_root) / dataset, run_dir, run_dir / "ckpt",
+                                        use_dvclive=False, recipe=recipe, seed=seed)
+                metrics = evaluate_variant(c, name, Path(prepared_root) / dataset, run_dir, recipe=recipe, seed=seed)
+                runs.append({"variant": name, "recipe": recipe, "seed": seed, "epochs": epochs,
+                             "test_top1": metrics["test_top1"], "seconds": time.perf_counter() - t0,
+                             "device": summary["device"], "precision": summary["precision"]})
+                log.info("%s %s seed %d: test top-1 %.4f", name, recipe, seed, metrics["test_top1"])
+    means = {f"{n}/{r}": statistics.mean(x["test_top1"] for x in runs if (x["variant"], x["recipe"]) == (n, r))
+             for n in names for r in recipes}
+    return {"epochs": epochs, "seeds": seeds, "recipes": recipes, "runs": runs, "mean_test_top1": means}
 
 
 # --- the command ------------------------------------------------------------------------------------------------
 def run_bench(cfg: Config, *, variants: list[str], prepared_root: Path, raw_root: Path, out: Path,
               batch_size: int | None, warmup: int, windows: int, steps: int, workers: int,
-              data_path: bool, image_dir: Path | None, device_name: str | None) -> dict:
-    settings0 = cfg.variant(variants[0])["train"]
+              data_path: bool, image_dir: Path | None, device_name: str | None, recipe: str | None = None) -> dict:
+    settings0 = cfg.variant(variants[0], recipe)["train"]
     configure_determinism(dict(settings0, deterministic=False))
     device = select_device(device_name or settings0["device"])
     report = {"device": describe_device(device), "torch_version": torch.__version__, "profile": cfg.profile,
@@ -299,7 +303,8 @@ def run_bench(cfg: Config, *, variants: list[str], prepared_root: Path, raw_root
     for name in variants:
         log.info("benchmarking %s on %s", name, report["device"])
         report["variants"].append(bench_variant(cfg, name, prepared_root, batch_size=batch_size, warmup=warmup,
-                                                windows=windows, steps=steps, workers=workers, device=device))
+                                                windows=windows, steps=steps, workers=workers, device=device,
+                                                recipe=recipe))
     if data_path:
         with tempfile.TemporaryDirectory(prefix="cnnbench-bench-") as tmp:
             if image_dir is None:

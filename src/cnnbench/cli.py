@@ -14,12 +14,13 @@ from .config import Config, ConfigError, load
 
 log = logging.getLogger("cnnbench")
 
-RUNS = Path("results/runs")  # one directory per variant
+RUNS = Path("results/runs")  # results/runs/<variant>/<recipe>/seed<k>/: one directory per run
+SUMMARY = Path("results/summary")
 
 DESCRIPTION = """\
 Compare CNN variants reproducibly. Each subcommand is one stage of the pipeline:
 
-  download -> preprocess -> train -> evaluate -> plot -> report
+  download -> preprocess -> train -> evaluate -> aggregate -> plot -> report
 
 Normally you do not call the stages yourself: `snakemake --cores 4` or `dvc repro` runs
 them in order and skips what is up to date. Every stage reads params.yaml (validated
@@ -30,7 +31,8 @@ EPILOG = """\
 examples:
   cnnbench validate --profile smoke          check params.yaml and show the resolved plan
   cnnbench download --dataset cifar10        fetch data/raw/cifar10 (mirror, then official URL)
-  cnnbench train --variant cifar10-resnet18  train one variant into results/runs/cifar10-resnet18/
+  cnnbench train --variant cifar10-resnet18 --recipe lab --seed 0
+                                             train one run into results/runs/cifar10-resnet18/lab/seed0/
 
 environment:
   CNNBENCH_DATA_MIRROR   directory with <dataset>/<archive> and SHA256SUMS, tried before any download
@@ -46,6 +48,19 @@ def _common(parser: argparse.ArgumentParser, top: bool = False) -> None:
     parser.add_argument("--profile", default=dflt(None),
                         help="profile to apply (full, quick, smoke, ...); default: the `profile` key of params.yaml")
     parser.add_argument("-q", "--quiet", action="store_true", default=dflt(False), help="only warnings and errors")
+
+
+def _run_args(parser: argparse.ArgumentParser) -> None:
+    """--variant/--recipe/--seed/--data: which run of the study a train or evaluate job is."""
+    parser.add_argument("--variant", required=True, help="a variant id, <dataset>-<name> (`cnnbench variants`)")
+    parser.add_argument("--recipe", help="a recipe of recipes_in_study (default: the first)")
+    parser.add_argument("--seed", type=int, help="a seed of the profile (default: its first)")
+    parser.add_argument("--data", type=Path, help="prepared data (default: data/prepared/<dataset of the variant>)")
+
+
+def run_dir(variant: str, recipe: str, seed: int, root: Path = RUNS) -> Path:
+    """Where one run's outputs live: ``<root>/<variant>/<recipe>/seed<seed>``."""
+    return Path(root) / variant / recipe / f"seed{seed}"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -69,53 +84,69 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("preprocess", help="decode, validate and pack a data set into uint8 arrays + manifest",
                        description="Decode every image once, validate it, resize, and pack uint8 arrays "
-                       "(train/val/test) plus manifest.json and excluded.csv into data/prepared/<dataset>/.")
+                       "(train/val/test) plus manifest.json and excluded.csv into data/prepared/<dataset>/. "
+                       "Butterflies: also finds exact and mirrored duplicate images (duplicates.json) and, with "
+                       "datasets.butterflies.drop_train_duplicates_of_eval, leaves out train copies of valid/test images.")
     _common(p)
     p.add_argument("--dataset", required=True, help="cifar10 or butterflies")
     p.add_argument("--raw", type=Path, help="downloaded data (default: data/raw/<dataset>)")
     p.add_argument("--out", type=Path, help="output directory (default: data/prepared/<dataset>)")
     p.set_defaults(func=cmd_preprocess)
 
-    p = sub.add_parser("train", help="train one variant (resumes from its last complete epoch)",
-                       description="Train one variant. Writes model.pt, history.csv, train.json and a dvclive/ "
-                       "log into results/runs/<variant>/. A checkpoint after every epoch lets a killed run resume.")
+    p = sub.add_parser("train", help="train one run of a variant (resumes from its last complete epoch)",
+                       description="Train one run: a variant under one recipe with one seed. Writes model.pt, "
+                       "history.csv, train.json and a dvclive/ log into results/runs/<variant>/<recipe>/seed<k>/. "
+                       "A checkpoint after every epoch lets a killed run resume.")
     _common(p)
-    p.add_argument("--variant", required=True, help="a key of `variants` in params.yaml")
-    p.add_argument("--data", type=Path, help="prepared data (default: data/prepared/<dataset of the variant>)")
-    p.add_argument("--out", type=Path, help="run directory (default: results/runs/<variant>)")
+    _run_args(p)
+    p.add_argument("--out", type=Path, help="run directory (default: results/runs/<variant>/<recipe>/seed<k>)")
     p.add_argument("--checkpoint-dir", type=Path, help="where the per-epoch checkpoint lives "
-                   "(default: results/.checkpoints/<variant>; not a tracked output, so drivers keep it)")
+                   "(default: results/.checkpoints/<variant>/<recipe>/seed<k>; not a tracked output, so "
+                   "drivers keep it)")
     p.add_argument("--no-dvclive", action="store_true", help="do not log with DVCLive")
     p.add_argument("--threads", type=int, default=None,
                    help="torch CPU threads when train.num_threads is null (Snakemake passes the job's threads)")
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("evaluate", help="test metrics and confusion matrix of one trained variant",
-                       description="Evaluate results/runs/<variant>/model.pt on the test split: metrics.json "
-                       "(top-1, top-5 for butterflies, loss, per-class accuracy, parameters, epoch time, "
-                       "peak memory, device) and confusion.csv.")
+    p = sub.add_parser("evaluate", help="test metrics and confusion matrix of one trained run",
+                       description="Evaluate <run>/model.pt on the test split: metrics.json (top-1, top-5 and "
+                       "top-1 on the kept classes for butterflies, loss, per-class accuracy, parameters, epoch "
+                       "time, peak memory, device), confusion.csv and predictions.csv (for `dvc plots`).")
     _common(p)
-    p.add_argument("--variant", required=True, help="a key of `variants` in params.yaml")
-    p.add_argument("--data", type=Path, help="prepared data (default: data/prepared/<dataset of the variant>)")
-    p.add_argument("--run", type=Path, help="run directory (default: results/runs/<variant>)")
+    _run_args(p)
+    p.add_argument("--run", type=Path, help="run directory (default: results/runs/<variant>/<recipe>/seed<k>)")
     p.add_argument("--threads", type=int, default=None,
                    help="torch CPU threads when train.num_threads is null (Snakemake passes the job's threads)")
     p.set_defaults(func=cmd_evaluate)
 
-    p = sub.add_parser("plot", help="learning curves per data set and the accuracy chart (PNG)")
+    p = sub.add_parser("aggregate", help="every run's numbers, mean ± std per variant and recipe, the claims' verdicts",
+                       description="Read every run of the study (results/runs/<variant>/<recipe>/seed<k>/) and "
+                       "write runs.csv (one row per run), variants.csv (mean, std and n per variant and recipe), "
+                       "claims.csv and summary.json (each lab-report claim under each recipe, with the verdict of "
+                       "the rule in params.yaml `claims_rule`: Welch's t-test over the seeds).")
     _common(p)
-    p.add_argument("--runs", type=Path, default=RUNS, help="per-variant run directories (default: %(default)s)")
+    p.add_argument("--runs", type=Path, default=RUNS, help="run directories (default: %(default)s)")
+    p.add_argument("--out", type=Path, default=SUMMARY, help="output directory (default: %(default)s)")
+    p.set_defaults(func=cmd_aggregate)
+
+    p = sub.add_parser("plot", help="learning curves with seed bands, accuracy, Pareto and butterfly figures (PNG)")
+    _common(p)
+    p.add_argument("--runs", type=Path, default=RUNS, help="run directories (default: %(default)s)")
+    p.add_argument("--summary", type=Path, default=SUMMARY, help="output of `cnnbench aggregate` (default: %(default)s)")
     p.add_argument("--out", type=Path, default=Path("results/plots"), help="output directory (default: %(default)s)")
     p.set_defaults(func=cmd_plot)
 
     p = sub.add_parser("report", help="one self-contained HTML report plus Markdown")
     _common(p)
-    p.add_argument("--runs", type=Path, default=RUNS, help="per-variant run directories (default: %(default)s)")
+    p.add_argument("--runs", type=Path, default=RUNS, help="run directories (default: %(default)s)")
+    p.add_argument("--summary", type=Path, default=SUMMARY, help="output of `cnnbench aggregate` (default: %(default)s)")
     p.add_argument("--plots", type=Path, default=Path("results/plots"), help="plots directory (default: %(default)s)")
     p.add_argument("--prepared", type=Path, default=Path("data/prepared"),
                    help="prepared data root, for the data provenance (default: %(default)s)")
     p.add_argument("--out", type=Path, default=Path("results/report"), help="output directory (default: %(default)s)")
-    p.add_argument("--command-line", default=None, help="the command to print as 'reproduce with' in the report")
+    p.add_argument("--driver", choices=("snakemake", "dvc"), default="snakemake",
+                   help="which driver's command the report prints under 'reproduce with' (default: %(default)s)")
+    p.add_argument("--command-line", default=None, help="print this command instead of the driver's")
     p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("validate", help="check params.yaml and print the resolved plan",
@@ -146,7 +177,9 @@ def build_parser() -> argparse.ArgumentParser:
                        "test accuracy (the lab vs fast recipe budget comparison).")
     _common(p)
     p.add_argument("--variants", default="cifar10-resnet18", help="comma-separated variants (default: %(default)s)")
-    p.add_argument("--batch-size", type=int, help="batch size (default: the variant's recipe)")
+    p.add_argument("--recipe", help="the recipe of the throughput runs (default: the first of recipes_in_study)")
+    p.add_argument("--recipes", help="with --accuracy: comma-separated recipes (default: recipes_in_study)")
+    p.add_argument("--batch-size", type=int, help="batch size (default: the recipe's)")
     p.add_argument("--warmup", type=int, default=3, help="untimed steps first (default: %(default)s)")
     p.add_argument("--windows", type=int, default=5, help="timed windows; the median is reported (default: %(default)s)")
     p.add_argument("--steps", type=int, default=5, help="steps per window (default: %(default)s)")
@@ -205,39 +238,67 @@ def _set_threads(args) -> None:
         torch.set_num_threads(args.threads)  # train.num_threads, when set, wins later
 
 
+def _run_of(cfg: Config, args) -> tuple[str, int]:
+    """The (recipe, seed) of a train/evaluate job; refused before any work when not in the study."""
+    spec = cfg.variant(args.variant, args.recipe, args.seed)
+    if args.recipe is not None and args.recipe not in cfg.recipes:
+        raise ConfigError(f"--recipe {args.recipe}: not in recipes_in_study; allowed values: {', '.join(cfg.recipes)}")
+    cfg.check_seed(spec["seed"])
+    return spec["recipe"], spec["seed"]
+
+
 def cmd_train(cfg: Config, args) -> None:
     from .train import train_variant
 
+    recipe, seed = _run_of(cfg, args)
     _set_threads(args)
-    out = args.out or RUNS / args.variant
-    ckpt = args.checkpoint_dir or Path("results/.checkpoints") / args.variant
-    train_variant(cfg, args.variant, _prepared_dir(cfg, args), out, ckpt, use_dvclive=not args.no_dvclive)
+    out = args.out or run_dir(args.variant, recipe, seed)
+    ckpt = args.checkpoint_dir or run_dir(args.variant, recipe, seed, Path("results/.checkpoints"))
+    train_variant(cfg, args.variant, _prepared_dir(cfg, args), out, ckpt, use_dvclive=not args.no_dvclive,
+                  recipe=recipe, seed=seed)
 
 
 def cmd_evaluate(cfg: Config, args) -> None:
     from .evaluate import evaluate_variant
 
+    recipe, seed = _run_of(cfg, args)
     _set_threads(args)
-    evaluate_variant(cfg, args.variant, _prepared_dir(cfg, args), args.run or RUNS / args.variant)
+    evaluate_variant(cfg, args.variant, _prepared_dir(cfg, args), args.run or run_dir(args.variant, recipe, seed),
+                     recipe=recipe, seed=seed)
+
+
+def cmd_aggregate(cfg: Config, args) -> None:
+    from .aggregate import aggregate
+
+    summary = aggregate(cfg, args.runs, args.out)
+    for recipe, counts in summary["verdicts"].items():
+        log.info("recipe %s: %s", recipe, ", ".join(f"{n} {verdict}" for verdict, n in sorted(counts.items())))
+    log.info("wrote %s", args.out)
 
 
 def cmd_plot(cfg: Config, args) -> None:
     from .plots import plot_all
-    from .results import load_runs
 
-    runs = load_runs({v: cfg.variant(v) for v in cfg.variants}, args.runs)
-    paths = plot_all(runs, args.out)
-    log.info("wrote %s", ", ".join(str(p) for p in paths))
+    paths = plot_all(cfg, args.runs, args.summary, args.out)
+    log.info("wrote %d figures into %s", len(paths), args.out)
+
+
+def reproduce_command(cfg: Config, driver: str) -> str:
+    """The command that reruns this study with the given driver."""
+    if driver == "dvc":
+        cmd = f"dvc exp run -S profile={cfg.profile}"
+        if cfg.seeds != list(cfg.raw["seeds"]):
+            cmd += f" -S 'seeds={cfg.seeds}'"
+        return cmd
+    return f"snakemake --cores 4 --config profile={cfg.profile}"
 
 
 def cmd_report(cfg: Config, args) -> None:
     from .provenance import report_context
     from .report import build_report
-    from .results import load_runs
 
-    runs = load_runs({v: cfg.variant(v) for v in cfg.variants}, args.runs)
-    context = report_context(cfg, args.prepared, command=args.command_line)
-    html, md = build_report(runs, args.plots, args.out, context)
+    context = report_context(cfg, args.prepared, command=args.command_line or reproduce_command(cfg, args.driver))
+    html, md = build_report(cfg, args.summary, args.plots, args.runs, args.out, context)
     log.info("wrote %s and %s", html, md)
 
 
@@ -246,6 +307,8 @@ def cmd_validate(cfg: Config, args) -> None:
         print(json.dumps(cfg.variant(args.variant), indent=2))
         return
     print(f"{cfg.params_path}: valid; profile {cfg.profile!r}; params hash {cfg.params_hash[:12]}")
+    print(f"  {len(cfg.runs)} runs: {len(cfg.variants)} variant(s) x recipes {', '.join(cfg.recipes)} x seeds "
+          f"{', '.join(map(str, cfg.seeds))}; {len(cfg.claims)} claim(s)")
     for ds in cfg.datasets:
         print(f"  {ds}: {len(cfg.variants_of(ds))} variant(s)")
         for v in cfg.variants_of(ds):
@@ -312,23 +375,24 @@ def cmd_bench(cfg: Config, args) -> None:
 
         seeds = [int(s) for s in args.seeds.split(",")]
         with tempfile.TemporaryDirectory(prefix="cnnbench-accuracy-") as tmp:
+            recipes = [r.strip() for r in args.recipes.split(",")] if args.recipes else None
             result = bench.bench_accuracy(cfg, names, Path("data/prepared"), epochs=args.epochs, seeds=seeds,
-                                          work_dir=Path(tmp))
+                                          work_dir=Path(tmp), recipes=recipes)
         out = args.out or Path("results/bench/accuracy.json")
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(result, indent=2) + "\n")
         for r in result["runs"]:
-            print(f"{r['variant']:30} seed {r['seed']}: test top-1 {100 * r['test_top1']:.2f} % "
+            print(f"{r['variant'] + '/' + r['recipe']:36} seed {r['seed']}: test top-1 {100 * r['test_top1']:.2f} % "
                   f"({r['epochs']} epochs, {r['seconds']:.0f} s, {r['device']})")
         for name, mean in result["mean_test_top1"].items():
-            print(f"{name:30} mean of {len(seeds)} seeds: {100 * mean:.2f} %")
+            print(f"{name:36} mean of {len(seeds)} seeds: {100 * mean:.2f} %")
         print(f"wrote {out}")
         return
     report = bench.run_bench(
         cfg, variants=names, prepared_root=Path("data/prepared"), raw_root=Path("data/raw"),
         out=args.out or Path("results/bench/bench.json"), batch_size=args.batch_size, warmup=args.warmup,
         windows=args.windows, steps=args.steps, workers=args.workers, data_path=not args.no_data_path,
-        image_dir=args.images, device_name=args.device,
+        image_dir=args.images, device_name=args.device, recipe=args.recipe,
     )
     print(bench.format_report(report))
 

@@ -5,8 +5,11 @@ way everywhere: one message that names the key path and what is allowed.
 
 Resolution order for one variant (later wins)::
 
-    train -> recipes.<recipe> -> datasets.<ds>.train -> variants.<name>.train -> profiles.<profile>.train
-    variants.<name>.model_args -> profiles.<profile>.model_args
+    train -> recipes.<recipe> -> datasets.<ds>.train -> variants.<ds>.<name>.train -> profiles.<profile>.train
+    variants.<ds>.<name>.model_args -> profiles.<profile>.model_args
+
+A run is one (variant, recipe, seed): every variant is trained under each of ``recipes_in_study``
+once per seed of the profile (``profiles.<profile>.seeds``, else the top-level ``seeds``).
     datasets.<ds> -> profiles.<profile>.datasets.<ds>
 """
 
@@ -138,24 +141,45 @@ class Config:
         return self.raw["profiles"][self.profile]
 
     @property
+    def _variant_specs(self) -> dict[str, tuple[str, dict]]:
+        """Variant id (``<dataset>-<name>``) -> (dataset, spec), in params.yaml order."""
+        return {f"{ds}-{name}": (ds, spec)
+                for ds, group in self.raw["variants"].items() for name, spec in (group or {}).items()}
+
+    @property
     def variants(self) -> list[str]:
-        return list(self.raw["variants"])
+        return list(self._variant_specs)
 
     @property
     def datasets(self) -> list[str]:
-        """Datasets that at least one variant uses, in first-use order."""
-        seen: list[str] = []
-        for spec in self.raw["variants"].values():
-            if spec["dataset"] not in seen:
-                seen.append(spec["dataset"])
-        return seen
+        """Datasets that at least one variant uses, in params.yaml order."""
+        return [ds for ds, group in self.raw["variants"].items() if group]
+
+    @property
+    def recipes(self) -> list[str]:
+        """The recipes every variant is trained under (``recipes_in_study``)."""
+        return list(self.raw["recipes_in_study"])
+
+    @property
+    def seeds(self) -> list[int]:
+        """The profile's seeds, else the top-level ``seeds``."""
+        return list(self.profile_block.get("seeds", self.raw["seeds"]))
+
+    @property
+    def runs(self) -> list[tuple[str, str, int]]:
+        """Every (variant, recipe, seed) of the study: one train job each."""
+        return [(v, r, s) for v in self.variants for r in self.recipes for s in self.seeds]
+
+    @property
+    def claims(self) -> list[dict]:
+        return list(self.raw["claims"])
 
     @property
     def data_mirror(self) -> str | None:
         return self.raw.get("data_mirror")
 
     def variants_of(self, dataset: str) -> list[str]:
-        return [v for v, spec in self.raw["variants"].items() if spec["dataset"] == dataset]
+        return [v for v, (ds, _) in self._variant_specs.items() if ds == dataset]
 
     def dataset(self, name: str) -> dict:
         """Dataset settings with the profile's overrides applied."""
@@ -177,27 +201,40 @@ class Config:
         flat.update(ds["source"])
         return flat
 
-    def variant(self, name: str) -> dict:
-        """Everything one variant's train/evaluate reads, fully resolved."""
-        if name not in self.raw["variants"]:
+    def variant(self, name: str, recipe: str | None = None, seed: int | None = None) -> dict:
+        """Everything one run of a variant reads, fully resolved.
+
+        ``recipe`` defaults to the first of ``recipes_in_study`` and ``seed`` to the first seed of
+        the profile; train and evaluate always pass both.
+        """
+        specs = self._variant_specs
+        if name not in specs:
             raise ConfigError(
                 f"unknown variant {name!r}; variants in {self.params_path}: {', '.join(self.variants)}"
             )
-        spec = self.raw["variants"][name]
-        ds = self.dataset(spec["dataset"])
-        train = deep_merge(self.raw["train"], self.raw["recipes"][spec["recipe"]])
+        recipe = self.recipes[0] if recipe is None else recipe
+        if recipe not in self.raw["recipes"]:
+            raise ConfigError(
+                f"unknown recipe {recipe!r}; recipes in {self.params_path}: {', '.join(self.raw['recipes'])}"
+            )
+        seed = self.seeds[0] if seed is None else int(seed)
+        dataset, spec = specs[name]
+        ds = self.dataset(dataset)
+        train = deep_merge(self.raw["train"], self.raw["recipes"][recipe])
         train = deep_merge(train, ds.get("train"))
         train = deep_merge(train, spec.get("train"))
         train = deep_merge(train, self.profile_block.get("train"))
+        train["seed"] = seed
         model_args = deep_merge(spec.get("model_args", {}), self.profile_block.get("model_args"))
         exclude: list[str] = []
-        if spec["dataset"] == "butterflies" and spec.get("filter_noisy", True):
+        if dataset == "butterflies" and spec.get("filter_noisy", True):
             exclude = list(ds.get("noisy_classes", []))
         return {
             "variant": name,
-            "dataset": spec["dataset"],
+            "dataset": dataset,
             "model": spec["model"],
-            "recipe": spec["recipe"],
+            "recipe": recipe,
+            "seed": seed,
             "model_args": model_args,
             "exclude_classes": exclude,
             "lab_report": spec.get("lab_report"),
@@ -205,17 +242,28 @@ class Config:
             "train": train,
         }
 
-    def variant_hash(self, name: str) -> str:
-        return canonical_hash(self.variant(name))
+    def variant_hash(self, name: str, recipe: str | None = None, seed: int | None = None) -> str:
+        return canonical_hash(self.variant(name, recipe, seed))
+
+    def check_seed(self, seed: int) -> None:
+        """Refuse a seed outside the profile's seeds (DVC users who forgot ``-S seeds=[...]``)."""
+        if int(seed) not in self.seeds:
+            where = f"profiles.{self.profile}.seeds" if "seeds" in self.profile_block else "seeds"
+            raise ConfigError(
+                f"seed {seed} is not among {where} {self.seeds} of profile {self.profile!r}; with DVC set the "
+                f"top-level seeds to match, e.g. dvc exp run -S profile={self.profile} -S 'seeds={self.seeds}'"
+            )
 
     @property
     def params_hash(self) -> str:
-        """Fingerprint of everything the study computes from: profile, datasets, variants."""
+        """Fingerprint of everything the study computes from: profile, datasets, runs, claims."""
         return canonical_hash(
             {
                 "profile": self.profile,
                 "datasets": {d: self.dataset(d) for d in self.raw["datasets"]},
-                "variants": {v: self.variant(v) for v in self.variants},
+                "runs": {f"{v}/{r}/seed{s}": self.variant(v, r, s) for v, r, s in self.runs},
+                "claims": self.claims,
+                "claims_rule": self.raw["claims_rule"],
             }
         )
 
@@ -224,16 +272,20 @@ def _check_semantics(cfg: "Config", source: str) -> None:
     """Rules a JSON schema cannot say well."""
     from .models import model_arguments  # imports torch: only after the cheap checks passed
 
-    for name, spec in cfg.raw["variants"].items():
-        if spec["recipe"] not in cfg.raw["recipes"]:
+    for i, recipe in enumerate(cfg.recipes):
+        if recipe not in cfg.raw["recipes"]:
             raise ConfigError(
-                f"{source}: variants.{name}.recipe: {spec['recipe']!r} is not defined under recipes; "
+                f"{source}: recipes_in_study.{i}: {recipe!r} is not defined under recipes; "
                 f"allowed values: {', '.join(cfg.raw['recipes'])}"
             )
-        if spec["dataset"] != "butterflies" and "filter_noisy" in spec:
+    if not cfg.variants:
+        raise ConfigError(f"{source}: variants: no variant defined; add one under variants.cifar10 or variants.butterflies")
+    for name, (dataset, spec) in cfg._variant_specs.items():
+        key = f"variants.{dataset}.{name[len(dataset) + 1:]}"
+        if dataset != "butterflies" and "filter_noisy" in spec:
             raise ConfigError(
-                f"{source}: variants.{name}.filter_noisy: only butterfly variants filter classes; "
-                f"remove the key or set dataset: butterflies"
+                f"{source}: {key}.filter_noisy: only butterfly variants filter classes; "
+                f"remove the key or move the variant under variants.butterflies"
             )
         train = cfg.variant(name)["train"]
         if train.get("train_limit") and train["batch_size"] > train["train_limit"]:
@@ -243,14 +295,26 @@ def _check_semantics(cfg: "Config", source: str) -> None:
                 f"lower batch_size or raise train_limit (profile {cfg.profile!r} applied)"
             )
         allowed = model_arguments(spec["model"])
-        for key in cfg.variant(name)["model_args"]:
-            if key not in allowed:
-                where = (f"variants.{name}.model_args.{key}" if key in spec.get("model_args", {})
-                         else f"profiles.{cfg.profile}.model_args.{key}")
+        for arg in cfg.variant(name)["model_args"]:
+            if arg not in allowed:
+                where = (f"{key}.model_args.{arg}" if arg in spec.get("model_args", {})
+                         else f"profiles.{cfg.profile}.model_args.{arg}")
                 raise ConfigError(
-                    f"{source}: {where}: model {spec['model']!r} does not take {key!r}; "
+                    f"{source}: {where}: model {spec['model']!r} does not take {arg!r}; "
                     f"allowed keys: {', '.join(allowed)}"
                 )
+    ids = [c["id"] for c in cfg.claims]
+    for i, claim in enumerate(cfg.claims):
+        if claim["id"] in ids[:i]:
+            raise ConfigError(f"{source}: claims.{i}.id: {claim['id']!r} is used twice; claim ids must be unique")
+        for side in ("a", "b"):
+            if claim[side] not in cfg.variants:
+                raise ConfigError(
+                    f"{source}: claims.{i}.{side}: {claim[side]!r} is not a variant; "
+                    f"allowed values: {', '.join(cfg.variants)}"
+                )
+        if claim["metric"] == "top1_kept" and any(not claim[s].startswith("butterflies-") for s in "ab"):
+            raise ConfigError(f"{source}: claims.{i}.metric: top1_kept compares butterfly variants only")
 
 
 def load(params_path: str | Path = DEFAULT_PARAMS, profile: str | None = None) -> Config:

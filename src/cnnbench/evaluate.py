@@ -50,9 +50,11 @@ def load_trained(model_path: Path, variant: dict) -> tuple[torch.nn.Module, dict
     return model, blob
 
 
-def evaluate_variant(cfg: Config, name: str, prepared_dir: Path, run_dir: Path) -> dict:
-    """Write ``metrics.json`` and ``confusion.csv`` for variant ``name`` into ``run_dir``."""
-    variant = cfg.variant(name)
+def evaluate_variant(cfg: Config, name: str, prepared_dir: Path, run_dir: Path, recipe: str | None = None,
+                     seed: int | None = None) -> dict:
+    """Write ``metrics.json``, ``confusion.csv`` and ``predictions.csv`` for one run of variant
+    ``name`` (under ``recipe``, with ``seed``) into ``run_dir``."""
+    variant = cfg.variant(name, recipe, seed)
     settings = variant["train"]
     configure_determinism(settings)
     device = select_device(settings["device"])
@@ -80,6 +82,8 @@ def evaluate_variant(cfg: Config, name: str, prepared_dir: Path, run_dir: Path) 
     metrics = {
         "variant": name,
         "dataset": variant["dataset"],
+        "recipe": variant["recipe"],
+        "seed": variant["seed"],
         "model": variant["model"],
         "num_classes": k,
         "test_images": int(len(labels)),
@@ -93,20 +97,28 @@ def evaluate_variant(cfg: Config, name: str, prepared_dir: Path, run_dir: Path) 
         "device": train_summary["device"],
         "eval_device": describe_device(device),
         "precision": train_summary["precision"],
-        "recipe": variant["recipe"],
         "tta_flip": settings["tta_flip"],
         "torch_version": train_summary["torch_version"],
-        "seed": train_summary["seed"],
         "per_class_accuracy": per_class,
     }
     if variant["dataset"] == "butterflies":
         top5 = logits.topk(min(5, k), dim=1).indices
         metrics["test_top5"] = (top5 == labels[:, None]).any(1).float().mean().item()
+        # Top-1 on the test images of the classes every butterfly variant keeps (the noisy
+        # classes removed), so a filtered and an unfiltered model are compared on the same images.
+        noisy = set(cfg.dataset("butterflies").get("noisy_classes", []))
+        keep = torch.tensor([c not in noisy for c in classes], device=labels.device)[labels]
+        metrics["test_top1_kept"] = (pred[keep] == labels[keep]).float().mean().item() if keep.any() else None
+        metrics["test_images_kept"] = int(keep.sum().item())
     # confusion.csv: rows = true class, columns = predicted class.
     lines = ["true\\predicted," + ",".join(_csv_cell(c) for c in classes)]
     for i, c in enumerate(classes):
         lines.append(_csv_cell(c) + "," + ",".join(str(int(v)) for v in confusion[i].tolist()))
     atomic_write_text(run_dir / "confusion.csv", "\n".join(lines) + "\n")
+    # predictions.csv: one row per test image, for `dvc plots` (confusion template).
+    names = [_csv_cell(c) for c in classes]
+    rows = [f"{names[a]},{names[b]}" for a, b in zip(labels.tolist(), pred.tolist())]
+    atomic_write_text(run_dir / "predictions.csv", "actual,predicted\n" + "\n".join(rows) + "\n")
     atomic_write_text(run_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
     log.info("%s: test top-1 %.4f%s on %d images", name, metrics["test_top1"],
              f", top-5 {metrics['test_top5']:.4f}" if "test_top5" in metrics else "", len(labels))

@@ -1,24 +1,455 @@
-"""Figures across variants: learning curves per data set and the accuracy comparison."""
+"""The study's figures: every variant under every recipe, mean ± std over the seeds.
+
+:func:`plot_all` reads the run directories (``<runs_root>/<variant>/<recipe>/seed<k>/``) and the
+aggregate stage's ``runs.csv`` / ``variants.csv`` and writes, per data set, the learning curves
+(one figure per recipe), the accuracy chart and the accuracy-cost (Pareto) chart, then the
+butterfly figures (confusion matrix of the best model, per-class accuracy of the unfiltered
+model, the effect of filtering the noisy classes), plus ``figures.json``: the figures in display
+order with a title and a caption each, which the report embeds.
+
+The work is split in two so that the numbers can be tested without images:
+:func:`plan_figures` computes every figure's data, title and caption (pure helpers:
+:func:`curve_stats`, :func:`pareto_frontier`, :func:`best_model`, :func:`unfiltered_variant`);
+the ``draw_*`` functions only render a planned figure.
+"""
 
 from __future__ import annotations
 
+import json
+import math
 import os
 import shutil
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import matplotlib
 
 matplotlib.use("Agg")  # files only; never needs a display (and safe to call before pyplot is imported)
 import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
+from matplotlib.patches import Patch  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
-from .results import by_dataset, dataset_title, lab_rows  # noqa: E402
+from .config import Config  # noqa: E402
+from .results import dataset_title, lab_rows, read_history  # noqa: E402
 
-DPI = 110
+DPI = 90
 # No "Software" tEXt chunk: the PNGs carry no version string or URL and are byte-stable across
 # matplotlib patch releases, so DVC/Snakemake see a change only when a figure changes.
 PNG_METADATA = {"Software": None}
+INDEX_NAME = "figures.json"
+KINDS = ("curves", "accuracy", "pareto", "confusion", "per_class", "filtering")
+BUTTERFLIES = "butterflies"
+RECIPE_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
+HIGHLIGHT = "tab:red"
+AGGREGATE_STAGE = "cnnbench aggregate"
+
+
+@dataclass
+class Figure:
+    """One planned figure: what figures.json lists about it plus the data its drawing needs."""
+
+    file: str
+    kind: str
+    dataset: str | None
+    recipe: str | None
+    title: str
+    caption: str
+    data: dict = field(default_factory=dict, repr=False)
+
+    def index_entry(self) -> dict:
+        return {"file": self.file, "dataset": self.dataset, "recipe": self.recipe, "kind": self.kind,
+                "title": self.title, "caption": self.caption}
+
+
+# ---------------------------------------------------------------------------------------------
+# pure helpers
+
+
+def curve_stats(histories: list[pd.DataFrame], column: str, scale: float = 1.0) -> pd.DataFrame:
+    """Mean and standard deviation of ``column`` per epoch over several runs' histories.
+
+    Returns a frame with columns ``epoch``, ``mean``, ``std`` and ``n`` (how many runs reached
+    that epoch), sorted by epoch. ``std`` uses ddof 1 and is NaN where fewer than two runs
+    contribute, so a single seed yields no band. Values are multiplied by ``scale`` (100 turns
+    accuracy fractions into percent).
+    """
+    if not histories:
+        raise ValueError("no histories to summarise")
+    frames = [h[["epoch", column]].assign(run=i) for i, h in enumerate(histories)]
+    long = pd.concat(frames, ignore_index=True)
+    long[column] = long[column].astype(float) * scale
+    grouped = long.groupby("epoch", sort=True)[column]
+    out = pd.DataFrame({"mean": grouped.mean(), "std": grouped.std(ddof=1), "n": grouped.count()})
+    out.loc[out["n"] < 2, "std"] = np.nan
+    return out.reset_index()
+
+
+def pareto_frontier(cost, accuracy) -> list[int]:
+    """Indices of the points no other point beats: at most the cost and at least the accuracy, one strictly.
+
+    Ordered by increasing cost (and so increasing accuracy): the frontier drawn as a step line.
+    Points with a NaN coordinate are never on it; exact duplicates keep the first.
+    """
+    cost, accuracy = np.asarray(cost, dtype=float), np.asarray(accuracy, dtype=float)
+    if cost.shape != accuracy.shape:
+        raise ValueError("cost and accuracy must have the same length")
+    valid = [i for i in range(len(cost)) if not (math.isnan(cost[i]) or math.isnan(accuracy[i]))]
+    # Cheapest first; among equal costs the most accurate first; then the original order.
+    order = sorted(valid, key=lambda i: (cost[i], -accuracy[i], i))
+    frontier, best = [], -math.inf
+    for i in order:
+        if accuracy[i] > best:
+            frontier.append(i)
+            best = accuracy[i]
+    return frontier
+
+
+def best_model(variants: pd.DataFrame, dataset: str | None = None, metric: str = "test_top1_mean") -> tuple[str, str]:
+    """(variant, recipe) with the highest ``metric`` in variants.csv (of ``dataset`` if given).
+
+    Ties go to the row that comes first (params.yaml order); NaN never wins.
+    """
+    rows = variants if dataset is None else variants[variants["dataset"] == dataset]
+    rows = rows[rows[metric].notna()]
+    if rows.empty:
+        raise ValueError(f"no variant{' of ' + dataset if dataset else ''} has a value of {metric}")
+    best = rows.loc[rows[metric].idxmax()]
+    return str(best["variant"]), str(best["recipe"])
+
+
+def unfiltered_variant(cfg: Config, dataset: str = BUTTERFLIES) -> str | None:
+    """The first variant of ``dataset`` that keeps every class (``exclude_classes == []``), else None."""
+    for v in cfg.variants_of(dataset):
+        if cfg.variant(v)["exclude_classes"] == []:
+            return v
+    return None
+
+
+def seeds_text(ns) -> str:
+    """"1 seed", "3 seeds" or "2–3 seeds" for the run counts ``ns``."""
+    ns = sorted({int(n) for n in ns})
+    if not ns:
+        return "0 seeds"
+    if len(ns) == 1:
+        return f"{ns[0]} seed{'s' if ns[0] != 1 else ''}"
+    return f"{ns[0]}–{ns[-1]} seeds"
+
+
+def spread_text(ns) -> str:
+    """How the spread is shown, for a caption: mean ± 1 std over n seeds, or a single seed."""
+    ns = sorted({int(n) for n in ns})
+    if ns == [1]:
+        return "one seed per variant, so no spread is shown"
+    text = f"mean ± 1 standard deviation over {seeds_text(ns)}"
+    if 1 in ns:
+        text += " (no spread where a variant has a single seed)"
+    return text
+
+
+def _short(variant: str, dataset: str) -> str:
+    prefix = f"{dataset}-"
+    return variant[len(prefix):] if variant.startswith(prefix) else variant
+
+
+def _finite(x) -> float | None:
+    x = float(x)
+    return None if math.isnan(x) else x
+
+
+# ---------------------------------------------------------------------------------------------
+# reading the study
+
+
+class Study:
+    """The study's inputs, read once: config, runs.csv, variants.csv, and run files on demand."""
+
+    def __init__(self, cfg: Config, runs_root: Path, summary_dir: Path):
+        self.cfg, self.runs_root, self.summary_dir = cfg, Path(runs_root), Path(summary_dir)
+        self.runs = self._read_csv("runs.csv")
+        self.variants = self._read_csv("variants.csv")
+        self._check_complete()
+
+    def _read_csv(self, name: str) -> pd.DataFrame:
+        path = self.summary_dir / name
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: missing; it is written by `{AGGREGATE_STAGE}`")
+        return pd.read_csv(path)
+
+    def _check_complete(self) -> None:
+        """runs.csv must hold exactly the study's runs: a stale summary would plot another study."""
+        have = {(str(v), str(r), int(s)) for v, r, s in zip(self.runs["variant"], self.runs["recipe"],
+                                                            self.runs["seed"])}
+        want = set(self.cfg.runs)
+        missing, extra = sorted(want - have), sorted(have - want)
+        if missing or extra:
+            bits = []
+            if missing:
+                bits.append("no row for " + ", ".join(f"{v}/{r}/seed{s}" for v, r, s in missing[:5])
+                            + (" …" if len(missing) > 5 else ""))
+            if extra:
+                bits.append("rows for runs not in the study: " + ", ".join(f"{v}/{r}/seed{s}" for v, r, s in extra[:5])
+                            + (" …" if len(extra) > 5 else ""))
+            raise ValueError(f"{self.summary_dir / 'runs.csv'}: {'; '.join(bits)}; re-run `{AGGREGATE_STAGE}`")
+
+    def run_dir(self, variant: str, recipe: str, seed: int) -> Path:
+        return self.runs_root / variant / recipe / f"seed{seed}"
+
+    def history(self, variant: str, recipe: str, seed: int) -> pd.DataFrame:
+        return read_history(self.run_dir(variant, recipe, seed) / "history.csv", variant)
+
+    def metrics(self, variant: str, recipe: str, seed: int) -> dict:
+        path = self.run_dir(variant, recipe, seed) / "metrics.json"
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: missing; it is written by "
+                                    f"`cnnbench evaluate --variant {variant} --recipe {recipe} --seed {seed}`")
+        return json.loads(path.read_text())
+
+    def confusion(self, variant: str, recipe: str, seed: int) -> pd.DataFrame:
+        path = self.run_dir(variant, recipe, seed) / "confusion.csv"
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: missing; it is written by "
+                                    f"`cnnbench evaluate --variant {variant} --recipe {recipe} --seed {seed}`")
+        frame = pd.read_csv(path, index_col=0)
+        frame.index = frame.index.astype(str)
+        frame.columns = frame.columns.astype(str)
+        return frame
+
+    def seeds_of(self, variant: str, recipe: str) -> list[int]:
+        rows = self.runs[(self.runs["variant"] == variant) & (self.runs["recipe"] == recipe)]
+        return sorted(int(s) for s in rows["seed"])
+
+    def summary_row(self, variant: str, recipe: str) -> pd.Series:
+        rows = self.variants[(self.variants["variant"] == variant) & (self.variants["recipe"] == recipe)]
+        if rows.empty:
+            raise ValueError(f"{self.summary_dir / 'variants.csv'}: no row for {variant} under recipe {recipe}; "
+                             f"re-run `{AGGREGATE_STAGE}`")
+        return rows.iloc[0]
+
+    def seed_values(self, variant: str, recipe: str, column: str) -> list[float]:
+        rows = self.runs[(self.runs["variant"] == variant) & (self.runs["recipe"] == recipe)].sort_values("seed")
+        return [float(x) for x in rows[column]]
+
+
+def summed_confusion(frames: list[pd.DataFrame]) -> pd.DataFrame:
+    """The sum of confusion matrices (rows true, columns predicted), aligned on class names."""
+    if not frames:
+        raise ValueError("no confusion matrices to sum")
+    classes = list(frames[0].index)
+    for f in frames[1:]:
+        classes += [c for c in f.index if c not in classes]
+    total = pd.DataFrame(0.0, index=classes, columns=classes)
+    for f in frames:
+        total = total.add(f.reindex(index=classes, columns=classes, fill_value=0).astype(float), fill_value=0)
+    return total
+
+
+def row_normalise(confusion: pd.DataFrame) -> pd.DataFrame:
+    """Each row divided by its sum (rows without test images stay 0)."""
+    sums = confusion.sum(axis=1).replace(0, np.nan)
+    return confusion.div(sums, axis=0).fillna(0.0)
+
+
+# ---------------------------------------------------------------------------------------------
+# planning: every figure's data, title and caption
+
+
+def plan_figures(cfg: Config, runs_root: Path, summary_dir: Path) -> list[Figure]:
+    """Every figure of the study in display order, with its data, title and caption (no drawing)."""
+    study = Study(cfg, runs_root, summary_dir)
+    figures: list[Figure] = []
+    for ds in cfg.datasets:
+        if not cfg.variants_of(ds):
+            continue
+        for recipe in cfg.recipes:
+            figures.append(_plan_curves(study, ds, recipe))
+        figures.append(_plan_accuracy(study, ds))
+        figures.append(_plan_pareto(study, ds))
+    if cfg.variants_of(BUTTERFLIES):
+        figures.append(_plan_confusion(study))
+        figures.append(_plan_per_class(study))
+        filtering = _plan_filtering(study)
+        if filtering is not None:
+            figures.append(filtering)
+    return figures
+
+
+def _plan_curves(study: Study, ds: str, recipe: str) -> Figure:
+    curves, ns, epochs = {}, [], set()
+    for v in study.cfg.variants_of(ds):
+        seeds = study.seeds_of(v, recipe)
+        histories = [study.history(v, recipe, s) for s in seeds]
+        curves[v] = {
+            "val_acc": curve_stats(histories, "val_acc", 100),
+            "train_acc": curve_stats(histories, "train_acc", 100),
+            "val_loss": curve_stats(histories, "val_loss"),
+            "train_loss": curve_stats(histories, "train_loss"),
+            "n": len(seeds),
+        }
+        ns.append(len(seeds))
+        epochs.update(int(h["epoch"].max()) for h in histories)
+    n_text = seeds_text(ns)
+    ep = sorted(epochs)
+    epochs_text = f"{ep[0]} epochs" if len(ep) == 1 else f"{ep[0]}–{ep[-1]} epochs"
+    title = (f"{dataset_title(ds)}, recipe {recipe}: learning curves of {len(curves)} variants, "
+             f"{epochs_text}, n = {n_text}")
+    band = ("the shaded band is ± 1 standard deviation over the seeds" if max(ns) > 1
+            else "one seed, so no band is shown")
+    caption = (f"Validation accuracy and loss per epoch on {dataset_title(ds)} under the {recipe} recipe, one colour "
+               f"per variant: solid lines are the validation mean over {n_text}, {band}; dashed lines are the "
+               f"training mean (train accuracy is measured on augmented batches).")
+    return Figure(f"learning_curves_{ds}_{recipe}.png", "curves", ds, recipe, title, caption,
+                  {"curves": curves, "dataset": ds, "recipe": recipe})
+
+
+def _plan_accuracy(study: Study, ds: str) -> Figure:
+    cfg = study.cfg
+    variants = cfg.variants_of(ds)
+    rows, ns = [], []
+    for v in variants:
+        per_recipe = {}
+        for recipe in cfg.recipes:
+            s = study.summary_row(v, recipe)
+            per_recipe[recipe] = {"mean": float(s["test_top1_mean"]), "std": _finite(s["test_top1_std"]),
+                                  "n": int(s["n"]), "seeds": study.seed_values(v, recipe, "test_top1")}
+            ns.append(int(s["n"]))
+        lab = [float(r["accuracy"]) for r in lab_rows(cfg.variant(v)) if r.get("accuracy") is not None]
+        rows.append({"variant": v, "recipes": per_recipe, "lab": lab})
+    any_lab = any(r["lab"] for r in rows)
+    title = f"{dataset_title(ds)}: test top-1 accuracy per variant and recipe, n = {seeds_text(ns)}"
+    caption = (f"Test top-1 accuracy (%) of each {dataset_title(ds)} variant, one bar per recipe "
+               f"({', '.join(cfg.recipes)}): bar height and error bar are the {spread_text(ns)}; "
+               f"small dots are the individual seeds")
+    caption += ("; black diamonds are the accuracies the lab reports give for that network "
+                "(their own recipe and epoch count)." if any_lab else ".")
+    return Figure(f"accuracy_{ds}.png", "accuracy", ds, None, title, caption,
+                  {"rows": rows, "recipes": cfg.recipes, "dataset": ds})
+
+
+def _plan_pareto(study: Study, ds: str) -> Figure:
+    cfg = study.cfg
+    variants = cfg.variants_of(ds)
+    points, ns = {}, []
+    for recipe in cfg.recipes:
+        pts = []
+        for v in variants:
+            s = study.summary_row(v, recipe)
+            pts.append({"variant": v, "acc": float(s["test_top1_mean"]), "acc_std": _finite(s["test_top1_std"]),
+                        "params": float(s["params_mean"]), "seconds": float(s["epoch_seconds_mean"]),
+                        "seconds_std": _finite(s["epoch_seconds_std"]), "n": int(s["n"])})
+            ns.append(int(s["n"]))
+        frontier = {
+            "params": pareto_frontier([p["params"] for p in pts], [p["acc"] for p in pts]),
+            "seconds": pareto_frontier([p["seconds"] for p in pts], [p["acc"] for p in pts]),
+        }
+        points[recipe] = {"points": pts, "frontier": frontier}
+    title = f"{dataset_title(ds)}: accuracy against size and training time, n = {seeds_text(ns)}"
+    caption = (f"Test top-1 accuracy (%) of each {dataset_title(ds)} variant against its parameter count (left, "
+               f"log scale) and its training time per epoch (right), one marker shape per recipe; points and "
+               f"error bars are the {spread_text(ns)}. The step line per recipe is the Pareto frontier: the "
+               f"variants no other variant beats with at least the accuracy at no more parameters (or time).")
+    return Figure(f"pareto_{ds}.png", "pareto", ds, None, title, caption,
+                  {"recipes": points, "dataset": ds})
+
+
+def _plan_confusion(study: Study) -> Figure:
+    variant, recipe = best_model(study.variants, BUTTERFLIES)
+    seeds = study.seeds_of(variant, recipe)
+    total = summed_confusion([study.confusion(variant, recipe, s) for s in seeds])
+    mean = float(study.summary_row(variant, recipe)["test_top1_mean"])
+    n = len(seeds)
+    title = (f"Butterflies & moths: confusion matrix of the best model, {_short(variant, BUTTERFLIES)} "
+             f"({recipe} recipe), summed over n = {seeds_text([n])}")
+    caption = (f"Row-normalised confusion matrix (rows: true class, columns: predicted class; colour: share of "
+               f"the true class's test images) of {variant} under the {recipe} recipe, the butterfly "
+               f"variant and recipe with the highest mean test top-1 ({mean:.1f} %), its {seeds_text([n])}' "
+               f"test predictions summed; {len(total)} classes, so only some class names are shown.")
+    return Figure("confusion_butterflies.png", "confusion", BUTTERFLIES, recipe, title, caption,
+                  {"variant": variant, "recipe": recipe, "n": n, "matrix": total, "mean": mean})
+
+
+def _per_class_means(study: Study, variant: str, recipe: str) -> tuple[pd.Series, int]:
+    seeds = study.seeds_of(variant, recipe)
+    frames = []
+    for s in seeds:
+        per_class = study.metrics(variant, recipe, s).get("per_class_accuracy") or {}
+        frames.append(pd.Series({str(k): (np.nan if v is None else 100 * float(v)) for k, v in per_class.items()},
+                                dtype=float))
+    if not frames or all(f.empty for f in frames):
+        raise ValueError(f"{study.run_dir(variant, recipe, seeds[0] if seeds else 0) / 'metrics.json'}: no "
+                         f"per_class_accuracy; re-run `cnnbench evaluate --variant {variant} --recipe {recipe}`")
+    table = pd.concat(frames, axis=1)
+    return table.mean(axis=1, skipna=True).sort_values(kind="stable"), len(seeds)
+
+
+def _plan_per_class(study: Study) -> Figure:
+    cfg = study.cfg
+    noisy = [str(c) for c in cfg.dataset(BUTTERFLIES).get("noisy_classes", [])]
+    variant = unfiltered_variant(cfg)
+    fallback = variant is None
+    panels, ns = [], []
+    if fallback:
+        variant, best_recipe = best_model(study.variants, BUTTERFLIES)
+        recipes = [best_recipe]
+    else:
+        recipes = cfg.recipes
+    for recipe in recipes:
+        values, n = _per_class_means(study, variant, recipe)
+        panels.append({"recipe": recipe, "values": values, "n": n,
+                       "highlighted": [c for c in values.index if c in noisy]})
+        ns.append(n)
+    highlighted = sorted({c for p in panels for c in p["highlighted"]})
+    what = ("the unfiltered variant, trained on all classes" if not fallback
+            else "the best model (no variant keeps every class)")
+    title = (f"Butterflies & moths: per-class test accuracy of {_short(variant, BUTTERFLIES)}, "
+             f"n = {seeds_text(ns)}")
+    caption = (f"Test accuracy (%) of each butterfly class for {variant} ({what}), "
+               f"{'one panel per recipe' if len(panels) > 1 else 'recipe ' + panels[0]['recipe']}, mean over "
+               f"{seeds_text(ns)}, classes sorted from worst to best.")
+    if highlighted:
+        caption += (f" The {len(highlighted)} classes listed as noisy in params.yaml "
+                    f"(datasets.butterflies.noisy_classes) are drawn in red and named.")
+    else:
+        caption += " None of the noisy classes is among this model's classes."
+    return Figure("per_class_butterflies.png", "per_class", BUTTERFLIES, recipes[0] if len(recipes) == 1 else None,
+                  title, caption, {"variant": variant, "panels": panels, "highlighted": highlighted,
+                                   "noisy": noisy, "fallback": fallback})
+
+
+def _plan_filtering(study: Study) -> Figure | None:
+    cfg = study.cfg
+    claims = [c for c in cfg.claims if c["metric"] == "top1_kept"]
+    if not claims:
+        return None
+    panels, ns = [], []
+    for claim in claims:
+        per_recipe = []
+        for recipe in cfg.recipes:
+            sides = {}
+            for side in ("a", "b"):
+                v = claim[side]
+                values = [x for x in study.seed_values(v, recipe, "top1_kept") if not math.isnan(x)]
+                arr = np.asarray(values, dtype=float)
+                sides[side] = {"variant": v, "seeds": values, "n": len(values),
+                               "mean": float(arr.mean()) if len(arr) else float("nan"),
+                               "std": float(arr.std(ddof=1)) if len(arr) > 1 else None}
+                ns.append(len(values))
+            per_recipe.append({"recipe": recipe, **sides})
+        panels.append({"claim": claim, "recipes": per_recipe})
+    title = (f"Butterflies & moths: effect of filtering the noisy classes, test top-1 on the classes both "
+             f"models keep, n = {seeds_text(ns)}")
+    pairs = "; ".join(f"{c['a']} (filtered) vs {c['b']} (unfiltered)" for c in claims)
+    caption = (f"Test top-1 accuracy (%) measured only on the classes both models keep, so the filtered and the "
+               f"unfiltered model are scored on the same test images: {pairs} (a vs b), per recipe. Large markers "
+               f"and error bars are the {spread_text(ns)}; small dots are the individual seeds; the axis does "
+               f"not start at 0.")
+    return Figure("filtering_butterflies.png", "filtering", BUTTERFLIES, None, title, caption, {"panels": panels})
+
+
+# ---------------------------------------------------------------------------------------------
+# drawing
 
 
 def _colors(n: int = 0) -> list:
@@ -30,11 +461,17 @@ def _colors(n: int = 0) -> list:
     return [plt.get_cmap("tab20")(order[i % 20]) for i in range(n)]
 
 
-def _epochs_text(runs: list[dict]) -> str:
-    epochs = sorted({int(r["metrics"].get("epochs") or r["history"]["epoch"].max()) for r in runs})
-    if len(epochs) == 1:
-        return f"{epochs[0]} epoch{'s' if epochs[0] != 1 else ''}"
-    return f"{epochs[0]}–{epochs[-1]} epochs"
+def _recipe_colors(recipes: list[str]) -> dict:
+    palette = ["tab:blue", "tab:orange", "tab:green", "tab:purple", "tab:brown", "tab:pink", "tab:olive", "tab:cyan"]
+    return {r: palette[i % len(palette)] for i, r in enumerate(recipes)}
+
+
+def _wrap(title: str, width: int = 95) -> str:
+    """A long title on two lines, split at the last ", " before ``width``."""
+    if len(title) <= width:
+        return title
+    cut = title.rfind(", ", 0, width)
+    return title if cut < 0 else title[:cut + 1] + "\n" + title[cut + 2:]
 
 
 def _save(fig, path: Path) -> None:
@@ -44,101 +481,239 @@ def _save(fig, path: Path) -> None:
         plt.close(fig)
 
 
-def learning_curves(dataset: str, runs: list[dict], path: Path) -> None:
-    """Loss and accuracy per epoch of every variant of ``dataset``: train dashed, validation solid."""
-    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(12, 4.6), constrained_layout=True)
-    colors = _colors(len(runs))
-    handles = []
-    for i, run in enumerate(runs):
-        h, c = run["history"], colors[i % len(colors)]
-        marker = "." if len(h) <= 30 else None
-        ax_loss.plot(h["epoch"], h["train_loss"], "--", color=c, marker=marker)
-        ax_loss.plot(h["epoch"], h["val_loss"], "-", color=c, marker=marker)
-        ax_acc.plot(h["epoch"], 100 * h["train_acc"], "--", color=c, marker=marker)
-        ax_acc.plot(h["epoch"], 100 * h["val_acc"], "-", color=c, marker=marker)
-        handles.append(Line2D([], [], color=c, lw=2, label=run["variant"]))
-    # One legend entry per variant (colour) plus two for the line style keeps it short.
-    handles += [Line2D([], [], color="0.3", ls="--", label="train"),
-                Line2D([], [], color="0.3", ls="-", label="validation")]
-    last = max(int(r["history"]["epoch"].max()) for r in runs)
-    for ax, what in ((ax_loss, "loss"), (ax_acc, "accuracy (%)")):
+def draw_curves(figure: Figure, path: Path) -> None:
+    curves = figure.data["curves"]
+    fig, (ax_acc, ax_loss) = plt.subplots(1, 2, figsize=(12, 4.8), constrained_layout=True)
+    colors = _colors(len(curves))
+    handles, last = [], 1
+    for i, (variant, c) in enumerate(curves.items()):
+        color = colors[i % len(colors)]
+        for ax, key in ((ax_acc, "acc"), (ax_loss, "loss")):
+            val, train = c[f"val_{key}"], c[f"train_{key}"]
+            ax.plot(train["epoch"], train["mean"], "--", color=color, lw=1, alpha=0.8)
+            ax.plot(val["epoch"], val["mean"], "-", color=color, lw=1.5)
+            band = val["std"].notna()
+            if band.any():
+                ax.fill_between(val["epoch"][band], (val["mean"] - val["std"])[band],
+                                (val["mean"] + val["std"])[band], color=color, alpha=0.15, lw=0)
+            last = max(last, int(val["epoch"].max()))
+        handles.append(Line2D([], [], color=color, lw=2, label=f"{_short(variant, figure.dataset)} (n={c['n']})"))
+    handles += [Line2D([], [], color="0.3", ls="-", label="validation (mean)"),
+                Line2D([], [], color="0.3", ls="--", label="train (mean)")]
+    if any(c["n"] > 1 for c in curves.values()):
+        handles.append(Patch(color="0.3", alpha=0.2, label="validation ± 1 std"))
+    for ax, what in ((ax_acc, "accuracy (%)"), (ax_loss, "loss")):
         ax.set_xlabel("epoch")
         ax.set_ylabel(what)
+        ax.set_title(what.split(" ")[0])
         ax.grid(alpha=0.3)
         ax.set_xlim(1, max(2, last))
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax_loss.set_title("loss")
-    ax_acc.set_title("accuracy")
-    fig.legend(handles=handles, loc="outside right upper", fontsize=8, frameon=False)
-    fig.suptitle(f"{dataset_title(dataset)}: {len(runs)} variant{'s' if len(runs) != 1 else ''}, "
-                 f"{_epochs_text(runs)}, one seed each")
+    fig.legend(handles=handles, loc="outside right upper", fontsize=7, frameon=False)
+    fig.suptitle(_wrap(figure.title))
     _save(fig, path)
 
 
-def accuracy_chart(runs: list[dict], path: Path) -> None:
-    """Test top-1 accuracy (%) per variant, coloured by data set; diamonds mark the lab reports' figures."""
-    fig, ax = plt.subplots(figsize=(max(6.5, 0.6 * len(runs) + 3.5), 5), constrained_layout=True)
-    colors = _colors()
-    groups = by_dataset(runs)
-    x, ticks, labels = 0.0, [], []
-    lab_labelled = False
-    for gi, (ds, group) in enumerate(groups.items()):
-        for j, run in enumerate(group):
-            acc = 100 * run["metrics"]["test_top1"]
-            bar = ax.bar(x, acc, width=0.7, color=colors[gi % len(colors)],
-                         label=f"{dataset_title(ds)} ({_epochs_text(group)})" if j == 0 else None)
-            ax.bar_label(bar, fmt="%.1f", fontsize=8, padding=2)
-            labs = [r["accuracy"] for r in lab_rows(run["spec"]) if r.get("accuracy") is not None]
-            # Several lab rows for one variant: spread the diamonds across the bar, labels alternating sides.
-            offsets = [0.0] if len(labs) == 1 else [-0.2 + 0.4 * k / (len(labs) - 1) for k in range(len(labs))]
-            for k, (lab, dx) in enumerate(zip(labs, offsets)):
-                ax.plot([x + dx], [lab], marker="D", color="black", linestyle="none", markersize=5,
-                        label=None if lab_labelled else "lab report figure")
-                right = len(labs) == 1 or k % 2 == 1
-                ax.annotate(f"{lab:.1f}", (x + dx, lab), xytext=(5 if right else -5, 0), textcoords="offset points",
-                            ha="left" if right else "right", va="center", fontsize=7)
-                lab_labelled = True
-            ticks.append(x)
-            labels.append(run["variant"])
-            x += 1
-        x += 0.6  # gap between data sets
-    ax.set_xticks(ticks, labels, rotation=30, ha="right", fontsize=8)
+def draw_accuracy(figure: Figure, path: Path) -> None:
+    rows, recipes, ds = figure.data["rows"], figure.data["recipes"], figure.data["dataset"]
+    colors = _recipe_colors(recipes)
+    k = len(recipes)
+    width = 0.8 / k
+    fig, ax = plt.subplots(figsize=(max(7.0, 0.75 * len(rows) * max(1, k) / 2 + 4), 5.2), constrained_layout=True)
+    rng = np.random.default_rng(0)  # fixed jitter: byte-stable figures
+    lab_labelled = seed_labelled = False
+    for x, row in enumerate(rows):
+        for j, recipe in enumerate(recipes):
+            r = row["recipes"][recipe]
+            xc = x - 0.4 + width * (j + 0.5)
+            ax.bar(xc, r["mean"], width=width * 0.92, color=colors[recipe], alpha=0.85,
+                   yerr=r["std"] if r["std"] is not None else None, capsize=2,
+                   error_kw={"lw": 1, "ecolor": "0.2"}, label=recipe if x == 0 else None)
+            if r["seeds"]:
+                jitter = rng.uniform(-0.2, 0.2, len(r["seeds"])) * width
+                ax.plot(xc + jitter, r["seeds"], ".", color="0.15", ms=3.5, linestyle="none",
+                        label=None if seed_labelled else "one seed")
+                seed_labelled = True
+        labs = row["lab"]
+        offsets = [0.0] if len(labs) == 1 else [-0.25 + 0.5 * i / (len(labs) - 1) for i in range(len(labs))]
+        for lab, dx in zip(labs, offsets):
+            ax.plot([x + dx], [lab], marker="D", color="black", linestyle="none", markersize=5,
+                    label=None if lab_labelled else "lab report figure")
+            lab_labelled = True
+    ax.set_xticks(range(len(rows)), [_short(r["variant"], ds) for r in rows], rotation=30, ha="right", fontsize=8)
     ax.set_ylabel("test top-1 accuracy (%)")
-    ax.set_ylim(0, 108)  # room for the value labels above a bar at 100 %
+    ax.set_ylim(0, 105)
+    ax.set_xlim(-0.6, len(rows) - 0.4)
     ax.grid(axis="y", alpha=0.3)
-    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False)
-    datasets = ", ".join(dataset_title(ds) for ds in groups)
-    fig.suptitle(f"Test top-1 accuracy, one seed per variant\n"
-                 f"{len(runs)} variant{'s' if len(runs) != 1 else ''} on {datasets}")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False, title="recipe",
+              title_fontsize=8)
+    fig.suptitle(_wrap(figure.title, 80))
     _save(fig, path)
 
 
-def plot_all(runs: list[dict], out_dir: Path) -> list[Path]:
-    """Write ``learning_curves_<dataset>.png`` per data set and ``accuracy.png`` into ``out_dir``.
+def draw_pareto(figure: Figure, path: Path) -> None:
+    data, ds = figure.data["recipes"], figure.data["dataset"]
+    recipes = list(data)
+    colors = _recipe_colors(recipes)
+    fig, axes = plt.subplots(1, 2, figsize=(13, 5.4), constrained_layout=True)
+    for ax, key, xlabel in ((axes[0], "params", "parameters (log scale)"), (axes[1], "seconds", "seconds per epoch")):
+        for j, recipe in enumerate(recipes):
+            pts, color = data[recipe]["points"], colors[recipe]
+            marker = RECIPE_MARKERS[j % len(RECIPE_MARKERS)]
+            xs = np.array([p[key] for p in pts], dtype=float)
+            ys = np.array([p["acc"] for p in pts], dtype=float)
+            yerr = np.array([p["acc_std"] if p["acc_std"] is not None else 0.0 for p in pts])
+            xerr = None
+            if key == "seconds":
+                xerr = np.array([p["seconds_std"] if p["seconds_std"] is not None else 0.0 for p in pts])
+            ax.errorbar(xs, ys, yerr=yerr if yerr.any() else None,
+                        xerr=xerr if xerr is not None and xerr.any() else None,
+                        fmt=marker, color=color, ms=6, capsize=2, elinewidth=0.8, label=f"recipe {recipe}")
+            front = data[recipe]["frontier"][key]
+            if front:
+                fx, fy = xs[front], ys[front]
+                ax.step(fx, fy, where="post", color=color, lw=1.2,
+                        alpha=0.7, ls="-")
+            for p, x, y in zip(pts, xs, ys):
+                ax.annotate(_short(p["variant"], ds), (x, y), xytext=(4, 3), textcoords="offset points", fontsize=6,
+                            color=color)
+        if key == "params":
+            ax.set_xscale("log")
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel("test top-1 accuracy (%)")
+        ax.grid(alpha=0.3, which="both")
+    handles, labels = axes[0].get_legend_handles_labels()
+    handles.append(Line2D([], [], color="0.3", lw=1.2, label="Pareto frontier"))
+    axes[0].legend(handles=handles, fontsize=8, loc="lower right")
+    axes[0].set_title("accuracy vs parameters")
+    axes[1].set_title("accuracy vs time per epoch")
+    fig.suptitle(_wrap(figure.title))
+    _save(fig, path)
 
-    The figures are built in a sibling temporary directory that replaces ``out_dir`` only once
-    all of them are written, so an interrupted run leaves no ``out_dir`` that looks complete.
-    Returns the final paths.
+
+def _thin_ticks(n: int, most: int = 25) -> list[int]:
+    step = max(1, math.ceil(n / most))
+    return list(range(0, n, step))
+
+
+def draw_confusion(figure: Figure, path: Path) -> None:
+    matrix = row_normalise(figure.data["matrix"])
+    n = len(matrix)
+    fig, ax = plt.subplots(figsize=(9, 8.4), constrained_layout=True)
+    im = ax.imshow(matrix.to_numpy(), cmap="viridis", vmin=0, vmax=1, interpolation="nearest")
+    ticks = _thin_ticks(n)
+    labels = [str(matrix.index[i]) for i in ticks]
+    ax.set_yticks(ticks, labels, fontsize=6)
+    ax.set_xticks(ticks, labels, fontsize=6, rotation=90)
+    step = ticks[1] - ticks[0] if len(ticks) > 1 else 1
+    ax.set_xlabel("predicted class" + (f" (every {step}th named)" if step > 1 else ""))
+    ax.set_ylabel("true class" + (f" (every {step}th named)" if step > 1 else ""))
+    fig.colorbar(im, ax=ax, shrink=0.8, label="share of the true class's test images")
+    fig.suptitle(_wrap(figure.title, 80))
+    _save(fig, path)
+
+
+def draw_per_class(figure: Figure, path: Path) -> None:
+    panels, highlighted = figure.data["panels"], set(figure.data["highlighted"])
+    fig, axes = plt.subplots(len(panels), 1, figsize=(12, 3.6 * len(panels) + 0.8), constrained_layout=True,
+                             squeeze=False)
+    for ax, panel in zip(axes[:, 0], panels):
+        values = panel["values"]
+        xs = np.arange(len(values))
+        colors = [HIGHLIGHT if c in highlighted else "tab:blue" for c in values.index]
+        ax.bar(xs, values.to_numpy(), width=0.85, color=colors)
+        for x, (cls, val) in zip(xs, values.items()):
+            if cls in highlighted:
+                ax.annotate(cls, (x, 0 if math.isnan(val) else val), xytext=(0, 3), textcoords="offset points",
+                            rotation=90, ha="center", va="bottom", fontsize=7, color=HIGHLIGHT)
+        ax.set_xlim(-1, len(values))
+        ax.set_ylim(0, 135)  # room for the names above a bar at 100 %
+        ax.set_yticks(range(0, 101, 20))
+        ax.set_ylabel("test accuracy (%)")
+        ax.set_xlabel(f"class, sorted by accuracy ({len(values)} classes)")
+        ax.set_title(f"recipe {panel['recipe']}, mean over {seeds_text([panel['n']])}", fontsize=9)
+        ax.grid(axis="y", alpha=0.3)
+    handles = [Patch(color=HIGHLIGHT, label="noisy class (params.yaml)"), Patch(color="tab:blue", label="other class")]
+    axes[0, 0].legend(handles=handles, fontsize=8, loc="upper left")
+    fig.suptitle(_wrap(figure.title))
+    _save(fig, path)
+
+
+def draw_filtering(figure: Figure, path: Path) -> None:
+    panels = figure.data["panels"]
+    width = max(5.5, 2.2 * len(panels[0]["recipes"]) + 2)
+    fig, axes = plt.subplots(1, len(panels), figsize=(width * len(panels), 5), constrained_layout=True,
+                             squeeze=False)
+    side_colors = {"a": "tab:green", "b": "tab:gray"}
+    rng = np.random.default_rng(0)  # fixed jitter: byte-stable figures
+    for ax, panel in zip(axes[0], panels):
+        claim = panel["claim"]
+        for x, per in enumerate(panel["recipes"]):
+            for j, side in enumerate(("a", "b")):
+                s = per[side]
+                xc = x + (-0.15 if j == 0 else 0.15)
+                label = None
+                if x == 0:
+                    label = f"{_short(s['variant'], BUTTERFLIES)} ({'filtered' if side == 'a' else 'unfiltered'})"
+                if s["seeds"]:
+                    ax.plot(xc + 0.1 + rng.uniform(-0.03, 0.03, len(s["seeds"])), s["seeds"], ".", color="0.2",
+                            ms=4, linestyle="none", label="one seed" if x == 0 and j == 0 else None)
+                if not math.isnan(s["mean"]):
+                    ax.errorbar([xc], [s["mean"]], yerr=[s["std"]] if s["std"] is not None else None, fmt="o",
+                                ms=8, color=side_colors[side], capsize=4, elinewidth=1.5, label=label)
+            a, b = per["a"]["mean"], per["b"]["mean"]
+            if not (math.isnan(a) or math.isnan(b)):
+                ax.annotate(f"a − b = {a - b:+.2f} points", (x, 0), xycoords=("data", "axes fraction"),
+                            xytext=(0, 6), textcoords="offset points", ha="center", fontsize=8)
+        ax.set_xticks(range(len(panel["recipes"])), [f"recipe {p['recipe']}" for p in panel["recipes"]])
+        ax.set_xlim(-0.6, len(panel["recipes"]) - 0.4)
+        ax.margins(y=0.2)
+        ax.set_ylabel("test top-1 on the classes both keep (%)")
+        ax.set_title(_wrap(claim.get("text", claim["id"]), 60), fontsize=9)
+        ax.grid(axis="y", alpha=0.3)
+        ax.legend(fontsize=8, loc="upper left")
+    fig.suptitle(_wrap(figure.title, 80))
+    _save(fig, path)
+
+
+def draw(figure: Figure, path: Path) -> None:
+    """Render one planned figure into ``path`` (looked up by kind at call time)."""
+    drawers = {"curves": draw_curves, "accuracy": draw_accuracy, "pareto": draw_pareto,
+               "confusion": draw_confusion, "per_class": draw_per_class, "filtering": draw_filtering}
+    if figure.kind not in drawers:
+        raise ValueError(f"unknown figure kind {figure.kind!r}; known: {', '.join(KINDS)}")
+    drawers[figure.kind](figure, path)
+
+
+# ---------------------------------------------------------------------------------------------
+# the stage
+
+
+def plot_all(cfg: Config, runs_root: Path, summary_dir: Path, out_dir: Path) -> list[Path]:
+    """Write the study's figures and ``figures.json`` into ``out_dir``; return the PNG paths in display order.
+
+    Reads the runs under ``runs_root`` and the aggregate output in ``summary_dir``. Everything is
+    built in a sibling temporary directory that replaces ``out_dir`` only once every figure and
+    the index are written, so an interrupted run leaves ``out_dir`` as it was (or absent).
     """
-    if not runs:
-        raise ValueError("no runs to plot")
+    figures = plan_figures(cfg, runs_root, summary_dir)
+    if not figures:
+        raise ValueError("no figures to draw: the configuration lists no variant")
     out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = out_dir.with_name(f".{out_dir.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     try:
-        names = []
-        for ds, group in by_dataset(runs).items():
-            name = f"learning_curves_{ds}.png"
-            learning_curves(ds, group, tmp / name)
-            names.append(name)
-        accuracy_chart(runs, tmp / "accuracy.png")
-        names.append("accuracy.png")
+        for figure in figures:
+            draw(figure, tmp / figure.file)
+        index = [f.index_entry() for f in figures]
+        (tmp / INDEX_NAME).write_text(json.dumps(index, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
         _replace_dir(tmp, out_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return [out_dir / n for n in names]
+    return [out_dir / f.file for f in figures]
 
 
 def _replace_dir(src: Path, dst: Path) -> None:

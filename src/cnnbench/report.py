@@ -1,18 +1,29 @@
-"""The study report: one self-contained HTML file (images embedded) and the same in Markdown."""
+"""The study report: one self-contained HTML file (images embedded) and the same in Markdown.
+
+It reads what `cnnbench aggregate` wrote (runs, mean ± std per variant and recipe, the claims'
+verdicts), the figures `cnnbench plot` listed in figures.json, and each run's metrics for the
+devices and versions; the methods section is generated from params.yaml.
+"""
 
 from __future__ import annotations
 
 import base64
+import json
+import math
 import os
 import subprocess
 from pathlib import Path
 
 import jinja2
+import pandas as pd
 
-from .results import by_dataset, dataset_title, lab_rows
+from .aggregate import FAILS, HOLDS, INCONCLUSIVE, METRIC_LABELS
+from .config import Config
+from .results import dataset_title, lab_rows
 
 NOT_A_CHECKOUT = "unknown (not a git checkout)"
-DEFAULT_SELECTION = "final epoch (the validation split is monitored, never used to pick weights)"
+VERDICT_CLASS = {HOLDS: "holds", FAILS: "fails", INCONCLUSIVE: "inconclusive"}
+EXPECT_TEXT = {"greater": "a > b", "less": "a < b", "similar": "a ≈ b"}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -42,154 +53,248 @@ def banner(profile: str) -> str | None:
     if profile == "full":
         return None
     if profile == "smoke":
-        return "smoke data: not evidence. The smoke profile trains tiny networks for a few batches to test the pipeline."
-    return f"{profile} profile: small data and few epochs — not evidence."
+        return ("smoke data: not evidence. The smoke profile trains tiny networks for a few batches to test "
+                "the pipeline; its verdicts say nothing about the lab reports' claims.")
+    return f"{profile} profile: small data, small networks and few epochs — not evidence."
+
+
+# ---------------------------------------------------------------------------------------------
+# number formatting
+
+
+def _isnum(value) -> bool:
+    try:
+        return value is not None and not math.isnan(float(value))
+    except (TypeError, ValueError):
+        return False
+
+
+def fmt(value, spec: str = ".2f") -> str:
+    """A number, or "—" when it is missing or NaN."""
+    return format(float(value), spec) if _isnum(value) else "—"
+
+
+def mean_std(mean, std, n=None, spec: str = ".2f") -> str:
+    """``"84.10 ± 0.35 (n=3)"``; no ± part when the std is undefined (one seed)."""
+    if not _isnum(mean):
+        return "—"
+    text = format(float(mean), spec)
+    if _isnum(std):
+        text += f" ± {format(float(std), spec)}"
+    if n is not None:
+        text += f" (n={int(n)})"
+    return text
+
+
+def metric_spec(metric: str) -> str:
+    return {"params": ",.0f", "epoch_seconds": ".3g", "instability": ".2f"}.get(metric, ".2f")
 
 
 # ---------------------------------------------------------------------------------------------
 # table content
 
 
-def _num(value, fmt: str, scale: float = 1.0) -> str:
-    if value is None:
-        return "—"
-    try:
-        return format(float(value) * scale, fmt)
-    except (TypeError, ValueError):
-        return "—"
+def verdict_summary(claims: pd.DataFrame, recipes: list[str]) -> list[dict]:
+    """Counts of each verdict per recipe, in a fixed order."""
+    out = []
+    for recipe in recipes:
+        sub = claims[claims["recipe"] == recipe]
+        out.append({"recipe": recipe, "total": len(sub),
+                    "counts": [(v, VERDICT_CLASS[v], int((sub["verdict"] == v).sum())) for v in (HOLDS, FAILS, INCONCLUSIVE)]})
+    return out
 
 
-def _one_lab_figure(row: dict) -> str | None:
-    if row.get("accuracy") is None:
-        return None
-    bits = [row.get("report"), f"{row['epochs']} ep" if row.get("epochs") else None,
-            f"{row['epoch_seconds']:g} s/epoch" if row.get("epoch_seconds") else None]
-    extra = ", ".join(str(b) for b in bits if b)
-    return f"{row['accuracy']:.2f} %" + (f" ({extra})" if extra else "")
+def claim_rows(claims: pd.DataFrame, recipes: list[str]) -> list[dict]:
+    """One row per claim with one cell group per recipe."""
+    rows = []
+    for claim_id, group in claims.groupby("claim", sort=False):
+        first = group.iloc[0]
+        spec = metric_spec(first["metric"])
+        per = []
+        for recipe in recipes:
+            r = group[group["recipe"] == recipe]
+            if r.empty:
+                continue
+            r = r.iloc[0]
+            ci = (f"[{fmt(r['ci_low'], spec)}, {fmt(r['ci_high'], spec)}]"
+                  if _isnum(r["ci_low"]) and r["ci_low"] != r["ci_high"] else "")
+            per.append({
+                "recipe": recipe,
+                "a": mean_std(r["mean_a"], r["std_a"], r["n_a"], spec),
+                "b": mean_std(r["mean_b"], r["std_b"], r["n_b"], spec),
+                "diff": (fmt(r["diff"], "+" + spec.lstrip("+")) + (f" {ci}" if ci else "")),
+                "p": fmt(r["p"], ".3g"),
+                "verdict": r["verdict"],
+                "css": VERDICT_CLASS.get(r["verdict"], "inconclusive"),
+                "reason": r["reason"],
+            })
+        rows.append({"id": claim_id, "report": first["report"], "text": first["text"],
+                     "their": first["their"] if isinstance(first["their"], str) and first["their"] else "—",
+                     "metric": METRIC_LABELS.get(first["metric"], first["metric"]),
+                     "expect": EXPECT_TEXT.get(first["expect"], first["expect"]),
+                     "a": first["a"], "b": first["b"], "per": per})
+    return rows
 
 
 def lab_figure(spec: dict) -> str:
     """``"83.92 % (Lab report 1, 50 ep)"`` per lab-report row with a figure, joined by "; "; else ``"—"``."""
-    figures = [f for f in map(_one_lab_figure, lab_rows(spec)) if f]
+    figures = []
+    for row in lab_rows(spec):
+        if row.get("accuracy") is None:
+            continue
+        bits = [row.get("report"), f"{row['epochs']} ep" if row.get("epochs") else None,
+                f"{row['epoch_seconds']:g} s/epoch" if row.get("epoch_seconds") else None]
+        extra = ", ".join(str(b) for b in bits if b)
+        figures.append(f"{row['accuracy']:.2f} %" + (f" ({extra})" if extra else ""))
     return "; ".join(figures) or "—"
 
 
-def table_rows(runs: list[dict]) -> list[dict]:
-    """Display strings for one data set's results table."""
+def result_rows(cfg: Config, variants: pd.DataFrame, dataset: str) -> list[dict]:
+    """Display strings for one data set's table: one row per variant and recipe."""
     rows = []
-    for run in runs:
-        m, spec = run["metrics"], run["spec"]
-        params = m.get("params")
+    for _, r in variants[variants["dataset"] == dataset].iterrows():
+        spec = cfg.variant(r["variant"], r["recipe"])
         rows.append({
-            "variant": run["variant"],
-            "model": m.get("model", spec.get("model", "?")),
-            "params": f"{int(params):,}" if params is not None else "—",
-            "classes": m.get("num_classes", "—"),
-            "top1": _num(m.get("test_top1"), ".2f", 100),
-            "top5": _num(m.get("test_top5"), ".2f", 100),
-            "epoch_s": _num(m.get("mean_epoch_seconds"), ".2f"),
-            "memory": _num(m.get("peak_memory_mb"), ".0f"),
-            "device": m.get("device", "?"),
-            "epochs": m.get("epochs", "—"),
+            "variant": r["variant"], "recipe": r["recipe"], "model": r["model"],
+            "params": fmt(r["params_mean"], ",.0f"),
+            "top1": mean_std(r["test_top1_mean"], r["test_top1_std"]),
+            "top5": mean_std(r["test_top5_mean"], r["test_top5_std"]),
+            "kept": mean_std(r["top1_kept_mean"], r["top1_kept_std"]),
+            "n": int(r["n"]), "epochs": int(r["epochs"]),
+            "epoch_s": mean_std(r["epoch_seconds_mean"], r["epoch_seconds_std"], spec=".3g"),
+            "instability": fmt(r["instability_mean"]),
             "lab": lab_figure(spec),
         })
     return rows
 
 
-def claim_rows(runs: list[dict]) -> list[dict]:
-    """One row per lab-report row: what the lab report said next to what this run measured."""
+def lab_rows_table(cfg: Config, variants: pd.DataFrame) -> list[dict]:
+    """Each lab-report row next to this study's mean under every recipe."""
     rows = []
-    for run in runs:
-        m = run["metrics"]
-        top1 = m.get("test_top1")
-        for lab in lab_rows(run["spec"]):
-            acc = lab.get("accuracy")
-            rows.append({
-                "variant": run["variant"],
-                "report": lab.get("report", "?"),
-                "row": lab.get("row", "?"),
-                "lab_acc": _num(acc, ".2f"),
-                "lab_epochs": lab.get("epochs") or "—",
-                "top1": _num(top1, ".2f", 100),
-                "epochs": m.get("epochs", "—"),
-                "delta": f"{100 * top1 - acc:+.2f}" if top1 is not None and acc is not None else "—",
-                "lab_epoch_s": _num(lab.get("epoch_seconds"), "g"),
-                "epoch_s": _num(m.get("mean_epoch_seconds"), ".2f"),
-                "claim": lab.get("claim") or "—",
-            })
+    for variant in cfg.variants:
+        spec = cfg.variant(variant)
+        for lab in lab_rows(spec):
+            ours = []
+            for recipe in cfg.recipes:
+                r = variants[(variants["variant"] == variant) & (variants["recipe"] == recipe)]
+                if r.empty:
+                    continue
+                r = r.iloc[0]
+                delta = (f"{r['test_top1_mean'] - lab['accuracy']:+.2f}"
+                         if lab.get("accuracy") is not None and _isnum(r["test_top1_mean"]) else "—")
+                ours.append({"recipe": recipe, "top1": mean_std(r["test_top1_mean"], r["test_top1_std"], r["n"]),
+                             "delta": delta, "epochs": int(r["epochs"]),
+                             "epoch_s": fmt(r["epoch_seconds_mean"], ".3g")})
+            rows.append({"variant": variant, "report": lab.get("report", "?"), "row": lab.get("row", "?"),
+                         "lab_acc": fmt(lab.get("accuracy")), "lab_epochs": lab.get("epochs") or "—",
+                         "lab_epoch_s": fmt(lab.get("epoch_seconds"), "g"), "claim": lab.get("claim") or "",
+                         "ours": ours})
     return rows
 
 
-def training_rows(runs: list[dict]) -> list[dict]:
-    """How each variant was trained, from its settings (the part of params.yaml it reads)."""
-    rows = []
-    for run in runs:
-        spec, m = run["spec"], run["metrics"]
-        train = spec.get("train") or {}
-        opt = train.get("optimizer") or {}
-        sched = train.get("schedule") or {}
-        opt_bits = [str(opt["name"])] if opt.get("name") else []
-        for key, label in (("lr", "lr"), ("momentum", "momentum"), ("weight_decay", "wd")):
-            if opt.get(key) is not None:
-                opt_bits.append(f"{label} {opt[key]:g}")
-        if opt.get("nesterov"):
-            opt_bits.append("nesterov")
-        data_bits = []
-        if "filter_noisy" in spec:
-            data_bits.append("noisy classes filtered" if spec["filter_noisy"] else "unfiltered")
-        if spec.get("exclude_classes"):
-            data_bits.append(f"{len(spec['exclude_classes'])} class(es) excluded")
-        if spec.get("description"):
-            data_bits.append(str(spec["description"]))
-        model_args = spec.get("model_args") or {}
-        if opt.get("no_decay_norm_bias"):
-            opt_bits.append("no wd on BN/bias")
-        recipe_bits = [str(spec.get("recipe", "—"))]
+def _opt_text(train: dict) -> str:
+    opt = train.get("optimizer") or {}
+    bits = [str(opt.get("name", "?"))]
+    for key, label in (("lr", "lr"), ("momentum", "momentum"), ("weight_decay", "weight decay")):
+        if opt.get(key) is not None:
+            bits.append(f"{label} {opt[key]:g}")
+    if opt.get("nesterov"):
+        bits.append("Nesterov")
+    if opt.get("no_decay_norm_bias"):
+        bits.append("no weight decay on BN/bias")
+    return ", ".join(bits)
+
+
+def _schedule_text(train: dict) -> str:
+    sched = train.get("schedule") or {}
+    name = str(sched.get("name", "?"))
+    if sched.get("warmup_epochs"):
+        name += f" after {sched['warmup_epochs']} warm-up epoch(s)"
+    if sched.get("name") == "step":
+        name += f" (×{sched.get('gamma')} every {sched.get('step_size')} epochs)"
+    return name
+
+
+def methods(cfg: Config, variants: pd.DataFrame) -> dict:
+    """The methods section, generated from params.yaml (as resolved for this profile)."""
+    recipes = []
+    for recipe in cfg.recipes:
+        train = cfg.variant(cfg.variants[0], recipe)["train"]
+        extras = []
         if train.get("label_smoothing"):
-            recipe_bits.append(f"label smoothing {train['label_smoothing']:g}")
+            extras.append(f"label smoothing {train['label_smoothing']:g}")
         if train.get("ema"):
-            recipe_bits.append(f"EMA {train['ema']:g}")
+            extras.append(f"EMA of weights {train['ema']:g}")
         if train.get("tta_flip"):
-            recipe_bits.append("flip TTA")
-        rows.append({
-            "variant": run["variant"],
-            "recipe": ", ".join(recipe_bits),
-            "optimizer": ", ".join(opt_bits) or "—",
-            "schedule": str(sched.get("name", "—")),
-            "batch": train.get("batch_size", "—"),
-            "precision": m.get("precision", "—"),
-            "seed": m.get("seed", train.get("seed", "—")),
-            "model_args": ", ".join(f"{k}={v}" for k, v in model_args.items()) or "—",
-            "notes": "; ".join(data_bits) or "—",
-        })
-    return rows
-
-
-def _sorted_set(values) -> list[str]:
-    return sorted({str(v) for v in values if v is not None})
-
-
-def _dataset_section(ds: str, group: list[dict], data: dict, plots_dir: Path) -> dict:
-    counts = data.get("counts") or {}
-    test_n = counts.get("test")
-    if test_n is None:
-        test_n = next((r["metrics"]["test_images"] for r in group if "test_images" in r["metrics"]), "?")
-    seeds = _sorted_set(r["metrics"].get("seed") for r in group)
+            extras.append("flip test-time augmentation")
+        recipes.append({"name": recipe, "optimizer": _opt_text(train), "schedule": _schedule_text(train),
+                        "batch": train["batch_size"], "extras": ", ".join(extras) or "—",
+                        "precision": train["precision"], "compile": train["compile"]})
+    datasets = []
+    for ds in cfg.datasets:
+        spec = cfg.variant(cfg.variants_of(ds)[0])
+        train = spec["train"]
+        aug = train.get("augment") or {}
+        aug_bits = []
+        if aug.get("crop") == "pad":
+            aug_bits.append(f"random crop with {aug.get('crop_padding', 0)} px padding")
+        elif aug.get("crop") == "resized":
+            aug_bits.append(f"random resized crop (min scale {aug.get('min_scale')})")
+        if aug.get("flip"):
+            aug_bits.append("horizontal flip")
+        norm = train.get("normalize") or {}
+        epochs = sorted({int(e) for e in variants[variants["dataset"] == ds]["epochs"]})
+        extra = ""
+        settings = cfg.dataset(ds)
+        if ds == "butterflies":
+            extra = (f"{settings['image_size']} px; noisy classes removed where a variant filters: "
+                     f"{', '.join(settings.get('noisy_classes', []))}")
+        datasets.append({"title": dataset_title(ds), "augment": ", ".join(aug_bits) or "none",
+                         "normalize": f"mean {norm.get('mean')}, std {norm.get('std')}",
+                         "epochs": ", ".join(map(str, epochs)), "extra": extra,
+                         "limit": train.get("train_limit"), "max_batches": train.get("max_batches_per_epoch")})
+    profile = cfg.profile_block
+    overrides = []
+    if profile.get("train"):
+        overrides.append("train: " + ", ".join(f"{k}={v}" for k, v in profile["train"].items()))
+    if profile.get("model_args"):
+        overrides.append("model args: " + ", ".join(f"{k}={v}" for k, v in profile["model_args"].items()))
+    for ds, block in (profile.get("datasets") or {}).items():
+        overrides.append(f"{ds}: " + ", ".join(f"{k}={v}" for k, v in block.items()))
+    rule = cfg.raw["claims_rule"]
     return {
-        "key": ds,
-        "title": dataset_title(ds),
-        "rows": table_rows(group),
-        "training": training_rows(group),
-        "top5": any(r["metrics"].get("test_top5") is not None for r in group),
-        "claims": claim_rows(group),
-        "test_n": test_n,
-        "seeds": ", ".join(seeds) or "?",
-        "selection": _sorted_set(r["metrics"].get("selection") for r in group) or [DEFAULT_SELECTION],
-        "memory_kinds": _sorted_set(r["metrics"].get("memory_kind") for r in group),
-        "data": {"source": str(data.get("source") or "?"), "location": str(data.get("location") or "?"),
-                 "sha256": str(data.get("sha256") or "?"), "counts": counts},
-        "figure": plots_dir / f"learning_curves_{ds}.png",
+        "design": (f"{len(cfg.variants)} variants × {len(cfg.recipes)} recipes ({', '.join(cfg.recipes)}) × "
+                   f"{len(cfg.seeds)} seed(s) ({', '.join(map(str, cfg.seeds))}) = {len(cfg.runs)} training runs; "
+                   "each run is trained and evaluated on its own, the claims compare the per-seed values."),
+        "recipes": recipes,
+        "datasets": datasets,
+        "profile": cfg.profile,
+        "profile_description": profile.get("description", ""),
+        "overrides": overrides,
+        "rule": (f"Welch's t-test on the per-seed values of the two variants (two-sided, α = {rule['alpha']:g}): "
+                 f"“holds” when p < α and the difference has the claimed sign, “does not hold” when p < α "
+                 f"and it has the opposite sign, “inconclusive” otherwise and whenever a side has fewer than "
+                 f"2 seeds. \"About as\" claims hold when the 95 % confidence interval of the difference lies "
+                 f"inside ±{rule['similar_margin']:g} and do not hold when it lies entirely outside. Parameter "
+                 f"counts do not depend on the seed and are compared exactly."),
+        "selection": "final epoch (EMA weights where the recipe keeps an EMA); the validation split is "
+                     "monitored, never used to pick weights or stop early; the test split is used once, at evaluation.",
     }
+
+
+def run_facts(runs_root: Path, cfg: Config) -> dict:
+    """Devices, precisions, versions and memory kinds over every run's metrics.json."""
+    facts = {"devices": set(), "eval_devices": set(), "precisions": set(), "torch": set(), "memory": set()}
+    for variant, recipe, seed in cfg.runs:
+        path = Path(runs_root) / variant / recipe / f"seed{seed}" / "metrics.json"
+        if not path.is_file():
+            continue
+        m = json.loads(path.read_text())
+        for key, field in (("devices", "device"), ("eval_devices", "eval_device"), ("precisions", "precision"),
+                           ("torch", "torch_version"), ("memory", "memory_kind")):
+            if m.get(field):
+                facts[key].add(str(m[field]))
+    return {k: sorted(v) for k, v in facts.items()}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -229,37 +334,60 @@ def _write_atomic(path: Path, text: str) -> None:
         raise
 
 
-def build_report(runs: list[dict], plots_dir: Path, out_dir: Path, context: dict) -> tuple[Path, Path]:
+def _need(path: Path, stage: str) -> Path:
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: missing; it is written by `{stage}`")
+    return path
+
+
+def load_figures(plots_dir: Path) -> list[dict]:
+    """figures.json of `cnnbench plot`, each entry checked to exist."""
+    index = _need(plots_dir / "figures.json", "cnnbench plot")
+    figures = json.loads(index.read_text())
+    for fig in figures:
+        _need(plots_dir / fig["file"], "cnnbench plot")
+    return figures
+
+
+def build_report(cfg: Config, summary_dir: Path, plots_dir: Path, runs_root: Path, out_dir: Path,
+                 context: dict) -> tuple[Path, Path]:
     """Render ``report.html`` (self-contained: images inline, no external URL) and ``report.md``.
 
-    ``runs`` come from :func:`cnnbench.results.load_runs`, the figures from
-    :func:`cnnbench.plots.plot_all` in ``plots_dir``; ``context`` carries the provenance
-    (profile, params_hash, git_commit, torch_version, command, generated, data). The Markdown
-    refers to the PNGs by their path relative to ``out_dir``. Returns (html_path, md_path).
+    ``context`` carries the provenance (profile, params_hash, git_commit, versions, command,
+    generated, data, data_quality). The Markdown refers to the PNGs by their path relative to
+    ``out_dir``. Returns (html_path, md_path).
     """
-    if not runs:
-        raise ValueError("no runs to report")
-    plots_dir, out_dir = Path(plots_dir), Path(out_dir)
-    groups = by_dataset(runs)
+    summary_dir, plots_dir, out_dir = Path(summary_dir), Path(plots_dir), Path(out_dir)
+    variants = pd.read_csv(_need(summary_dir / "variants.csv", "cnnbench aggregate"))
+    claims = pd.read_csv(_need(summary_dir / "claims.csv", "cnnbench aggregate"), keep_default_na=False,
+                         na_values=[""])
+    figures = load_figures(plots_dir)
     data = context.get("data") or {}
-    datasets = [_dataset_section(ds, group, data.get(ds) or {}, plots_dir) for ds, group in groups.items()]
-    accuracy = plots_dir / "accuracy.png"
-    for path in [d["figure"] for d in datasets] + [accuracy]:
-        if not path.is_file():
-            raise FileNotFoundError(f"{path}: missing; it is written by `cnnbench plot`")
-    known = {d["figure"].name for d in datasets} | {accuracy.name}
-    extra = sorted(p for p in plots_dir.glob("*.png") if p.name not in known)
-
+    datasets = []
+    for ds in cfg.datasets:
+        info = data.get(ds) or {}
+        datasets.append({
+            "key": ds, "title": dataset_title(ds), "rows": result_rows(cfg, variants, ds),
+            "butterflies": ds == "butterflies",
+            "data": {"source": str(info.get("source") or "?"), "location": str(info.get("location") or "?"),
+                     "sha256": str(info.get("sha256") or "?"), "counts": info.get("counts") or {}},
+            "figures": [f for f in figures if f.get("dataset") == ds],
+        })
     common = {
         "ctx": context,
-        "banner": banner(context["profile"]),
+        "banner": banner(cfg.profile),
+        "recipes": cfg.recipes,
+        "seeds": cfg.seeds,
+        "n_runs": len(cfg.runs),
+        "n_variants": len(cfg.variants),
+        "verdicts": verdict_summary(claims, cfg.recipes),
+        "claims": claim_rows(claims, cfg.recipes),
+        "lab": lab_rows_table(cfg, variants),
         "datasets": datasets,
-        "n_variants": len(runs),
-        "variants": [r["variant"] for r in runs],
-        "devices": _sorted_set(r["metrics"].get("device") for r in runs),
-        "eval_devices": _sorted_set(r["metrics"].get("eval_device") for r in runs),
-        "precisions": _sorted_set(r["metrics"].get("precision") for r in runs) or ["?"],
-        "run_torch": _sorted_set(r["metrics"].get("torch_version") for r in runs),
+        "other_figures": [f for f in figures if not f.get("dataset")],
+        "methods": methods(cfg, variants),
+        "facts": run_facts(runs_root, cfg),
+        "quality": context.get("data_quality"),
     }
 
     def rel(p: Path) -> str:
@@ -268,17 +396,9 @@ def build_report(runs: list[dict], plots_dir: Path, out_dir: Path, context: dict
 
     env = _env()
     html = env.get_template("report.html.j2").render(
-        img={d["key"]: _data_uri(d["figure"]) for d in datasets},
-        accuracy_img=_data_uri(accuracy),
-        extra=[(p.stem, _data_uri(p)) for p in extra],
-        **common,
-    )
+        src={f["file"]: _data_uri(plots_dir / f["file"]) for f in figures}, **common)
     md = env.get_template("report.md.j2").render(
-        img={d["key"]: rel(d["figure"]) for d in datasets},
-        accuracy_img=rel(accuracy),
-        extra=[(p.stem, rel(p)) for p in extra],
-        **common,
-    )
+        src={f["file"]: rel(plots_dir / f["file"]) for f in figures}, **common)
     out_dir.mkdir(parents=True, exist_ok=True)
     html_path, md_path = out_dir / "report.html", out_dir / "report.md"
     _write_atomic(md_path, md)

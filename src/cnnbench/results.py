@@ -38,6 +38,18 @@ def _need(path: Path, stage: str) -> Path:
     return path
 
 
+def read_history(path: Path, variant: str) -> pd.DataFrame:
+    """A run's history.csv, checked for the columns the later stages read."""
+    train = f"cnnbench train --variant {variant}"
+    history = pd.read_csv(_need(Path(path), train))
+    missing = [c for c in HISTORY_COLUMNS if c not in history.columns]
+    if missing:
+        raise ValueError(f"{path}: no column(s) {', '.join(missing)}; re-run `{train}`")
+    if history.empty:
+        raise ValueError(f"{path}: no epochs recorded; re-run `{train}`")
+    return history
+
+
 def load_run(name: str, spec: dict, run_dir: Path) -> dict:
     """Load one variant's run directory; errors name the file and the stage that writes it."""
     train, evaluate = f"cnnbench train --variant {name}", f"cnnbench evaluate --variant {name}"

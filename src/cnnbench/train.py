@@ -407,8 +407,9 @@ def load_training_data(variant: dict, prepared_dir: Path, device: torch.device) 
     x_tr, y_tr, classes = packed.load_split(prepared_dir, "train", exclude_classes=exclude)
     x_va, y_va, _ = packed.load_split(prepared_dir, "val", exclude_classes=exclude)
     if settings.get("train_limit"):
-        # A fixed, seeded subset (the same for every variant of a data set with the same seed).
-        g = torch.Generator().manual_seed(settings["seed"])
+        # One fixed subset for every variant and seed of a data set: seeds then vary the training
+        # (initialisation, order, augmentation), not the data.
+        g = torch.Generator().manual_seed(0)
         idx = torch.randperm(len(y_tr), generator=g)[: settings["train_limit"]].sort().values.numpy()
         x_tr, y_tr = x_tr[idx], y_tr[idx]
     if len(y_tr) == 0:
@@ -428,9 +429,12 @@ def train_variant(
     out_dir: Path,
     checkpoint_dir: Path,
     use_dvclive: bool = True,
+    recipe: str | None = None,
+    seed: int | None = None,
 ) -> dict:
-    """Train variant ``name``; write model.pt, history.csv and train.json into ``out_dir``."""
-    variant = cfg.variant(name)
+    """Train one run of variant ``name`` (under ``recipe``, with ``seed``); write model.pt,
+    history.csv and train.json into ``out_dir``."""
+    variant = cfg.variant(name, recipe, seed)
     settings = variant["train"]
     settings_hash = canonical_hash(variant)
     configure_determinism(settings)
@@ -597,6 +601,8 @@ def train_variant(
     meta = {
         "variant": name,
         "dataset": variant["dataset"],
+        "recipe": variant["recipe"],
+        "seed": variant["seed"],
         "model": variant["model"],
         "model_args": variant["model_args"],
         "num_classes": num_classes,
@@ -616,12 +622,10 @@ def train_variant(
         "precision": engine.precision,
         "memory_format": "channels_last" if engine.channels_last else "contiguous",
         "compiled": engine.compile,
-        "recipe": variant["recipe"],
         "ema": settings.get("ema"),
         "tta_flip": settings.get("tta_flip", False),
         "torch_version": torch.__version__,
         "cnnbench_version": __version__,
-        "seed": settings["seed"],
         "settings": variant,
         "selection": "final epoch" + (" (EMA weights)" if ema is not None else "")
         + " (the validation split is monitored, never used to pick weights)",

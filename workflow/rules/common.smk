@@ -36,16 +36,27 @@ PROFILE = CFG.profile
 CNNBENCH = f"cnnbench --profile {PROFILE}"
 VARIANTS = CFG.variants
 DATASETS = CFG.datasets
+RECIPES = CFG.recipes
+SEEDS = CFG.seeds
+# One run = one (variant, recipe, seed): results/runs/<variant>/<recipe>/seed<k>/
+RUN = "results/runs/{variant}/{recipe}/seed{seed}"
 
 wildcard_constraints:
     dataset="|".join(DATASETS),
     variant="|".join(VARIANTS),
+    recipe="|".join(RECIPES),
+    seed=r"\d+",
+
+
+def run_files(name):
+    """``name`` (e.g. metrics.json) of every run of the study."""
+    return [f"results/runs/{v}/{r}/seed{s}/{name}" for v, r, s in CFG.runs]
 
 
 def variant_dataset(wildcards):
     return CFG.variant(wildcards.variant)["dataset"]
 
 
-def variant_settings(wildcards):
-    # Only this variant's resolved settings: changing another variant never reruns this one.
-    return json.dumps(CFG.variant(wildcards.variant), sort_keys=True)
+def run_settings(wildcards):
+    # Only this run's resolved settings: changing another variant never reruns this one.
+    return json.dumps(CFG.variant(wildcards.variant, wildcards.recipe, int(wildcards.seed)), sort_keys=True)

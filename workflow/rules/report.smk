@@ -1,21 +1,36 @@
-# Figures across variants and the final report.
+# Aggregate the runs, test the claims, draw the figures, write the report.
+
+rule aggregate:
+    input:
+        metrics=run_files("metrics.json"),
+        history=run_files("history.csv"),
+    output:
+        directory("results/summary"),
+    params:
+        claims=json.dumps({"claims": CFG.claims, "rule": CFG.raw["claims_rule"]}, sort_keys=True),
+    log:
+        "logs/aggregate.log",
+    shell:
+        "{CNNBENCH} aggregate --runs results/runs --out {output} > {log} 2>&1"
+
 
 rule plot:
     input:
-        expand("results/runs/{variant}/history.csv", variant=VARIANTS),
-        expand("results/runs/{variant}/metrics.json", variant=VARIANTS),
+        summary="results/summary",
+        history=run_files("history.csv"),
+        confusion=run_files("confusion.csv"),
     output:
         directory("results/plots"),
     log:
         "logs/plot.log",
     shell:
-        "{CNNBENCH} plot --runs results/runs --out {output} > {log} 2>&1"
+        "{CNNBENCH} plot --runs results/runs --summary {input.summary} --out {output} > {log} 2>&1"
 
 
 rule report:
     input:
+        summary="results/summary",
         plots="results/plots",
-        metrics=expand("results/runs/{variant}/metrics.json", variant=VARIANTS),
         prepared=expand("data/prepared/{dataset}", dataset=DATASETS),
     output:
         html="results/report/report.html",
@@ -25,5 +40,5 @@ rule report:
     log:
         "logs/report.log",
     shell:
-        "{CNNBENCH} report --runs results/runs --plots {input.plots} --out results/report "
-        "--command-line 'snakemake --cores 4 --config profile={PROFILE}' > {log} 2>&1"
+        "{CNNBENCH} report --runs results/runs --summary {input.summary} --plots {input.plots} --out results/report "
+        "--driver snakemake > {log} 2>&1"

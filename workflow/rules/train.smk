@@ -1,35 +1,38 @@
-# Train and evaluate one variant per job.
+# Train and evaluate one run (variant, recipe, seed) per job.
 
 rule train:
     input:
         data=lambda wc: f"data/prepared/{variant_dataset(wc)}",
     output:
-        model="results/runs/{variant}/model.pt",
-        history="results/runs/{variant}/history.csv",
-        summary="results/runs/{variant}/train.json",
+        model=f"{RUN}/model.pt",
+        history=f"{RUN}/history.csv",
+        summary=f"{RUN}/train.json",
     params:
-        settings=variant_settings,
+        settings=run_settings,
     threads: 2
     log:
-        "logs/train/{variant}.log",
+        "logs/train/{variant}/{recipe}/seed{seed}.log",
     shell:
-        "{CNNBENCH} train --variant {wildcards.variant} --data {input.data} --threads {threads} "
-        "--out results/runs/{wildcards.variant} > {log} 2>&1"
+        "{CNNBENCH} train --variant {wildcards.variant} --recipe {wildcards.recipe} --seed {wildcards.seed} "
+        "--data {input.data} --threads {threads} --out results/runs/{wildcards.variant}/{wildcards.recipe}/seed{wildcards.seed} "
+        "> {log} 2>&1"
 
 
 rule evaluate:
     input:
         data=lambda wc: f"data/prepared/{variant_dataset(wc)}",
-        model="results/runs/{variant}/model.pt",
-        summary="results/runs/{variant}/train.json",
+        model=f"{RUN}/model.pt",
+        summary=f"{RUN}/train.json",
     output:
-        metrics="results/runs/{variant}/metrics.json",
-        confusion="results/runs/{variant}/confusion.csv",
+        metrics=f"{RUN}/metrics.json",
+        confusion=f"{RUN}/confusion.csv",
+        predictions=f"{RUN}/predictions.csv",
     params:
-        settings=variant_settings,
+        settings=run_settings,
     threads: 2
     log:
-        "logs/evaluate/{variant}.log",
+        "logs/evaluate/{variant}/{recipe}/seed{seed}.log",
     shell:
-        "{CNNBENCH} evaluate --variant {wildcards.variant} --data {input.data} --threads {threads} "
-        "--run results/runs/{wildcards.variant} > {log} 2>&1"
+        "{CNNBENCH} evaluate --variant {wildcards.variant} --recipe {wildcards.recipe} --seed {wildcards.seed} "
+        "--data {input.data} --threads {threads} --run results/runs/{wildcards.variant}/{wildcards.recipe}/seed{wildcards.seed} "
+        "> {log} 2>&1"

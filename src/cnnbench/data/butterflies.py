@@ -16,19 +16,33 @@ with a warning and listed in the manifest (``on_bad_image: skip``) or fatal
 
 The noisy classes are validated and recorded, not removed: variants drop them at
 load time with ``packed.load_split(..., exclude_classes=manifest["noisy_classes"])``.
+
+Duplicates: every kept image is hashed flip-aware (`pixel_key`) from its decoded
+224x224 pixels, *before* the resize to ``image_size``, so every profile finds the same
+duplicates and drops the same files; an exact copy is identical at 224 px and hence
+identical after the (deterministic) resize as well, while hashing after a downscale
+would also merge images that differ at full resolution, making "exact" depend on the
+profile. Exact copies and horizontal mirrors are found within train, val and test and
+across them, each pair counted as same-class or different-class (a label error); the
+counts and example groups go into ``manifest["duplicates"]`` and every group into
+``duplicates.json``. With ``drop_train_duplicates_of_eval`` the train images that
+duplicate a val or test image are left out and listed in ``excluded``.
 """
 
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
+import itertools
 import logging
 import re
 import stat
 import zipfile
 import zlib
-from collections import Counter
-from collections.abc import Mapping
+from collections import Counter, defaultdict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -39,7 +53,10 @@ from tqdm import tqdm
 from cnnbench.data import packed
 from cnnbench.data.fetch import locate_archive, read_source
 
-__all__ = ["prepare", "SOURCE_SIZE", "CSV_NAMES", "check_archive_members"]
+__all__ = [
+    "prepare", "SOURCE_SIZE", "CSV_NAMES", "DUPLICATES_FILE", "SPLIT_PAIRS", "Hashed", "check_archive_members", "pixel_key",
+    "find_duplicates",
+]
 
 log = logging.getLogger("cnnbench.butterflies")
 
@@ -48,6 +65,9 @@ CSV_NAMES = ("butterflies and moths.csv", "butterflies.csv")  # current name fir
 _SPLIT_DIRS = {"train": "train", "valid": "val", "test": "test"}  # folder in the archive -> our split
 _DATA_SET = {"train": "train", "valid": "val", "val": "val", "validation": "val", "test": "test"}
 _KEY = "datasets.butterflies"
+DUPLICATES_FILE = "duplicates.json"  # written beside manifest.json
+_DROP_KEY = "drop_train_duplicates_of_eval"
+_MAX_EXAMPLES = 10  # duplicate groups copied into the manifest (all of them are in DUPLICATES_FILE)
 
 
 # --------------------------------------------------------------------------- archive safety
@@ -171,30 +191,122 @@ def _check_class_ids(rows: list[_Row], labels: list[str], where: str) -> None:
 
 
 # --------------------------------------------------------------------------- images
-def _decode(data: bytes, size: int) -> tuple[np.ndarray | None, str | None]:
-    """Fully decode one image; return (HxWx3 uint8 array, None) or (None, reason it is bad)."""
+def pixel_key(im: Image.Image) -> tuple[bytes, bool, bool]:
+    """Flip-aware hash of a decoded image: ``(digest, mirrored, symmetric)``.
+
+    The digest is the SHA-1 of the raw pixel bytes of the image or of its horizontal
+    mirror, whichever byte string is smaller, so an image and its mirror share one digest.
+    ``mirrored`` says the mirror was hashed, ``symmetric`` that the image equals its own
+    mirror. Two images with one digest are exact copies when both have the same
+    ``mirrored`` (or either is symmetric), mirror images of each other otherwise. SHA-1
+    is the fastest hashlib digest here (hardware SHA) and ample against accidental
+    collisions; a collision could only invent a duplicate, never hide one.
+    """
+    raw = im.tobytes()
+    mirror = im.transpose(Image.Transpose.FLIP_LEFT_RIGHT).tobytes()
+    mirrored = mirror < raw
+    digest = hashlib.sha1(mirror if mirrored else raw, usedforsecurity=False).digest()
+    return digest, mirrored, raw == mirror
+
+
+def _decode(data: bytes, size: int) -> tuple[np.ndarray | None, tuple[bytes, bool, bool] | None, str | None]:
+    """Fully decode one image; return (HxWx3 uint8 array, `pixel_key` of the 224 px source, None)
+    or (None, None, reason it is bad)."""
     if not data:
-        return None, "empty file (0 bytes)"
+        return None, None, "empty file (0 bytes)"
     try:
         im = Image.open(io.BytesIO(data))
     except Exception as e:  # UnidentifiedImageError, OSError, SyntaxError from broken headers
-        return None, f"not a readable image ({type(e).__name__}: {e})"
+        return None, None, f"not a readable image ({type(e).__name__}: {e})"
     with im:
         if im.format != "JPEG":
-            return None, f"not a JPEG (content is {im.format or 'unknown'})"
+            return None, None, f"not a JPEG (content is {im.format or 'unknown'})"
         if im.mode != "RGB":
-            return None, f"colour mode {im.mode}, expected RGB"
+            return None, None, f"colour mode {im.mode}, expected RGB"
         if im.size != SOURCE_SIZE:
-            return None, f"size {im.size[0]}x{im.size[1]}, expected {SOURCE_SIZE[0]}x{SOURCE_SIZE[1]}"
+            return None, None, f"size {im.size[0]}x{im.size[1]}, expected {SOURCE_SIZE[0]}x{SOURCE_SIZE[1]}"
         try:
             im.load()  # full decode: truncated or corrupt data fails here
         except Exception as e:
-            return None, f"corrupt or truncated JPEG ({type(e).__name__}: {e})"
+            return None, None, f"corrupt or truncated JPEG ({type(e).__name__}: {e})"
+        key = pixel_key(im)  # before the resize: see the module docstring
         if im.size != (size, size):
             # Pillow's resize antialiases when downscaling (the filter support scales with the factor).
             resized = im.resize((size, size), Image.Resampling.BILINEAR)
-            return np.asarray(resized, dtype=np.uint8), None
-        return np.asarray(im, dtype=np.uint8), None
+            return np.asarray(resized, dtype=np.uint8), key, None
+        return np.asarray(im, dtype=np.uint8), key, None
+
+
+# --------------------------------------------------------------------------- duplicates
+_SPLIT_ORDER = {s: i for i, s in enumerate(packed.SPLITS)}
+SPLIT_PAIRS: tuple[tuple[str, str], ...] = (
+    ("train", "train"), ("val", "val"), ("test", "test"), ("train", "val"), ("train", "test"), ("val", "test"),
+)
+
+
+@dataclass(frozen=True)
+class Hashed:
+    """One decoded image and its `pixel_key`."""
+
+    split: str
+    file: str
+    label: str
+    digest: bytes
+    mirrored: bool
+    symmetric: bool = False
+
+
+def _pair_kind(a: Hashed, b: Hashed) -> str:
+    return "exact" if a.mirrored == b.mirrored or a.symmetric or b.symmetric else "flip"
+
+
+def find_duplicates(images: Sequence[Hashed]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Group images that are exact copies or horizontal mirrors of each other.
+
+    Returns:
+        ``(groups, pairs)``. ``groups``: one dict per set of two or more images with one
+        digest, label conflicts first, then groups that span splits, then by their first
+        file; each with ``id``, ``kinds`` (``exact``/``flip`` pairs it contains), ``splits``,
+        ``classes``, ``label_conflict`` and ``members`` (``split``, ``file``, ``class``,
+        ``mirrored``: a mirror image of the first member). ``pairs``: for every split
+        pair of `SPLIT_PAIRS` and kind, the number of image pairs with the same class
+        and with different classes (a group of n images holds n(n-1)/2 pairs).
+    """
+    by_digest: dict[bytes, list[Hashed]] = defaultdict(list)
+    for image in images:
+        by_digest[image.digest].append(image)
+    counts = {(pair, kind): Counter() for pair in SPLIT_PAIRS for kind in ("exact", "flip")}
+    raw_groups = []
+    for members in by_digest.values():
+        if len(members) < 2:
+            continue
+        members = sorted(members, key=lambda m: (_SPLIT_ORDER[m.split], m.file))
+        kinds = set()
+        for a, b in itertools.combinations(members, 2):
+            kind = _pair_kind(a, b)
+            kinds.add(kind)
+            counts[(a.split, b.split), kind]["same_class" if a.label == b.label else "different_class"] += 1
+        classes = sorted({m.label for m in members})
+        splits = sorted({m.split for m in members}, key=_SPLIT_ORDER.__getitem__)
+        raw_groups.append({
+            "kinds": sorted(kinds),
+            "splits": splits,
+            "classes": classes,
+            "label_conflict": len(classes) > 1,
+            "members": [
+                {"split": m.split, "file": m.file, "class": m.label, "mirrored": _pair_kind(members[0], m) == "flip"}
+                for m in members
+            ],
+        })
+    raw_groups.sort(key=lambda g: (not g["label_conflict"], len(g["splits"]) == 1,
+                                   _SPLIT_ORDER[g["members"][0]["split"]], g["members"][0]["file"]))
+    groups = [{"id": i, **g} for i, g in enumerate(raw_groups)]
+    pairs = [
+        {"splits": f"{a}-{b}", "kind": kind, "same_class": counts[(a, b), kind]["same_class"],
+         "different_class": counts[(a, b), kind]["different_class"]}
+        for (a, b) in SPLIT_PAIRS for kind in ("exact", "flip")
+    ]
+    return groups, pairs
 
 
 # --------------------------------------------------------------------------- prepare
@@ -205,16 +317,20 @@ def prepare(raw_dir: Path, out_dir: Path, cfg: Mapping[str, Any]) -> dict[str, A
         raw_dir: the download stage's output (archive + ``source.json``).
         out_dir: the packed store to write (see `cnnbench.data.packed`).
         cfg: ``datasets.butterflies`` params; reads ``filename``, ``image_size``,
-            ``on_bad_image`` (skip|fail), ``max_uncompressed_bytes`` and ``noisy_classes``.
+            ``on_bad_image`` (skip|fail), ``max_uncompressed_bytes``, ``noisy_classes`` and
+            ``drop_train_duplicates_of_eval`` (true|false).
 
     The manifest adds to the common keys: ``noisy_classes``, ``splits_without_noisy``
     (per-split counts once the noisy classes are dropped), ``dropped_classes``
     (CSV classes left with no usable image; not in ``classes``), ``csv``,
-    ``source_image_size``, ``on_bad_image`` and ``excluded`` (every skipped or
-    ignored member with its reason; ``split`` is "" for files outside the splits).
+    ``source_image_size``, ``on_bad_image``, ``excluded`` (every skipped, dropped or
+    ignored member with its reason; ``split`` is "" for files outside the splits) and
+    ``duplicates`` (counts and example groups of exact and mirrored duplicates among the
+    decoded images, before any is dropped; every group is in ``duplicates.json``).
 
     Raises:
-        ValueError: unsafe or oversized archive, malformed CSV, unknown noisy class, or
+        ValueError: unsafe or oversized archive, malformed CSV, unknown noisy class, a
+            ``drop_train_duplicates_of_eval`` that is not a boolean, or
             (with ``on_bad_image: fail``) the first bad image, naming the member.
         FileNotFoundError: the archive or ``source.json`` is missing.
     """
@@ -228,6 +344,12 @@ def prepare(raw_dir: Path, out_dir: Path, cfg: Mapping[str, Any]) -> dict[str, A
         raise ValueError(f"{_KEY}.on_bad_image must be 'skip' or 'fail', got {on_bad!r}")
     limit = int(cfg["max_uncompressed_bytes"])
     noisy = list(cfg.get("noisy_classes") or [])
+    drop_dups = cfg.get(_DROP_KEY)
+    if not isinstance(drop_dups, bool):
+        raise ValueError(
+            f"{_KEY}.{_DROP_KEY} must be true or false, got {drop_dups!r}; set it in params.yaml "
+            "(true leaves out train images that are exact or mirrored copies of a valid or test image)"
+        )
     source = read_source(raw_dir, "butterflies")
 
     try:
@@ -238,7 +360,7 @@ def prepare(raw_dir: Path, out_dir: Path, cfg: Mapping[str, Any]) -> dict[str, A
         ) from e
     with zf:
         total_bytes = check_archive_members(zf, archive, limit)
-        return _prepare(zf, archive, out_dir, image_size, on_bad, noisy, source, total_bytes)
+        return _prepare(zf, archive, out_dir, image_size, on_bad, noisy, drop_dups, source, total_bytes)
 
 
 def _prepare(
@@ -248,6 +370,7 @@ def _prepare(
     image_size: int,
     on_bad: str,
     noisy: list[str],
+    drop_dups: bool,
     source: dict[str, Any],
     total_bytes: int,
 ) -> dict[str, Any]:
@@ -326,23 +449,68 @@ def _prepare(
         else:
             bad(split, rel, "in a class folder but not listed in the CSV")
 
-    # Decode.
+    # Decode: valid and test first, so a train copy of one of their images is known when it
+    # comes and, with drop_train_duplicates_of_eval, never stored (each split keeps CSV order).
     per_split = Counter(r.split for r in candidates)
     arrays = {s: np.empty((per_split[s], image_size, image_size, 3), np.uint8) for s in packed.SPLITS}
     names: dict[str, list[str]] = {s: [] for s in packed.SPLITS}
-    for row in tqdm(candidates, desc="decode butterflies", unit="img", mininterval=0.5, leave=False):
+    hashed: list[Hashed] = []
+    eval_copy: dict[bytes, Hashed] = {}  # digest -> first val/test image with it
+    order = {"val": 0, "test": 1, "train": 2}
+    for row in tqdm(sorted(candidates, key=lambda r: order[r.split]), desc="decode butterflies", unit="img",
+                    mininterval=0.5, leave=False):
         try:
             data = zf.read(members[prefix + row.path])
         except (zipfile.BadZipFile, zlib.error, EOFError, OSError, NotImplementedError) as e:
             bad(row.split, row.path, f"zip member cannot be read ({type(e).__name__}: {e})")
             continue
-        array, reason = _decode(data, image_size)
-        if array is None:
+        array, key, reason = _decode(data, image_size)
+        if array is None or key is None:
             assert reason is not None
             bad(row.split, row.path, reason)
             continue
+        image = Hashed(row.split, row.path, row.label, *key)
+        hashed.append(image)
+        if row.split != "train":
+            eval_copy.setdefault(image.digest, image)
+        elif drop_dups and image.digest in eval_copy:
+            other = eval_copy[image.digest]
+            how = "an exact copy" if _pair_kind(image, other) == "exact" else "a mirror image"
+            excluded.append({
+                "split": "train",
+                "file": row.path,
+                "reason": f"dropped: {how} of {other.split} image {other.file} ({_KEY}.{_DROP_KEY}: true)",
+            })
+            continue
         arrays[row.split][len(names[row.split])] = array
         names[row.split].append(row.label)
+
+    groups, pairs = find_duplicates(hashed)
+    dropped_files = {e["file"] for e in excluded if e["split"] == "train" and e["reason"].startswith("dropped:")}
+    for group in groups:
+        for member in group["members"]:
+            member["dropped"] = member["split"] == "train" and member["file"] in dropped_files
+    train_dups_of_eval = sum(
+        1 for g in groups if set(g["splits"]) - {"train"} for m in g["members"] if m["split"] == "train"
+    )
+    summary: dict[str, Any] = {
+        "method": (
+            f"SHA-1 of the decoded {SOURCE_SIZE[0]}x{SOURCE_SIZE[1]} RGB pixels (before the resize to image_size) "
+            "of each image or its horizontal mirror, whichever bytes are smaller: exact copies and mirror "
+            "images share a digest"
+        ),
+        "hashed_size": [SOURCE_SIZE[1], SOURCE_SIZE[0]],
+        "images_hashed": {s: sum(1 for h in hashed if h.split == s) for s in packed.SPLITS},
+        "group_count": len(groups),
+        "label_conflict_groups": sum(1 for g in groups if g["label_conflict"]),
+        "images_in_groups": sum(len(g["members"]) for g in groups),
+        "pairs": pairs,
+        "train_duplicates_of_eval": train_dups_of_eval,
+        _DROP_KEY: drop_dups,
+        "dropped_train": len(dropped_files),
+        "file": DUPLICATES_FILE,
+    }
+    duplicates = {"format": "cnnbench-duplicates-v1", "dataset": "butterflies", **summary, "groups": groups}
 
     kept_labels = {label for split_names in names.values() for label in split_names}
     classes = [c for c in csv_labels if c in kept_labels]
@@ -361,9 +529,21 @@ def _prepare(
     noisy_kept = [c for c in noisy if c in classes]
     if len(noisy_kept) != len(noisy):
         notes.append(f"noisy classes {[c for c in noisy if c not in classes]} have no usable image")
-    n_bad = sum(1 for e in excluded if not e["reason"].startswith("ignored:"))
+    n_bad = sum(1 for e in excluded if not e["reason"].startswith(("ignored:", "dropped:")))
     if n_bad:
         notes.append(f"{n_bad} bad image(s) or CSV/folder mismatch(es) skipped (on_bad_image: skip); see excluded.csv")
+    notes.append(
+        f"duplicates (exact or mirrored, hashed at {SOURCE_SIZE[0]} px): {len(groups)} group(s) of "
+        f"{summary['images_in_groups']} images, {summary['label_conflict_groups']} with conflicting labels; "
+        f"{train_dups_of_eval} train image(s) duplicate a valid or test image"
+        + (f", {len(dropped_files)} dropped ({_KEY}.{_DROP_KEY}: true)" if drop_dups else f", kept ({_KEY}.{_DROP_KEY}: false)")
+        + f"; every group is in {DUPLICATES_FILE}"
+    )
+    if summary["label_conflict_groups"]:
+        log.warning("%d duplicate group(s) carry different labels (label errors); see %s",
+                    summary["label_conflict_groups"], DUPLICATES_FILE)
+    log.info("duplicates: %d group(s); %d train image(s) duplicate a valid or test image%s",
+             len(groups), train_dups_of_eval, ", dropped" if drop_dups else "")
 
     index = {name: i for i, name in enumerate(classes)}
     splits: dict[str, tuple[np.ndarray, np.ndarray]] = {}
@@ -389,9 +569,10 @@ def _prepare(
         "uncompressed_bytes": total_bytes,
         "on_bad_image": on_bad,
         "excluded": excluded,
+        "duplicates": {**summary, "examples": groups[:_MAX_EXAMPLES]},
         "notes": notes,
     }
-    packed.write_prepared(out_dir, splits, classes, manifest)
+    packed.write_prepared(out_dir, splits, classes, manifest, extra_json={DUPLICATES_FILE: duplicates})
     log.info(
         "butterflies: %s images of %d classes, %d excluded -> %s",
         {s: len(names[s]) for s in packed.SPLITS},

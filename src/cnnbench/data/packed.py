@@ -9,6 +9,7 @@ One directory per data set (e.g. ``data/prepared/cifar10``)::
     classes.json       list of class names, in label order
     manifest.json      provenance, counts, exclusions, notes (see `write_prepared`)
     excluded.csv       split,file,reason for every image that was left out
+    <name>.json        optional extra reports of one data set (e.g. butterflies' duplicates.json)
 
 Every class is stored; dropping classes (e.g. the noisy butterfly classes) is a
 per-variant decision made at load time with ``load_split(..., exclude_classes=...)``,
@@ -154,6 +155,7 @@ def write_prepared(
     splits: dict[str, tuple[np.ndarray, np.ndarray]],
     classes: list[str],
     manifest: dict[str, Any],
+    extra_json: Mapping[str, Any] | None = None,
 ) -> None:
     """Write a packed data set to `out_dir` atomically (replacing an existing one).
 
@@ -169,12 +171,22 @@ def write_prepared(
             value that disagrees is an error); other keys, including extra keys inside
             ``splits[s]``, are kept. ``manifest["excluded"]`` (list of
             ``{"split", "file", "reason"}``) is also written to ``excluded.csv``.
+        extra_json: optional ``{file name: JSON-serialisable object}`` written beside the
+            manifest in the same atomic rename (e.g. ``{"duplicates.json": {...}}``).
 
     Raises:
-        ValueError: on wrong shapes/dtypes, labels out of range, or an inconsistent manifest.
+        ValueError: on wrong shapes/dtypes, labels out of range, an inconsistent manifest, or
+            an extra file name that is not a plain ``*.json`` name or clashes with the store's files.
     """
     out_dir = Path(out_dir)
     hw = _validate(splits, classes)
+    extra = dict(extra_json or {})
+    reserved = {_MANIFEST, _CLASSES}
+    for name in extra:
+        if not isinstance(name, str) or Path(name).name != name or not name.endswith(".json") or name in reserved:
+            raise ValueError(
+                f"extra_json file name {name!r} must be a plain '*.json' file name other than {sorted(reserved)}"
+            )
     if not isinstance(manifest, dict):
         raise ValueError(f"manifest must be a dict, got {type(manifest).__name__}")
     manifest = json.loads(json.dumps(manifest))  # deep copy; also proves it is JSON-serialisable
@@ -206,6 +218,8 @@ def write_prepared(
             np.save(tmp / f"{split}_labels.npy", np.asarray(labels, dtype=np.int64), allow_pickle=False)
         (tmp / _CLASSES).write_text(json.dumps(list(classes), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
         (tmp / _MANIFEST).write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        for name, obj in extra.items():
+            (tmp / name).write_text(json.dumps(obj, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
         with open(tmp / _EXCLUDED, "w", newline="", encoding="utf-8") as f:
             writer = csv.writer(f)
             writer.writerow(["split", "file", "reason"])
