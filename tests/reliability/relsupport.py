@@ -33,45 +33,57 @@ VARIANT = "cifar10-resnet18_small_stem_3stage"
 
 
 # --- the layout of runs and of params.yaml (adapt here when it changes) ---------------------
+# A run is one (variant, recipe, seed); the suite uses the first recipe and seed of the study.
+RECIPE, SEED = "lab", 0
+
+
+def _split(variant: str) -> tuple[str, str]:
+    dataset, name = variant.split("-", 1)
+    return dataset, name
+
+
 def run_dir(root: Path, variant: str = VARIANT) -> Path:
     """The directory of one training run (model.pt, history.csv, train.json, metrics.json)."""
-    return Path(root) / "results" / "runs" / variant
+    return Path(root) / "results" / "runs" / variant / RECIPE / f"seed{SEED}"
 
 
 def checkpoint_dir(root: Path, variant: str = VARIANT) -> Path:
     """Where `cnnbench train` keeps the per-epoch checkpoint of that run by default."""
-    return Path(root) / "results" / ".checkpoints" / variant
+    return Path(root) / "results" / ".checkpoints" / variant / RECIPE / f"seed{SEED}"
 
 
 def run_args(variant: str = VARIANT) -> list[str]:
     """CLI options that select one run for `cnnbench train` / `cnnbench evaluate`."""
-    return ["--variant", variant]
+    return ["--variant", variant, "--recipe", RECIPE, "--seed", str(SEED)]
 
 
 def variant_spec(doc: dict, variant: str = VARIANT) -> dict:
     """The params.yaml entry of a variant (a parsed document, edited in place by callers)."""
-    return doc["variants"][variant]
+    dataset, name = _split(variant)
+    return doc["variants"][dataset][name]
 
 
 def variant_key(variant: str = VARIANT) -> str:
     """The key path of a variant's entry, as config errors name it."""
-    return f"variants.{variant}"
+    dataset, name = _split(variant)
+    return f"variants.{dataset}.{name}"
 
 
 def all_variants(doc: dict) -> dict[str, dict]:
-    """Variant id -> its params.yaml entry."""
+    """The ``variants`` block: data set -> {name -> entry}."""
     return doc["variants"]
 
 
 def snakemake_target(variant: str = VARIANT) -> str:
-    return f"results/runs/{variant}/metrics.json"
+    return f"results/runs/{variant}/{RECIPE}/seed{SEED}/metrics.json"
 
 
 def dvc_stage(variant: str = VARIANT, stage: str = "evaluate") -> str:
-    return f"{stage}@{variant}"
+    dataset, name = _split(variant)
+    return f"{stage}-{dataset}@{name}-{RECIPE}-{SEED}"
 
 
-RUN_OUTPUTS = ("model.pt", "history.csv", "train.json", "metrics.json", "confusion.csv")
+RUN_OUTPUTS = ("model.pt", "history.csv", "train.json", "metrics.json", "confusion.csv", "predictions.csv")
 
 
 # --- a project directory ---------------------------------------------------------------------
@@ -89,9 +101,10 @@ def make_project(dest: Path, *, git: bool = False, smoke: bool = True) -> Path:
         elif src.exists():
             (dest / item).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(src, dest / item)
-    if smoke:
+    if smoke:  # the smoke profile, and its seeds as the top-level ones (which DVC iterates over)
         text = (dest / "params.yaml").read_text()
-        (dest / "params.yaml").write_text(re.sub(r"(?m)^profile: \w+", "profile: smoke", text))
+        text = re.sub(r"(?m)^profile: \w+", "profile: smoke", text)
+        (dest / "params.yaml").write_text(re.sub(r"(?m)^seeds: \[.*\]", "seeds: [0]", text))
     if git:
         git_commit(dest, "study copy", init=True)
     return dest
@@ -321,6 +334,7 @@ def good_butterflies(classes: tuple[str, ...] = ("ALPHA", "BETA", "GAMMA"), per_
         for split in ("train", "valid", "test"):
             for i in range(per_split):
                 rel = f"{split}/{cls}/{i}.jpg"
-                files[rel] = jpeg(seed=100 * c + 10 * i + len(split))
+                # distinct pictures everywhere: a train copy of a valid image would be dropped as a duplicate
+                files[rel] = jpeg(seed=100 * c + 10 * i + ("train", "valid", "test").index(split))
                 rows.append((rel, cls, split))
     return files, rows
