@@ -74,6 +74,11 @@ def all_variants(doc: dict) -> dict[str, dict]:
     return doc["variants"]
 
 
+def train_log(root: Path, variant: str = VARIANT) -> Path:
+    """The log file of that run's Snakemake train job."""
+    return Path(root) / "logs" / "train" / variant / RECIPE / f"seed{SEED}.log"
+
+
 def snakemake_target(variant: str = VARIANT) -> str:
     return f"results/runs/{variant}/{RECIPE}/seed{SEED}/metrics.json"
 

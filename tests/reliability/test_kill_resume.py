@@ -35,6 +35,7 @@ from relsupport import (
     run_dir,
     set_key,
     snakemake_target,
+    train_log,
     state_dicts_equal,
     write_params,
 )
@@ -149,7 +150,7 @@ def test_snakemake_rerun_resumes_after_sigkill(project, tmp_path):
     assert_nothing_looks_complete(run_dir(root))
 
     ok(cmd, root, env_for(MIRROR))
-    train_log = (root / "logs" / "train" / f"{VARIANT}.log").read_text()
+    train_log = train_log(root).read_text()
     assert f"after epoch 2 of {EPOCHS}" in train_log, train_log
     assert_identical_to_reference(run_dir(root), ref)
 
