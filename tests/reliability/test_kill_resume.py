@@ -150,8 +150,8 @@ def test_snakemake_rerun_resumes_after_sigkill(project, tmp_path):
     assert_nothing_looks_complete(run_dir(root))
 
     ok(cmd, root, env_for(MIRROR))
-    train_log = train_log(root).read_text()
-    assert f"after epoch 2 of {EPOCHS}" in train_log, train_log
+    log_text = train_log(root).read_text()
+    assert f"after epoch 2 of {EPOCHS}" in log_text, log_text
     assert_identical_to_reference(run_dir(root), ref)
 
 
