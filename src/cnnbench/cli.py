@@ -421,9 +421,9 @@ def _user_errors() -> tuple[type[BaseException], ...]:
 
     from .data.fetch import DownloadError
     from .evaluate import ModelMismatch
-    from .train import CheckpointMismatch, TrainingDiverged
+    from .train import CheckpointError, TrainingDiverged
 
-    return (FileNotFoundError, ValueError, DownloadError, TrainingDiverged, CheckpointMismatch, ModelMismatch,
+    return (FileNotFoundError, ValueError, DownloadError, TrainingDiverged, CheckpointError, ModelMismatch,
             pickle.UnpicklingError, zipfile.BadZipFile, tarfile.TarError)
 
 

@@ -305,6 +305,13 @@ def _check_semantics(cfg: "Config", source: str) -> None:
                 f"{source}: {key}.filter_noisy: only butterfly variants filter classes; "
                 f"remove the key or move the variant under variants.butterflies"
             )
+        train = cfg.variant(name)["train"]
+        if train.get("train_limit") and train["batch_size"] > train["train_limit"]:
+            raise ConfigError(
+                f"{source}: variants.{name}: train.batch_size {train['batch_size']} is larger than "
+                f"train.train_limit {train['train_limit']} (the number of training images the variant keeps); "
+                f"lower batch_size or raise train_limit (profile {cfg.profile!r} applied)"
+            )
         allowed = model_arguments(spec["model"])
         for arg in cfg.variant(name)["model_args"]:
             if arg not in allowed:

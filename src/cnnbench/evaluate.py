@@ -12,11 +12,13 @@ from .config import Config, canonical_hash
 from .data import packed
 from .models import build_model
 from .train import (
+    CheckpointError,
     DeviceData,
     Engine,
     atomic_write_text,
     configure_determinism,
     describe_device,
+    load_plain,
     predict,
     select_device,
 )
@@ -24,14 +26,15 @@ from .train import (
 log = logging.getLogger("cnnbench.evaluate")
 
 
-class ModelMismatch(RuntimeError):
+class ModelMismatch(CheckpointError):
     """model.pt was trained for another variant, data set or settings."""
 
 
 def load_trained(model_path: Path, variant: dict) -> tuple[torch.nn.Module, dict]:
     if not model_path.exists():
         raise FileNotFoundError(f"{model_path}: no trained model; run `cnnbench train --variant {variant['variant']}` first")
-    blob = torch.load(model_path, map_location="cpu", weights_only=True)
+    retrain = f"Retrain it: `cnnbench train --variant {variant['variant']}`."
+    blob = load_plain(model_path, "trained model", retrain)
     if blob.get("variant") != variant["variant"] or blob.get("dataset") != variant["dataset"]:
         raise ModelMismatch(
             f"{model_path} holds variant {blob.get('variant')!r} on {blob.get('dataset')!r}, "

@@ -14,6 +14,7 @@ import math
 import os
 import platform
 import resource
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -39,7 +40,11 @@ class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite."""
 
 
-class CheckpointMismatch(RuntimeError):
+class CheckpointError(RuntimeError):
+    """A checkpoint or model file cannot be used: unreadable, not plain data, or another run's."""
+
+
+class CheckpointMismatch(CheckpointError):
     """A checkpoint belongs to another variant or data set."""
 
 
@@ -315,7 +320,7 @@ def check_finite(first_bad: torch.Tensor, name: str, epoch: int, settings: dict)
     if step >= 0:
         raise TrainingDiverged(
             f"variant {name!r}: loss became NaN or infinite at epoch {epoch + 1}, step {step + 1}; "
-            f"lower train.optimizer.lr (now {settings['optimizer']['lr']}) — nothing was written"
+            f"lower train.optimizer.lr (now {settings['optimizer']['lr']}); no model or metrics were written"
         )
 
 
@@ -324,11 +329,50 @@ def checkpoint_path(checkpoint_dir: Path) -> Path:
     return checkpoint_dir / "last.pt"
 
 
+def load_plain(path: Path, what: str, remedy: str) -> dict:
+    """``torch.load(path, weights_only=True)``: tensors and plain data only, never code.
+
+    Any failure (a truncated or corrupt file, or a pickle that names other globals, which
+    weights_only refuses before running anything) becomes a CheckpointError naming the file.
+    """
+    import pickle
+
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        # torch's message is mostly boilerplate (and suggests weights_only=False, which we never do):
+        # keep the line that says what was found.
+        lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+        detail = next((ln for ln in lines if "GLOBAL" in ln or ln.startswith("Unsupported")), lines[-1] if lines else "")
+        if "GLOBAL" in detail:
+            raise CheckpointError(
+                f"{path}: refused to load this {what}: it names code, not just tensors and plain data "
+                f"({detail[:300]}); nothing in it was run. {remedy}"
+            ) from None
+        raise CheckpointError(f"{path}: not a readable {what} (pickle data: {detail[:300]}). {remedy}") from None
+    except Exception as exc:  # truncated zip, garbage bytes, EOF, ...
+        raise CheckpointError(
+            f"{path}: not a readable {what} ({type(exc).__name__}: {str(exc)[:300]}). {remedy}"
+        ) from None
+    if not isinstance(blob, dict):
+        raise CheckpointError(f"{path}: not a cnnbench {what} (holds a {type(blob).__name__}). {remedy}")
+    return blob
+
+
+def remove_partial_files(directory: Path) -> None:
+    """Delete temporary files a killed run left in ``directory`` (``.<name>.tmp-<pid>``)."""
+    if directory.is_dir():
+        for tmp in directory.glob(".*.tmp-*"):
+            if tmp.is_file():
+                log.info("removing %s, left by an interrupted run", tmp)
+                tmp.unlink(missing_ok=True)
+
+
 def load_checkpoint(path: Path, variant: dict, settings_hash: str) -> dict | None:
     """Return the checkpoint if it may resume this run, None if there is none or it is stale."""
     if not path.exists():
         return None
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    ckpt = load_plain(path, "checkpoint", "Delete it to train this variant from scratch.")
     if ckpt.get("variant") != variant["variant"] or ckpt.get("dataset") != variant["dataset"]:
         raise CheckpointMismatch(
             f"{path} belongs to variant {ckpt.get('variant')!r} on {ckpt.get('dataset')!r}, not "
@@ -399,6 +443,16 @@ def train_variant(
     gen = torch.Generator(device=device).manual_seed(settings["seed"])
     shuffle_gen = torch.Generator().manual_seed(settings["seed"] + 1)
 
+    # The checkpoint first: one of another run is refused before any data is loaded.
+    ckpt_file = checkpoint_path(checkpoint_dir)
+    remove_partial_files(checkpoint_dir)
+    ckpt = load_checkpoint(ckpt_file, variant, settings_hash)
+    # Outputs of an earlier run would sit beside this run's half-written ones: remove them now,
+    # model.pt (the mark of a complete run) first, so a failure below leaves nothing that looks complete.
+    for stale in ("model.pt", "metrics.json", "confusion.csv", "train.json", "history.csv"):
+        (out_dir / stale).unlink(missing_ok=True)
+    remove_partial_files(out_dir)
+
     train_data, val_data, classes = load_training_data(variant, prepared_dir, device)
     num_classes = len(classes)
     norm = settings["normalize"]
@@ -422,10 +476,8 @@ def train_variant(
     )
     criterion = nn.CrossEntropyLoss(label_smoothing=settings["label_smoothing"])
 
-    ckpt_file = checkpoint_path(checkpoint_dir)
     history: list[dict] = []
     start_epoch = 0
-    ckpt = load_checkpoint(ckpt_file, variant, settings_hash)
     if ckpt is not None:
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
@@ -438,9 +490,14 @@ def train_variant(
         start_epoch = int(ckpt["epoch"])
         log.info("resuming %s from %s after epoch %d of %d", name, ckpt_file, start_epoch, epochs)
 
+    # DVCLive logs into a staging folder that becomes dvclive/ only with the finished run, so a
+    # failed or killed run leaves no metrics behind (a resumed run replays its history into it).
+    live_dir, live_staging = out_dir / "dvclive", out_dir / ".dvclive.partial"
+    shutil.rmtree(live_dir, ignore_errors=True)
+    shutil.rmtree(live_staging, ignore_errors=True)
     live = None
     if use_dvclive:
-        live = _open_dvclive(out_dir / "dvclive", history)
+        live = _open_dvclive(live_staging, history)
 
     dev_desc = describe_device(device)
     n_params = count_parameters(model)
@@ -454,84 +511,91 @@ def train_variant(
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
 
-    for epoch in range(start_epoch, epochs):
-        model.train()
-        t0 = time.perf_counter()
-        order = torch.randperm(len(train_data), generator=shuffle_gen).to(device)
-        loss_sum = torch.zeros((), device=device)
-        correct = torch.zeros((), device=device, dtype=torch.long)
-        seen = 0
-        bar = tqdm(
-            range(steps_per_epoch), desc=f"{name} epoch {epoch + 1}/{epochs}", unit="batch",
-            leave=False, disable=None, file=sys.stderr,
-        )
-        first_bad = torch.full((), -1, device=device, dtype=torch.long)  # first step with a non-finite loss
-        for step in bar:
-            idx = order[step * bs : (step + 1) * bs]
-            x = engine.input(augment_batch(train_data.images[idx], aug, mean, std, gen))
-            y = train_data.labels[idx]
-            with engine.autocast():
-                out = step_model(x)
-                loss = criterion(out.float(), y)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
-            if ema is not None:
-                ema.update_parameters(model)
-            # Track divergence on the device; look at it every few steps so the GPU never waits per step.
-            first_bad = torch.where((first_bad < 0) & ~torch.isfinite(loss.detach()), step, first_bad)
-            if step % NAN_CHECK_EVERY == NAN_CHECK_EVERY - 1 or step == steps_per_epoch - 1:
-                check_finite(first_bad, name, epoch, settings)
-            loss_sum += loss.detach() * len(idx)
-            correct += (out.argmax(1) == y).sum()
-            seen += len(idx)
-            if bar.disable is False:
-                elapsed = time.perf_counter() - t0
-                bar.set_postfix(loss=f"{loss_sum.item() / seen:.3f}", acc=f"{correct.item() / seen:.3f}",
-                                img_s=f"{seen / elapsed:.0f}")
-        bar.close()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        train_seconds = time.perf_counter() - t0
-        eval_model = ema.module if ema is not None else model
-        logits, losses = predict(eval_model, val_data, mean, std, settings["eval_batch_size"], engine,
-                                 settings.get("tta_flip", False))
-        row = {
-            "epoch": epoch + 1,
-            "train_loss": loss_sum.item() / seen,
-            "train_acc": correct.item() / seen,
-            "val_loss": losses.mean().item() if len(val_data) else float("nan"),
-            "val_acc": (logits.argmax(1) == val_data.labels).float().mean().item() if len(val_data) else float("nan"),
-            "lr": optimizer.param_groups[0]["lr"],
-            "seconds": train_seconds,
-            "peak_memory_mb": peak_memory_mb(device),
-        }
-        history.append(row)
-        log.info(
-            "%s epoch %d/%d: train loss %.4f acc %.4f | val loss %.4f acc %.4f | %.1f s, %.0f img/s",
-            name, epoch + 1, epochs, row["train_loss"], row["train_acc"], row["val_loss"], row["val_acc"],
-            train_seconds, seen / train_seconds,
-        )
-        if live is not None:
-            _log_live(live, row)
-        state = rng_state(shuffle_gen)
-        state["aug"] = gen.get_state()
-        atomic_torch_save(
-            {
-                "variant": name,
-                "dataset": variant["dataset"],
-                "settings_hash": settings_hash,
+    try:
+        # On the CPU looking at the flag costs nothing: stop at the first bad step. On a GPU every few steps.
+        check_every = 1 if device.type == "cpu" else NAN_CHECK_EVERY
+        for epoch in range(start_epoch, epochs):
+            model.train()
+            t0 = time.perf_counter()
+            order = torch.randperm(len(train_data), generator=shuffle_gen).to(device)
+            loss_sum = torch.zeros((), device=device)
+            correct = torch.zeros((), device=device, dtype=torch.long)
+            seen = 0
+            bar = tqdm(
+                range(steps_per_epoch), desc=f"{name} epoch {epoch + 1}/{epochs}", unit="batch",
+                leave=False, disable=None, file=sys.stderr,
+            )
+            first_bad = torch.full((), -1, device=device, dtype=torch.long)  # first step with a non-finite loss
+            for step in bar:
+                idx = order[step * bs : (step + 1) * bs]
+                x = engine.input(augment_batch(train_data.images[idx], aug, mean, std, gen))
+                y = train_data.labels[idx]
+                with engine.autocast():
+                    out = step_model(x)
+                    loss = criterion(out.float(), y)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                scheduler.step()
+                if ema is not None:
+                    ema.update_parameters(model)
+                # Track divergence on the device; look at it every few steps so the GPU never waits per step.
+                first_bad = torch.where((first_bad < 0) & ~torch.isfinite(loss.detach()), step, first_bad)
+                if step % check_every == check_every - 1 or step == steps_per_epoch - 1:
+                    check_finite(first_bad, name, epoch, settings)
+                loss_sum += loss.detach() * len(idx)
+                correct += (out.argmax(1) == y).sum()
+                seen += len(idx)
+                if bar.disable is False:
+                    elapsed = time.perf_counter() - t0
+                    bar.set_postfix(loss=f"{loss_sum.item() / seen:.3f}", acc=f"{correct.item() / seen:.3f}",
+                                    img_s=f"{seen / elapsed:.0f}")
+            bar.close()
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            train_seconds = time.perf_counter() - t0
+            eval_model = ema.module if ema is not None else model
+            logits, losses = predict(eval_model, val_data, mean, std, settings["eval_batch_size"], engine,
+                                     settings.get("tta_flip", False))
+            row = {
                 "epoch": epoch + 1,
-                "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
-                "ema": ema.state_dict() if ema is not None else {},
-                "rng": state,
-                "history": history,
-            },
-            ckpt_file,
-        )
+                "train_loss": loss_sum.item() / seen,
+                "train_acc": correct.item() / seen,
+                "val_loss": losses.mean().item() if len(val_data) else float("nan"),
+                "val_acc": (logits.argmax(1) == val_data.labels).float().mean().item() if len(val_data) else float("nan"),
+                "lr": optimizer.param_groups[0]["lr"],
+                "seconds": train_seconds,
+                "peak_memory_mb": peak_memory_mb(device),
+            }
+            history.append(row)
+            log.info(
+                "%s epoch %d/%d: train loss %.4f acc %.4f | val loss %.4f acc %.4f | %.1f s, %.0f img/s",
+                name, epoch + 1, epochs, row["train_loss"], row["train_acc"], row["val_loss"], row["val_acc"],
+                train_seconds, seen / train_seconds,
+            )
+            if live is not None:
+                _log_live(live, row)
+            state = rng_state(shuffle_gen)
+            state["aug"] = gen.get_state()
+            atomic_torch_save(
+                {
+                    "variant": name,
+                    "dataset": variant["dataset"],
+                    "settings_hash": settings_hash,
+                    "epoch": epoch + 1,
+                    "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(),
+                    "ema": ema.state_dict() if ema is not None else {},
+                    "rng": state,
+                    "history": history,
+                },
+                ckpt_file,
+            )
+    except BaseException:
+        # Diverged, interrupted or failed: the metrics logged so far must not look like a result.
+        shutil.rmtree(live_staging, ignore_errors=True)
+        raise
 
     # What identifies the trained model: shared by train.json and model.pt.
     meta = {
@@ -569,11 +633,12 @@ def train_variant(
     out_dir.mkdir(parents=True, exist_ok=True)
     write_csv(out_dir / "history.csv", history, HISTORY_COLUMNS)
     atomic_write_text(out_dir / "train.json", json.dumps(summary, indent=2) + "\n")
+    if live is not None:
+        live.end()
+        os.replace(live_staging, live_dir)
     # model.pt last: its presence means the run is complete.
     final = ema.module if ema is not None else model  # the weights that were validated are the ones kept
     atomic_torch_save({**meta, "state_dict": final.state_dict()}, out_dir / "model.pt")
-    if live is not None:
-        live.end()
     ckpt_file.unlink(missing_ok=True)
     return summary
 

@@ -2,7 +2,17 @@
 import json
 import sys
 
-from cnnbench.config import ConfigError, load as load_params
+from pathlib import Path
+
+from cnnbench.config import ConfigError, load as load_params, read_yaml
+
+# Parse params.yaml ourselves first: a YAML syntax error then gets cnnbench's message (file, line,
+# column, problem) instead of Snakemake's generic "Config file is not valid JSON or YAML".
+try:
+    read_yaml(Path("params.yaml"))
+except ConfigError as _exc:
+    sys.stderr.write(f"cnnbench: config error: {_exc}\n")
+    sys.exit(2)
 
 configfile: "params.yaml"
 

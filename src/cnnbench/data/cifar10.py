@@ -140,11 +140,18 @@ def _read_members(archive: Path) -> dict[str, bytes]:
     with tar:
         for member in tar:
             _check_member_name(member.name, archive)
+            if not (member.isfile() or member.isdir()):
+                # The genuine archive holds only folders and regular files; a link (whatever its name)
+                # or device means the archive was tampered with.
+                kind = "symbolic link" if member.issym() else "hard link" if member.islnk() else "device or fifo"
+                target = f" -> {member.linkname!r}" if member.issym() or member.islnk() else ""
+                raise ValueError(
+                    f"unsafe member {member.name!r}{target} in {archive}: {kind}, not a regular file; refusing "
+                    "the archive. It is not a genuine CIFAR-10 archive; delete it and download it again"
+                )
             base = PurePosixPath(member.name).name
-            if base not in wanted:
+            if base not in wanted or member.isdir():
                 continue
-            if not member.isfile():
-                raise ValueError(f"{archive}: member {member.name!r} is not a regular file (link or device); refusing it")
             if member.size > _MAX_MEMBER_BYTES:
                 raise ValueError(f"{archive}: member {member.name!r} is {member.size} bytes, larger than any CIFAR-10 batch")
             if base in found:

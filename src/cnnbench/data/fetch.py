@@ -111,6 +111,12 @@ class _Hasher:
         return _Digest(self._sha.hexdigest(), self._md5.hexdigest(), self.bytes)
 
 
+def _expected(md5: str | None, sha256: str | None) -> str:
+    """``"; it had to match md5 <hash>"`` for the checksums that were given, else ``""``."""
+    given = [f"{algo} {value.strip().lower()}" for algo, value in (("md5", md5), ("sha256", sha256)) if value]
+    return f"; expected {' and '.join(given)}" if given else ""
+
+
 def _check(digest: _Digest, what: str, *, md5: str | None, sha256: str | None) -> None:
     """Raise ChecksumError if an expected checksum (None or "" = not given) does not match."""
     for algo, expected, actual in (("md5", md5, digest.md5), ("sha256", sha256, digest.sha256)):
@@ -235,8 +241,8 @@ def _receive(
             os.fsync(out.fileno())
         if total is not None and hasher.bytes != total:
             raise DownloadError(
-                f"incomplete transfer of {what}: got {hasher.bytes} of {total} bytes "
-                "(the connection was closed early); nothing was kept, retry"
+                f"incomplete transfer of {what} (for {dest.name}): got {hasher.bytes} of {total} bytes "
+                f"(the connection was closed early){_expected(md5, sha256)}; nothing was kept, retry"
             )
         digest = hasher.digest()
         _check(digest, f"{what} (for {dest.name})", md5=md5, sha256=sha256)
@@ -267,7 +273,9 @@ def _download(url: str, dest: Path, *, md5: str | None = None, sha256: str | Non
             f"or set a local mirror ({MIRROR_ENV} or the data_mirror param)"
         ) from e
     except Exception as e:  # timeouts, connection resets, http.client errors
-        raise DownloadError(f"download of {url} failed: {type(e).__name__}: {e}; nothing was kept, retry") from e
+        raise DownloadError(
+            f"download of {url} failed: {type(e).__name__}: {e}{_expected(md5, sha256)}; nothing was kept, retry"
+        ) from e
 
 
 def download_url(url: str, dest: Path, *, md5: str | None = None, sha256: str | None = None) -> Path:
