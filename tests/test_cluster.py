@@ -32,7 +32,8 @@ SLURM_SCRIPT = REPO / "scripts" / "slurm-local.sh"
 def dry_run_resources(profile: str) -> dict[str, str]:
     """rule -> its `resources:` line in `snakemake -n` of the real repository."""
     env = env_for(REPO)
-    proc = subprocess.run(["snakemake", "-n", "--config", f"profile={profile}", "--cores", "8",
+    # --forceall: plan every job of the target, whatever this checkout already has in data/ or results/
+    proc = subprocess.run(["snakemake", "-n", "--forceall", "--config", f"profile={profile}", "--cores", "8",
                            "results/runs/cifar10-resnet18/lab/seed0/metrics.json"],
                           cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
