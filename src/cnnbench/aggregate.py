@@ -23,9 +23,9 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from .atomic import atomic_write_text
 from .config import Config
 from .results import read_history
-from .train import atomic_write_text
 
 HOLDS, FAILS, INCONCLUSIVE = "holds", "does not hold", "inconclusive"
 METRIC_LABELS = {

@@ -9,13 +9,13 @@ from pathlib import Path
 import torch
 
 from .config import Config, canonical_hash
+from .atomic import atomic_write_text
 from .data import packed
 from .models import build_model
 from .train import (
     CheckpointError,
     DeviceData,
     Engine,
-    atomic_write_text,
     configure_determinism,
     describe_device,
     load_plain,

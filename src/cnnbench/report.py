@@ -17,6 +17,7 @@ from pathlib import Path
 import jinja2
 import pandas as pd
 
+from .atomic import atomic_write_text
 from .aggregate import FAILS, HOLDS, INCONCLUSIVE, METRIC_LABELS
 from .config import Config
 from .results import dataset_title, lab_rows
@@ -324,16 +325,6 @@ def _data_uri(path: Path) -> str:
     return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode("ascii")
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
 def _need(path: Path, stage: str) -> Path:
     if not path.is_file():
         raise FileNotFoundError(f"{path}: missing; it is written by `{stage}`")
@@ -401,6 +392,6 @@ def build_report(cfg: Config, summary_dir: Path, plots_dir: Path, runs_root: Pat
         src={f["file"]: rel(plots_dir / f["file"]) for f in figures}, **common)
     out_dir.mkdir(parents=True, exist_ok=True)
     html_path, md_path = out_dir / "report.html", out_dir / "report.md"
-    _write_atomic(md_path, md)
-    _write_atomic(html_path, html)
+    atomic_write_text(md_path, md)
+    atomic_write_text(html_path, html)
     return html_path, md_path

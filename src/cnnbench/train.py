@@ -27,6 +27,7 @@ from torch import nn
 from tqdm import tqdm
 
 from . import __version__
+from .atomic import atomic_write, atomic_write_text
 from .config import Config, canonical_hash
 from .data import packed
 from .models import build_model
@@ -49,28 +50,8 @@ class CheckpointMismatch(CheckpointError):
 
 
 # --- small utilities --------------------------------------------------------------------
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write_bytes(path, text.encode())
-
-
 def atomic_torch_save(obj: Any, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as fh:
-        torch.save(obj, fh)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    atomic_write(path, lambda fh: torch.save(obj, fh))
 
 
 def write_csv(path: Path, rows: list[dict], columns: list[str]) -> None:
