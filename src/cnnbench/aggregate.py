@@ -24,8 +24,8 @@ import pandas as pd
 from scipy import stats
 
 from .atomic import atomic_write_text
-from .config import Config
-from .results import read_history
+from .config import Config, run_dir
+from .results import need_file, read_history
 
 HOLDS, FAILS, INCONCLUSIVE = "holds", "does not hold", "inconclusive"
 METRIC_LABELS = {
@@ -59,11 +59,9 @@ def collect_runs(cfg: Config, runs_root: Path) -> pd.DataFrame:
     """One row per (variant, recipe, seed) of the study, read from its run directory."""
     rows = []
     for variant, recipe, seed in cfg.runs:
-        run = Path(runs_root) / variant / recipe / f"seed{seed}"
+        run = run_dir(runs_root, variant, recipe, seed)
         where = f"cnnbench evaluate --variant {variant} --recipe {recipe} --seed {seed}"
-        metrics_path = run / "metrics.json"
-        if not metrics_path.is_file():
-            raise FileNotFoundError(f"{metrics_path}: missing; it is written by `{where}`")
+        metrics_path = need_file(run / "metrics.json", where)
         m = json.loads(metrics_path.read_text())
         if (m.get("variant"), m.get("recipe"), m.get("seed")) != (variant, recipe, seed):
             raise ValueError(f"{metrics_path}: holds run {m.get('variant')}/{m.get('recipe')}/seed{m.get('seed')}, "

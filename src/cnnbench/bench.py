@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .config import Config
+from .config import Config, run_dir
 from .data import packed
 from .models import build_model
 from .train import (
@@ -274,14 +274,14 @@ def bench_accuracy(cfg: Config, names: list[str], prepared_root: Path, *, epochs
         for recipe in recipes:
             for seed in seeds:
                 c = copy.deepcopy(cfg)
-                dataset, short = c.variant(name)["dataset"], name[len(c.variant(name)["dataset"]) + 1:]
-                c.raw["variants"][dataset][short].setdefault("train", {})["epochs"] = epochs
+                dataset = c.variant(name)["dataset"]
+                c.raw["variants"][dataset][name[len(dataset) + 1:]].setdefault("train", {})["epochs"] = epochs
                 c.raw["profiles"][c.profile].get("train", {}).pop("epochs", None)  # the benchmark sets it
-                run_dir = work_dir / name / recipe / f"seed{seed}"
+                out = run_dir(work_dir, name, recipe, seed)
                 t0 = time.perf_counter()
-                summary = train_variant(c, name, Path(prepared_root) / dataset, run_dir, run_dir / "ckpt",
+                summary = train_variant(c, name, Path(prepared_root) / dataset, out, out / "ckpt",
                                         use_dvclive=False, recipe=recipe, seed=seed)
-                metrics = evaluate_variant(c, name, Path(prepared_root) / dataset, run_dir, recipe=recipe, seed=seed)
+                metrics = evaluate_variant(c, name, Path(prepared_root) / dataset, out, recipe=recipe, seed=seed)
                 runs.append({"variant": name, "recipe": recipe, "seed": seed, "epochs": epochs,
                              "test_top1": metrics["test_top1"], "seconds": time.perf_counter() - t0,
                              "device": summary["device"], "precision": summary["precision"]})

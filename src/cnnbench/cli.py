@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from . import __version__
-from .config import Config, ConfigError, load
+from .config import Config, ConfigError, load, run_dir
 
 log = logging.getLogger("cnnbench")
 
@@ -59,11 +59,6 @@ def _run_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--recipe", help="a recipe of recipes_in_study (default: the first)")
     parser.add_argument("--seed", type=int, help="a seed of the profile (default: its first)")
     parser.add_argument("--data", type=Path, help="prepared data (default: data/prepared/<dataset of the variant>)")
-
-
-def run_dir(variant: str, recipe: str, seed: int, root: Path = RUNS) -> Path:
-    """Where one run's outputs live: ``<root>/<variant>/<recipe>/seed<seed>``."""
-    return Path(root) / variant / recipe / f"seed{seed}"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -263,8 +258,8 @@ def cmd_train(cfg: Config, args) -> None:
     recipe, seed = _run_of(cfg, args)
     _set_threads(args)
     _gpu_slot(cfg, args)
-    out = args.out or run_dir(args.variant, recipe, seed)
-    ckpt = args.checkpoint_dir or run_dir(args.variant, recipe, seed, Path("results/.checkpoints"))
+    out = args.out or run_dir(RUNS, args.variant, recipe, seed)
+    ckpt = args.checkpoint_dir or run_dir(Path("results/.checkpoints"), args.variant, recipe, seed)
     train_variant(cfg, args.variant, _prepared_dir(cfg, args), out, ckpt, use_dvclive=not args.no_dvclive,
                   recipe=recipe, seed=seed)
 
@@ -275,7 +270,7 @@ def cmd_evaluate(cfg: Config, args) -> None:
     recipe, seed = _run_of(cfg, args)
     _set_threads(args)
     _gpu_slot(cfg, args)
-    evaluate_variant(cfg, args.variant, _prepared_dir(cfg, args), args.run or run_dir(args.variant, recipe, seed),
+    evaluate_variant(cfg, args.variant, _prepared_dir(cfg, args), args.run or run_dir(RUNS, args.variant, recipe, seed),
                      recipe=recipe, seed=seed)
 
 

@@ -33,6 +33,11 @@ class ConfigError(ValueError):
     """A problem with params.yaml (or an override of it) that the user must fix."""
 
 
+def run_dir(root: str | Path, variant: str, recipe: str, seed: int) -> Path:
+    """Where one run (variant, recipe, seed) keeps its outputs: ``<root>/<variant>/<recipe>/seed<seed>``."""
+    return Path(root) / variant / recipe / f"seed{seed}"
+
+
 def deep_merge(base: dict, override: dict | None) -> dict:
     """Return a copy of ``base`` with ``override`` merged in recursively (override wins)."""
     out = copy.deepcopy(base)

@@ -32,7 +32,7 @@ from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
-from .config import Config  # noqa: E402
+from .config import Config, run_dir  # noqa: E402
 from .results import dataset_title, lab_rows, read_history  # noqa: E402
 
 DPI = 90
@@ -195,7 +195,7 @@ class Study:
             raise ValueError(f"{self.summary_dir / 'runs.csv'}: {'; '.join(bits)}; re-run `{AGGREGATE_STAGE}`")
 
     def run_dir(self, variant: str, recipe: str, seed: int) -> Path:
-        return self.runs_root / variant / recipe / f"seed{seed}"
+        return run_dir(self.runs_root, variant, recipe, seed)
 
     def history(self, variant: str, recipe: str, seed: int) -> pd.DataFrame:
         return read_history(self.run_dir(variant, recipe, seed) / "history.csv", variant)

@@ -19,8 +19,8 @@ import pandas as pd
 
 from .atomic import atomic_write_text
 from .aggregate import FAILS, HOLDS, INCONCLUSIVE, METRIC_LABELS
-from .config import Config
-from .results import dataset_title, lab_rows
+from .config import Config, run_dir
+from .results import dataset_title, lab_rows, need_file
 
 NOT_A_CHECKOUT = "unknown (not a git checkout)"
 VERDICT_CLASS = {HOLDS: "holds", FAILS: "fails", INCONCLUSIVE: "inconclusive"}
@@ -287,7 +287,7 @@ def run_facts(runs_root: Path, cfg: Config) -> dict:
     """Devices, precisions, versions and memory kinds over every run's metrics.json."""
     facts = {"devices": set(), "eval_devices": set(), "precisions": set(), "torch": set(), "memory": set()}
     for variant, recipe, seed in cfg.runs:
-        path = Path(runs_root) / variant / recipe / f"seed{seed}" / "metrics.json"
+        path = run_dir(runs_root, variant, recipe, seed) / "metrics.json"
         if not path.is_file():
             continue
         m = json.loads(path.read_text())
@@ -325,18 +325,12 @@ def _data_uri(path: Path) -> str:
     return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode("ascii")
 
 
-def _need(path: Path, stage: str) -> Path:
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: missing; it is written by `{stage}`")
-    return path
-
-
 def load_figures(plots_dir: Path) -> list[dict]:
     """figures.json of `cnnbench plot`, each entry checked to exist."""
-    index = _need(plots_dir / "figures.json", "cnnbench plot")
+    index = need_file(plots_dir / "figures.json", "cnnbench plot")
     figures = json.loads(index.read_text())
     for fig in figures:
-        _need(plots_dir / fig["file"], "cnnbench plot")
+        need_file(plots_dir / fig["file"], "cnnbench plot")
     return figures
 
 
@@ -349,8 +343,8 @@ def build_report(cfg: Config, summary_dir: Path, plots_dir: Path, runs_root: Pat
     ``out_dir``. Returns (html_path, md_path).
     """
     summary_dir, plots_dir, out_dir = Path(summary_dir), Path(plots_dir), Path(out_dir)
-    variants = pd.read_csv(_need(summary_dir / "variants.csv", "cnnbench aggregate"))
-    claims = pd.read_csv(_need(summary_dir / "claims.csv", "cnnbench aggregate"), keep_default_na=False,
+    variants = pd.read_csv(need_file(summary_dir / "variants.csv", "cnnbench aggregate"))
+    claims = pd.read_csv(need_file(summary_dir / "claims.csv", "cnnbench aggregate"), keep_default_na=False,
                          na_values=[""])
     figures = load_figures(plots_dir)
     data = context.get("data") or {}

@@ -32,7 +32,8 @@ def lab_rows(spec: dict) -> list[dict]:
     return [row for row in lab if isinstance(row, dict)]
 
 
-def _need(path: Path, stage: str) -> Path:
+def need_file(path: Path, stage: str) -> Path:
+    """``path`` if it is a file, else an error that names it and the stage that writes it."""
     if not path.is_file():
         raise FileNotFoundError(f"{path}: missing; it is written by `{stage}`")
     return path
@@ -41,7 +42,7 @@ def _need(path: Path, stage: str) -> Path:
 def read_history(path: Path, variant: str) -> pd.DataFrame:
     """A run's history.csv, checked for the columns the later stages read."""
     train = f"cnnbench train --variant {variant}"
-    history = pd.read_csv(_need(Path(path), train))
+    history = pd.read_csv(need_file(Path(path), train))
     missing = [c for c in HISTORY_COLUMNS if c not in history.columns]
     if missing:
         raise ValueError(f"{path}: no column(s) {', '.join(missing)}; re-run `{train}`")
@@ -53,9 +54,9 @@ def read_history(path: Path, variant: str) -> pd.DataFrame:
 def load_run(name: str, spec: dict, run_dir: Path) -> dict:
     """Load one variant's run directory; errors name the file and the stage that writes it."""
     train, evaluate = f"cnnbench train --variant {name}", f"cnnbench evaluate --variant {name}"
-    history_path = _need(run_dir / "history.csv", train)
-    metrics_path = _need(run_dir / "metrics.json", evaluate)
-    confusion_path = _need(run_dir / "confusion.csv", evaluate)
+    history_path = need_file(run_dir / "history.csv", train)
+    metrics_path = need_file(run_dir / "metrics.json", evaluate)
+    confusion_path = need_file(run_dir / "confusion.csv", evaluate)
 
     history = pd.read_csv(history_path)
     missing = [c for c in HISTORY_COLUMNS if c not in history.columns]
