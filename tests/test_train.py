@@ -14,7 +14,7 @@ from cnnbench import train as train_mod
 from cnnbench.config import load
 from cnnbench.data import packed
 from cnnbench.evaluate import ModelMismatch, evaluate_variant
-from cnnbench.train import CheckpointMismatch, TrainingDiverged, augment, lr_factor, train_variant
+from cnnbench.train import CheckpointMismatch, TrainingDiverged, lr_factor, train_variant
 
 REPO = Path(__file__).resolve().parents[1]
 CIFAR_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
@@ -141,21 +141,6 @@ def test_batch_larger_than_dataset_is_an_error(cfg, prepared, tmp_path):
         run(cfg, prepared, tmp_path / "run")
 
 
-def test_augment_crops_and_flips_on_the_batch():
-    gen = torch.Generator().manual_seed(0)
-    x = torch.arange(2 * 3 * 8 * 8, dtype=torch.uint8).view(2, 3, 8, 8)
-    same = augment(x, padding=0, flip=False, gen=gen)
-    assert torch.equal(same, x)
-    out = augment(x, padding=2, flip=False, gen=gen)
-    assert out.shape == x.shape and out.dtype == torch.uint8
-    # every crop is a window of the zero-padded image
-    padded = torch.nn.functional.pad(x, (2, 2, 2, 2))
-    for i in range(2):
-        assert any(torch.equal(out[i], padded[i, :, dy : dy + 8, dx : dx + 8]) for dy in range(5) for dx in range(5))
-    flips = [augment(x, padding=0, flip=True, gen=gen) for _ in range(20)]
-    assert any(torch.equal(f[0], x[0].flip(2)) for f in flips) and any(torch.equal(f[0], x[0]) for f in flips)
-
-
 def test_lr_schedules():
     c = {"name": "constant", "warmup_epochs": 0}
     assert lr_factor(50, 100, 10, c) == 1.0
@@ -227,19 +212,6 @@ def test_dvclive_logs_without_touching_dvc_yaml(cfg, prepared, tmp_path, monkeyp
     assert not (tmp_path / "dvc.yaml").exists() and not (out / "dvclive" / "dvc.yaml").exists()
 
 
-def test_random_resized_crop_batched():
-    from cnnbench.train import random_resized_crop
-
-    gen = torch.Generator().manual_seed(0)
-    x = torch.rand(6, 3, 16, 16)
-    same = random_resized_crop(x, 1.0, gen, ratio=(1.0, 1.0))  # the whole image: identity resample
-    assert torch.allclose(same, x, atol=1e-5)
-    out = random_resized_crop(x, 0.2, gen)
-    assert out.shape == x.shape and torch.isfinite(out).all()
-    assert out.min() >= x.min() - 1e-6 and out.max() <= x.max() + 1e-6  # bilinear never overshoots
-    assert not torch.allclose(out, x)
-
-
 def test_no_weight_decay_on_norm_and_bias():
     from cnnbench.models import build_model
     from cnnbench.train import build_optimizer
@@ -254,6 +226,30 @@ def test_no_weight_decay_on_norm_and_bias():
     assert opt.defaults["nesterov"] is True
     flat = build_optimizer(model, {"name": "sgd", "lr": 0.1, "weight_decay": 5e-4})
     assert len(flat.param_groups) == 1 and flat.param_groups[0]["weight_decay"] == 5e-4
+
+
+def test_fused_optimizer_takes_the_same_steps_as_the_default_one():
+    from cnnbench.models import build_model
+    from cnnbench.train import build_optimizer, optimizer_impl
+
+    settings = {"name": "sgd", "lr": 0.1, "momentum": 0.9, "weight_decay": 5e-4, "nesterov": True,
+                "no_decay_norm_bias": True}
+    models, opts = [], []
+    for fused in (False, True):
+        torch.manual_seed(0)
+        models.append(build_model("resnet18", 10, width_mult=0.125))
+        opts.append(build_optimizer(models[-1], settings, fused=fused))
+    assert [optimizer_impl(o) for o in opts] == ["default", "fused"]
+    start = [p.detach().clone() for p in models[0].parameters()]
+    x, y = torch.randn(8, 3, 32, 32), torch.randint(0, 10, (8,))
+    for _ in range(3):
+        for model, opt in zip(models, opts):
+            opt.zero_grad()
+            torch.nn.functional.cross_entropy(model(x), y).backward()
+            opt.step()
+    for a, b in zip(models[0].parameters(), models[1].parameters()):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+    assert not all(torch.equal(a, b) for a, b in zip(start, models[0].parameters()))  # they did move
 
 
 def test_fast_recipe_with_ema_tta_and_bf16_trains_resumes_and_evaluates(cfg, prepared, tmp_path, monkeypatch):

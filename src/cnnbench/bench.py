@@ -31,13 +31,13 @@ import numpy as np
 import torch
 from torch import nn
 
+from .augment import augment_batch, make_augmenter
 from .config import Config, run_dir
 from .data import packed
 from .models import build_model
 from .train import (
     DeviceData,
     Engine,
-    augment_batch,
     build_optimizer,
     configure_determinism,
     describe_device,
@@ -144,13 +144,14 @@ def bench_variant(cfg: Config, name: str, prepared_root: Path, *, batch_size: in
     torch.manual_seed(0)
     model = engine.prepare(build_model(variant["model"], classes, **variant["model_args"]))
     step_model = engine.wrap(model)
-    opt = build_optimizer(model, settings["optimizer"])
+    opt = build_optimizer(model, settings["optimizer"], fused=engine.fused_optimizer)
     data = DeviceData(x_np, y_np, device)
     gen = torch.Generator(device=device).manual_seed(0)
+    augmenter = make_augmenter(settings["augment"], mean, std)
 
     def engine_step() -> None:
         idx = torch.randint(0, len(data), (bs,), device=device, generator=gen)
-        x = engine.input(augment_batch(data.images[idx], settings["augment"], mean, std, gen))
+        x = engine.input(augment_batch(data.images, idx, settings["augment"], mean, std, gen, augmenter))
         with engine.autocast():
             loss = criterion(step_model(x).float(), data.labels[idx])
         opt.zero_grad(set_to_none=True)
@@ -161,7 +162,8 @@ def bench_variant(cfg: Config, name: str, prepared_root: Path, *, batch_size: in
     result["engine_train_images_per_s"] = rate(timed_windows(engine_step, device, warmup, windows, steps), steps * bs)
     # What one CIFAR-10-sized epoch (50,000 images) takes at the median rate.
     result["engine_seconds_per_50k_images"] = 50_000 / result["engine_train_images_per_s"]["median"]
-    result["engine"] = {"precision": engine.precision, "channels_last": engine.channels_last, "compile": engine.compile}
+    result["engine"] = {"precision": engine.precision, "channels_last": engine.channels_last, "compile": engine.compile,
+                        "optimizer": "fused" if opt.defaults.get("fused") else "default"}
 
     # Evaluation throughput (engine path, no augmentation)
     eval_n = min(len(data), 8 * settings["eval_batch_size"])
@@ -194,7 +196,8 @@ def bench_variant(cfg: Config, name: str, prepared_root: Path, *, batch_size: in
         result["reference_train_images_per_s"] = rate(
             timed_windows(reference_step, device, warmup, windows, steps), steps * bs)
         result["speedup"] = result["engine_train_images_per_s"]["median"] / result["reference_train_images_per_s"]["median"]
-        result["reference"] = {"precision": "fp32", "channels_last": False, "num_workers": workers}
+        result["reference"] = {"precision": "fp32", "channels_last": False, "num_workers": workers,
+                               "optimizer": "default"}
     return result
 
 
@@ -249,10 +252,13 @@ def bench_data_path(cfg: Config, image_dir: Path, *, batch_size: int, warmup: in
     mean = torch.tensor(norm["mean"], device=device).view(1, 3, 1, 1)
     std = torch.tensor(norm["std"], device=device).view(1, 3, 1, 1)
     gen = torch.Generator(device=device).manual_seed(0)
+    aug = settings["augment"]
+    augmenter = make_augmenter(aug, mean, std)
+    batch = torch.empty(batch_size, 3, size, size, device=device) if augmenter else None  # reused, as in training
 
     def packed_step() -> None:
         idx = torch.randint(0, len(data), (batch_size,), device=device, generator=gen)
-        augment_batch(data.images[idx], settings["augment"], mean, std, gen)
+        augment_batch(data.images, idx, aug, mean, std, gen, augmenter, out=batch)
 
     store = rate(timed_windows(packed_step, device, warmup, windows, steps), steps)
     return {"images": len(labels), "image_size": size, "batch_size": batch_size, "num_workers": workers,

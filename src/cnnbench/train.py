@@ -28,6 +28,7 @@ from tqdm import tqdm
 
 from . import __version__
 from .atomic import atomic_write, atomic_write_text
+from .augment import augment_batch, make_augmenter, normalize
 from .config import Config, canonical_hash
 from .data import packed
 from .models import build_model
@@ -125,62 +126,6 @@ class DeviceData:
         return self.labels.shape[0]
 
 
-def normalize(x_uint8: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
-    return (x_uint8.float().div_(255.0) - mean) / std
-
-
-def augment(x: torch.Tensor, padding: int, flip: bool, gen: torch.Generator) -> torch.Tensor:
-    """Random crop with zero padding and random horizontal flip, for a whole uint8 batch at once."""
-    b, c, h, w = x.shape
-    dev = x.device
-    if padding > 0:
-        padded = F.pad(x, (padding, padding, padding, padding))
-        dy = torch.randint(0, 2 * padding + 1, (b,), generator=gen, device=dev)
-        dx = torch.randint(0, 2 * padding + 1, (b,), generator=gen, device=dev)
-        rows = (torch.arange(h, device=dev)[None, :] + dy[:, None])[:, None, :, None]
-        cols = (torch.arange(w, device=dev)[None, :] + dx[:, None])[:, None, None, :]
-        bi = torch.arange(b, device=dev)[:, None, None, None]
-        ci = torch.arange(c, device=dev)[None, :, None, None]
-        x = padded[bi, ci, rows, cols]
-    if flip:
-        mask = torch.rand(b, generator=gen, device=dev) < 0.5
-        x = torch.where(mask[:, None, None, None], x.flip(3), x)
-    return x
-
-
-def random_resized_crop(x: torch.Tensor, min_scale: float, gen: torch.Generator,
-                        ratio: tuple[float, float] = (3 / 4, 4 / 3)) -> torch.Tensor:
-    """ImageNet-style random resized crop of a float batch, one affine resample for all images.
-
-    Each image gets its own crop of area fraction U(min_scale, 1) and log-uniform aspect ratio,
-    resampled bilinearly back to the full size (torchvision's RandomResizedCrop, batched).
-    """
-    b, _, h, w = x.shape
-    dev = x.device
-    area = torch.empty(b, device=dev).uniform_(min_scale, 1.0, generator=gen)
-    log_r = torch.empty(b, device=dev).uniform_(math.log(ratio[0]), math.log(ratio[1]), generator=gen)
-    r = torch.exp(log_r)
-    sw = torch.sqrt(area * r).clamp(max=1.0)  # crop width / image width
-    sh = torch.sqrt(area / r).clamp(max=1.0)
-    cx = (torch.rand(b, device=dev, generator=gen) * 2 - 1) * (1 - sw)  # centre in [-1, 1] coordinates
-    cy = (torch.rand(b, device=dev, generator=gen) * 2 - 1) * (1 - sh)
-    theta = torch.zeros(b, 2, 3, device=dev, dtype=x.dtype)
-    theta[:, 0, 0], theta[:, 0, 2], theta[:, 1, 1], theta[:, 1, 2] = sw, cx, sh, cy
-    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
-    return F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
-
-
-def augment_batch(x: torch.Tensor, aug: dict, mean: torch.Tensor, std: torch.Tensor,
-                  gen: torch.Generator) -> torch.Tensor:
-    """uint8 batch -> augmented, normalised float batch (every step a batched tensor op)."""
-    crop = aug.get("crop", "pad")
-    x = augment(x, aug.get("crop_padding", 0) if crop == "pad" else 0, aug.get("flip", False), gen)
-    x = normalize(x, mean, std)
-    if crop == "resized":
-        x = random_resized_crop(x, aug.get("min_scale", 0.08), gen)
-    return x
-
-
 class Engine:
     """Device, precision and memory layout of one run, resolved from the settings."""
 
@@ -191,6 +136,8 @@ class Engine:
         fmt = settings.get("memory_format", "auto")
         self.channels_last = fmt == "channels_last" or (fmt == "auto" and device.type == "cuda")
         self.compile = bool(settings.get("compile", False))
+        # torch's fused (single-kernel) optimizer step, where this torch has one for the device
+        self.fused_optimizer = device.type in ("cpu", "cuda")
 
     @property
     def precision(self) -> str:
@@ -226,18 +173,30 @@ def parameter_groups(model: nn.Module, weight_decay: float, no_decay_norm_bias: 
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
-def build_optimizer(model: nn.Module, opt: dict) -> torch.optim.Optimizer:
+def build_optimizer(model: nn.Module, opt: dict, fused: bool = False) -> torch.optim.Optimizer:
+    """The optimizer of the ``optimizer`` settings. ``fused`` asks for torch's fused implementation
+    (one kernel for all parameters; same update rule), used where this torch has one for the device."""
     params = parameter_groups(model, opt.get("weight_decay", 0.0), bool(opt.get("no_decay_norm_bias", False)))
     if opt["name"] == "sgd":
-        return torch.optim.SGD(
-            params,
-            lr=opt["lr"],
-            momentum=opt.get("momentum", 0.0),
-            nesterov=bool(opt.get("nesterov", False)) and opt.get("momentum", 0.0) > 0,
-        )
-    if opt["name"] == "adamw":
-        return torch.optim.AdamW(params, lr=opt["lr"])
-    raise ValueError(f"train.optimizer.name: unknown optimizer {opt['name']!r}; allowed: sgd, adamw")
+        cls, kwargs = torch.optim.SGD, {
+            "lr": opt["lr"],
+            "momentum": opt.get("momentum", 0.0),
+            "nesterov": bool(opt.get("nesterov", False)) and opt.get("momentum", 0.0) > 0,
+        }
+    elif opt["name"] == "adamw":
+        cls, kwargs = torch.optim.AdamW, {"lr": opt["lr"]}
+    else:
+        raise ValueError(f"train.optimizer.name: unknown optimizer {opt['name']!r}; allowed: sgd, adamw")
+    if fused:
+        try:
+            return cls(params, fused=True, **kwargs)
+        except (RuntimeError, TypeError, ValueError) as err:  # an older torch, or no fused kernel for this device
+            log.debug("fused %s not available (%s); using the default implementation", cls.__name__, err)
+    return cls(params, **kwargs)
+
+
+def optimizer_impl(optimizer: torch.optim.Optimizer) -> str:
+    return "fused" if optimizer.defaults.get("fused") else "default"
 
 
 def lr_factor(step: int, total_steps: int, steps_per_epoch: int, sched: dict) -> float:
@@ -440,12 +399,16 @@ def train_variant(
     mean = torch.tensor(norm["mean"], device=device).view(1, 3, 1, 1)
     std = torch.tensor(norm["std"], device=device).view(1, 3, 1, 1)
     aug = settings["augment"]
+    augmenter = make_augmenter(aug, mean, std)
+    # The resized-crop pipeline writes each batch into one reused buffer (saves a large allocation per
+    # step on the CPU); the previous batch is no longer referenced once its backward pass has run.
+    batch_buf = None
     engine = Engine(settings, device)
 
     model = engine.prepare(build_model(variant["model"], num_classes, **variant["model_args"]))
     ema = make_ema(model, settings.get("ema"))
     step_model = engine.wrap(model)
-    optimizer = build_optimizer(model, settings["optimizer"])
+    optimizer = build_optimizer(model, settings["optimizer"], fused=engine.fused_optimizer)
     bs = settings["batch_size"]
     steps_per_epoch = math.ceil(len(train_data) / bs)
     if settings.get("max_batches_per_epoch"):
@@ -509,7 +472,10 @@ def train_variant(
             first_bad = torch.full((), -1, device=device, dtype=torch.long)  # first step with a non-finite loss
             for step in bar:
                 idx = order[step * bs : (step + 1) * bs]
-                x = engine.input(augment_batch(train_data.images[idx], aug, mean, std, gen))
+                if augmenter is not None and batch_buf is None:
+                    batch_buf = torch.empty((bs, *train_data.images.shape[1:]), device=device)
+                buf = batch_buf[: len(idx)] if batch_buf is not None else None
+                x = engine.input(augment_batch(train_data.images, idx, aug, mean, std, gen, augmenter, out=buf))
                 y = train_data.labels[idx]
                 with engine.autocast():
                     out = step_model(x)
@@ -602,6 +568,7 @@ def train_variant(
         "device": dev_desc,
         "precision": engine.precision,
         "memory_format": "channels_last" if engine.channels_last else "contiguous",
+        "optimizer_impl": optimizer_impl(optimizer),
         "compiled": engine.compile,
         "ema": settings.get("ema"),
         "tta_flip": settings.get("tta_flip", False),

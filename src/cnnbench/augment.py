@@ -1,0 +1,200 @@
+"""Batched training augmentation on the device: one call per batch, no per-image Python.
+
+Two pipelines, chosen by ``augment.crop`` in params.yaml:
+
+- ``pad`` (CIFAR-10): zero padding, random crop back to size, random horizontal flip
+  (torchvision's ``RandomCrop(32, 4)`` + ``RandomHorizontalFlip``), then ``Normalize``.
+- ``resized`` (butterflies): torchvision's ``RandomResizedCrop`` (crop area fraction in
+  ``(min_scale, 1)``, aspect ratio in (3/4, 4/3), bilinear resize back to the stored size) +
+  ``RandomHorizontalFlip`` + ``Normalize``. The crop boxes are drawn as torchvision draws them
+  (up to ten tries per image, then the centre crop), and the resize reproduces
+  ``F.interpolate(mode="bilinear", align_corners=False)`` on each crop, so each image equals
+  ``torchvision.transforms.v2.functional.resized_crop`` of that box (to float rounding). Crops are
+  never larger than the output, so torchvision's antialiasing, which only acts when shrinking, does
+  not apply.
+
+The resize is separable and works on the uint8 store with row copies (``index_select``): columns
+first, then rows, with one transpose between. On a GPU the whole batch goes through at once; on the
+CPU it goes in tiles of a few images so that the intermediates stay close to the core's cache
+(about 1.6x faster than one pass over a batch of 64 at 224 px; see ``CPU_TILE_BYTES``). Tiles are a
+fixed number of images per call, not a loop over images, and give bit-identical results to one pass.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+# Float bytes of one CPU tile's images. On the 2-core development machine (2 MiB L2 per core) two
+# 224 px images per tile ran fastest: 16.4 ms per batch of 64 against 17.0 ms with four, 19-27 ms
+# with six and 26 ms with the whole batch at once (torch 2.14, 2 threads).
+CPU_TILE_BYTES = 5 * 2**18
+RATIO = (3 / 4, 4 / 3)
+
+
+def normalize(x_uint8: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    """uint8 NCHW -> float ``(x / 255 - mean) / std``."""
+    return (x_uint8.float().div_(255.0) - mean) / std
+
+
+def pad_crop_flip(x: torch.Tensor, padding: int, flip: bool, gen: torch.Generator) -> torch.Tensor:
+    """Random crop with zero padding and random horizontal flip, for a whole uint8 batch at once."""
+    b, c, h, w = x.shape
+    dev = x.device
+    if padding > 0:
+        padded = F.pad(x, (padding, padding, padding, padding))
+        dy = torch.randint(0, 2 * padding + 1, (b,), generator=gen, device=dev)
+        dx = torch.randint(0, 2 * padding + 1, (b,), generator=gen, device=dev)
+        rows = (torch.arange(h, device=dev)[None, :] + dy[:, None])[:, None, :, None]
+        cols = (torch.arange(w, device=dev)[None, :] + dx[:, None])[:, None, None, :]
+        bi = torch.arange(b, device=dev)[:, None, None, None]
+        ci = torch.arange(c, device=dev)[None, :, None, None]
+        x = padded[bi, ci, rows, cols]
+    if flip:
+        mask = torch.rand(b, generator=gen, device=dev) < 0.5
+        x = torch.where(mask[:, None, None, None], x.flip(3), x)
+    return x
+
+
+def crop_boxes(n: int, height: int, width: int, scale: tuple[float, float], gen: torch.Generator,
+               device: torch.device, ratio: tuple[float, float] = RATIO, attempts: int = 10):
+    """``RandomResizedCrop.get_params`` for ``n`` images at once: (top, left, h, w), int64 each.
+
+    Every image gets up to ``attempts`` draws of area fraction U(scale) and log-uniform aspect
+    ratio; the first whose rounded size fits the image is used, else the centre crop torchvision
+    falls back to.
+    """
+    area = height * width
+    target = torch.empty(n, attempts, device=device).uniform_(scale[0], scale[1], generator=gen) * area
+    aspect = torch.exp(torch.empty(n, attempts, device=device).uniform_(
+        math.log(ratio[0]), math.log(ratio[1]), generator=gen))
+    w = torch.round(torch.sqrt(target * aspect)).long()
+    h = torch.round(torch.sqrt(target / aspect)).long()
+    fits = (w > 0) & (w <= width) & (h > 0) & (h <= height)
+    first = fits.to(torch.uint8).argmax(1, keepdim=True)  # index of the first draw that fits (0 if none)
+    w, h, found = w.gather(1, first)[:, 0], h.gather(1, first)[:, 0], fits.any(1)
+    # torchvision's fallback: the largest centred crop whose ratio lies in `ratio`
+    in_ratio = width / height
+    if in_ratio < min(ratio):
+        fw, fh = width, int(round(width / min(ratio)))
+    elif in_ratio > max(ratio):
+        fw, fh = int(round(height * max(ratio))), height
+    else:
+        fw, fh = width, height
+    w = torch.where(found, w, fw)
+    h = torch.where(found, h, fh)
+    u = torch.rand(2, n, device=device, generator=gen)
+    top = torch.where(found, (u[0] * (height - h + 1)).long().clamp(max=height - h), (height - fh) // 2)
+    left = torch.where(found, (u[1] * (width - w + 1)).long().clamp(max=width - w), (width - fw) // 2)
+    return top, left, h, w
+
+
+def bilinear_taps(start: torch.Tensor, length: torch.Tensor, size: int):
+    """Source indices and weights of ``F.interpolate(bilinear, align_corners=False)`` resizing the
+    span [start, start + length) of an axis to ``size`` samples: out = (1 - w) * src[i0] + w * src[i1]."""
+    pos = torch.arange(size, device=start.device, dtype=torch.float32)[None, :] + 0.5
+    src = (pos * (length.float()[:, None] / size) - 0.5).clamp(min=0)
+    last = (length - 1)[:, None]
+    i0 = torch.minimum(src.floor().long(), last)
+    i1 = torch.minimum(i0 + 1, last)
+    return start[:, None] + i0, start[:, None] + i1, src - i0
+
+
+class ResizedCropFlip:
+    """Random resized crop + horizontal flip + normalisation of a batch drawn from a uint8 store."""
+
+    def __init__(self, min_scale: float, flip: bool, mean: torch.Tensor, std: torch.Tensor,
+                 tile: int | None = None) -> None:
+        self.scale = (float(min_scale), 1.0)
+        self.flip = flip
+        # (x / 255 - mean) / std  ==  x * gain + offset
+        self.gain = (1.0 / (255.0 * std)).view(1, -1, 1, 1)
+        self.offset = (-mean / std).view(1, -1, 1, 1)
+        self.tile = tile
+        self._work: dict[str, torch.Tensor] = {}
+
+    def _buf(self, name: str, shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+        buf = self._work.get(name)
+        if buf is None or buf.shape != shape or buf.dtype != dtype or buf.device != device:
+            buf = self._work[name] = torch.empty(shape, dtype=dtype, device=device)
+        return buf
+
+    def tile_size(self, batch: int, image_numel: int, device: torch.device) -> int:
+        if self.tile:
+            return min(self.tile, batch)
+        if device.type != "cpu":
+            return batch
+        return max(1, min(batch, CPU_TILE_BYTES // (4 * image_numel)))
+
+    def __call__(self, images: torch.Tensor, idx: torch.Tensor, gen: torch.Generator,
+                 out: torch.Tensor | None = None) -> torch.Tensor:
+        """Augment ``images[idx]`` (uint8 N x C x H x W) into a float batch of the same size.
+
+        ``out``, when given, receives the batch (reusing it saves an allocation per step).
+        """
+        n, c, h, w = images.shape
+        b, dev = idx.shape[0], images.device
+        top, left, ch, cw = crop_boxes(b, h, w, self.scale, gen, dev)
+        x0, x1, wx = bilinear_taps(left, cw, w)
+        y0, y1, wy = bilinear_taps(top, ch, h)
+        if self.flip:  # flipping the output = reading its columns in reverse
+            flipped = (torch.rand(b, device=dev, generator=gen) < 0.5)[:, None]
+            x0, x1, wx = (torch.where(flipped, t.flip(1), t) for t in (x0, x1, wx))
+        if out is None:
+            out = torch.empty(b, c, h, w, device=dev)
+        elif out.shape != (b, c, h, w) or out.dtype != torch.float32 or not out.is_contiguous():
+            raise ValueError(f"out must be a contiguous float32 tensor of shape {(b, c, h, w)}, not {tuple(out.shape)}")
+
+        k = self.tile_size(b, c * h * w, dev)
+        store = images.view(n, c * h * w)
+        planes = torch.arange(k * c, device=dev).view(k, c, 1)
+        for s in range(0, b, k):
+            e = min(s + k, b)
+            m = e - s
+            # uint8 images of the tile, transposed so that image columns are rows in memory
+            u = torch.index_select(store, 0, idx[s:e], out=self._buf("u", (m, c * h * w), torch.uint8, dev))
+            ut = self._buf("ut", (m, c, w, h), torch.uint8, dev)
+            ut.copy_(u.view(m, c, h, w).transpose(2, 3))
+            # columns: two taps per output column, blended in float
+            p = planes[:m]
+            a = torch.index_select(ut.view(-1, h), 0, (p * w + x0[s:e, None, :]).reshape(-1),
+                                   out=self._buf("a", (m * c * w, h), torch.uint8, dev))
+            bb = torch.index_select(ut.view(-1, h), 0, (p * w + x1[s:e, None, :]).reshape(-1),
+                                    out=self._buf("b", (m * c * w, h), torch.uint8, dev))
+            f0 = self._buf("f0", (m, c, w, h), torch.float32, dev).copy_(a.view(m, c, w, h))
+            f1 = self._buf("f1", (m, c, w, h), torch.float32, dev).copy_(bb.view(m, c, w, h))
+            f0.lerp_(f1, wx[s:e, None, :, None])
+            f0.mul_(self.gain).add_(self.offset)  # normalise (commutes with the blends: weights sum to 1)
+            # back to rows, then two taps per output row, straight into the output
+            g = self._buf("g", (m, c, h, w), torch.float32, dev)
+            g.copy_(f0.transpose(2, 3))
+            o = out[s:e]
+            torch.index_select(g.view(-1, w), 0, (p * h + y0[s:e, None, :]).reshape(-1), out=o.view(-1, w))
+            lo = torch.index_select(g.view(-1, w), 0, (p * h + y1[s:e, None, :]).reshape(-1),
+                                    out=f1.view(-1, w))
+            o.lerp_(lo.view(m, c, h, w), wy[s:e, None, :, None])
+        return out
+
+
+def augment_batch(images: torch.Tensor, idx: torch.Tensor, aug: dict, mean: torch.Tensor, std: torch.Tensor,
+                  gen: torch.Generator, resized: ResizedCropFlip | None = None,
+                  out: torch.Tensor | None = None) -> torch.Tensor:
+    """``images[idx]`` (uint8) -> augmented, normalised float batch (every step a batched tensor op).
+
+    For ``crop: resized`` pass the run's :class:`ResizedCropFlip` as ``resized`` to reuse its
+    work buffers (one is made when omitted), and optionally ``out`` to reuse the output.
+    """
+    if aug.get("crop", "pad") == "resized":
+        resized = resized or ResizedCropFlip(aug.get("min_scale", 0.08), aug.get("flip", False), mean, std)
+        return resized(images, idx, gen, out=out)
+    x = pad_crop_flip(images[idx], aug.get("crop_padding", 0), aug.get("flip", False), gen)
+    return normalize(x, mean, std)
+
+
+def make_augmenter(aug: dict, mean: torch.Tensor, std: torch.Tensor) -> ResizedCropFlip | None:
+    """The reusable resized-crop pipeline when ``aug`` asks for one, else None."""
+    if aug.get("crop", "pad") == "resized":
+        return ResizedCropFlip(aug.get("min_scale", 0.08), aug.get("flip", False), mean, std)
+    return None
