@@ -155,3 +155,41 @@ def test_flop_table_of_the_cli_matches_built_models(capsys):
     assert main(["models", "--params", str(cfg.params_path), "--profile", "smoke", "--dataset", "butterflies"]) == 0
     out = capsys.readouterr().out
     assert "butterflies-resnet18-unfiltered" in out and "1x100" in out and "1x94" in out and "3x64x64" in out
+
+
+# torchvision's mobilenet_v2 has 10 blocks with a residual connection (use_res_connect)
+@pytest.mark.parametrize("name, blocks", [("resnet18", 8), ("resnet18_small_stem_3stage", 6), ("mobilenet_v2", 10)])
+def test_zero_init_residual_makes_every_residual_block_the_identity(name, blocks):
+    from cnnbench.models import residual_branch_norms, zero_init_residual
+    from cnnbench.models.mobilenetv2 import InvertedResidual
+    from cnnbench.models.resnet import BasicBlock
+
+    torch.manual_seed(0)
+    model = build_model(name, 10).eval()  # full width: narrower MobileNets gain residual blocks
+    assert len(residual_branch_norms(model)) == blocks
+    assert zero_init_residual(model) == blocks
+    x = torch.rand(2, 512, 4, 4)  # non-negative, as block inputs after a ReLU are
+    checked = 0
+    for m in model.modules():
+        if isinstance(m, BasicBlock) and isinstance(m.shortcut, torch.nn.Identity):
+            c = m.conv1.in_channels
+            assert torch.equal(m(x[:, :c]), x[:, :c])  # relu(0 + x) = x
+            checked += 1
+        elif isinstance(m, InvertedResidual) and m.use_residual:
+            c = m.conv[-2].out_channels
+            assert torch.equal(m(x[:, :c]), x[:, :c])
+            checked += 1
+    assert checked > 0
+    # the shortcut-changing blocks, the stem and the head keep their initialisation
+    assert all(bn.weight.eq(1).all() for bn in model.modules()
+               if isinstance(bn, torch.nn.BatchNorm2d) and bn not in residual_branch_norms(model))
+
+
+def test_zero_init_residual_covers_resnext_blocks():
+    from cnnbench.models import zero_init_residual
+    from cnnbench.models.resnext import ResNeXtBlock
+
+    model = build_model("resnext18_4stage", 10, width_mult=0.25)
+    blocks = [m for m in model.modules() if isinstance(m, ResNeXtBlock)]
+    assert blocks and zero_init_residual(model) == len(blocks)
+    assert all(b.bn3.weight.eq(0).all() and b.bn2.weight.eq(1).all() for b in blocks)

@@ -31,7 +31,7 @@ from .atomic import atomic_write, atomic_write_text
 from .augment import augment_batch, make_augmenter, normalize
 from .config import Config, canonical_hash
 from .data import packed
-from .models import build_model
+from .models import build_model, zero_init_residual
 
 log = logging.getLogger("cnnbench.train")
 
@@ -405,7 +405,10 @@ def train_variant(
     batch_buf = None
     engine = Engine(settings, device)
 
-    model = engine.prepare(build_model(variant["model"], num_classes, **variant["model_args"]))
+    model = build_model(variant["model"], num_classes, **variant["model_args"])
+    if settings.get("zero_init_residual"):
+        zero_init_residual(model)
+    model = engine.prepare(model)
     ema = make_ema(model, settings.get("ema"))
     step_model = engine.wrap(model)
     optimizer = build_optimizer(model, settings["optimizer"], fused=engine.fused_optimizer)
