@@ -72,8 +72,13 @@ def test_data_path_packed_store_vs_imagefolder(cfg, tmp_path):
     assert sorted(p.name for p in folder.iterdir()) == ["ADONIS", "ZEBRA"]
     assert len(list(folder.rglob("*.jpg"))) == 12
     d = bench.bench_data_path(cfg, folder, batch_size=4, warmup=1, windows=2, steps=2, workers=0,
-                              device=torch.device("cpu"))
+                              device=torch.device("cpu"), tiles=[1, 4])
     assert d["images"] == 12 and d["image_size"] == 224
+    assert d["tile"] == 2  # two 224 px images fit augment.CPU_TILE_BYTES
+    assert sorted(d["packed_batches_per_s_by_tile"]) == ["1", "4"]
+    assert all(r["median"] > 0 for r in d["packed_batches_per_s_by_tile"].values())
+    assert "tiles of 4 images" in bench.format_report({"device": "cpu", "torch_version": "x", "variants": [],
+                                                        "data_path": d})
     assert d["packed_batches_per_s"]["median"] > 0 and d["imagefolder_batches_per_s"]["median"] > 0
     assert d["speedup"] == pytest.approx(d["packed_batches_per_s"]["median"] / d["imagefolder_batches_per_s"]["median"])
 
@@ -93,6 +98,10 @@ def test_cli_bench_writes_json_and_table(tmp_path, monkeypatch, capsys):
     out = capsys.readouterr().out
     assert "engine img/s" in out and "ImageFolder+PIL" in out
     assert main(["bench", "--profile", "smoke", "--variants", "nope"]) == 2
+    for bad, says in (("1,x", "not a comma-separated list of integers"), ("0", "at least 1")):
+        with pytest.raises(SystemExit) as exc:
+            main(["bench", "--tiles", bad])
+        assert exc.value.code == 2 and says in capsys.readouterr().err
 
 
 def test_accuracy_budget_trains_each_variant_per_seed(cfg, tmp_path):
@@ -110,5 +119,11 @@ def test_accuracy_budget_trains_each_variant_per_seed(cfg, tmp_path):
         ("cifar10-resnet18", "fast", 0, 1), ("cifar10-resnet18", "fast", 1, 1)]
     assert result["mean_test_top1"]["cifar10-resnet18/lab"] == pytest.approx(
         (result["runs"][0]["test_top1"] + result["runs"][1]["test_top1"]) / 2)
+    assert result["mean_val_top1"]["cifar10-resnet18/fast"] == pytest.approx(
+        (result["runs"][2]["val_top1"] + result["runs"][3]["val_top1"]) / 2)
+    # val_top1 is the last epoch's validation accuracy, as the run's history.csv records it
+    for r in result["runs"]:
+        history = (tmp_path / "w" / r["variant"] / r["recipe"] / f"seed{r['seed']}" / "history.csv").read_text()
+        assert r["val_top1"] == pytest.approx(float(history.splitlines()[-1].split(",")[4]))
     assert result["runs"][0]["test_top1"] != result["runs"][1]["test_top1"] or \
         result["runs"][0]["test_top1"] != result["runs"][2]["test_top1"]  # seeds and recipes really differ

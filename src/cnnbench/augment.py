@@ -16,8 +16,8 @@ Two pipelines, chosen by ``augment.crop`` in params.yaml:
 The resize is separable and works on the uint8 store with row copies (``index_select``): columns
 first, then rows, with one transpose between. On a GPU the whole batch goes through at once; on the
 CPU it goes in tiles of a few images so that the intermediates stay close to the core's cache
-(about 1.6x faster than one pass over a batch of 64 at 224 px; see ``CPU_TILE_BYTES``). Tiles are a
-fixed number of images per call, not a loop over images, and give bit-identical results to one pass.
+(faster than one pass over the batch; see ``CPU_TILE_BYTES``). Tiles are a fixed number of images
+per call, not a loop over images, and give bit-identical results to one pass.
 """
 
 from __future__ import annotations
@@ -27,9 +27,9 @@ import math
 import torch
 import torch.nn.functional as F
 
-# Float bytes of one CPU tile's images. On the 2-core development machine (2 MiB L2 per core) two
-# 224 px images per tile ran fastest: 16.4 ms per batch of 64 against 17.0 ms with four, 19-27 ms
-# with six and 26 ms with the whole batch at once (torch 2.14, 2 threads).
+# Float bytes of one CPU tile's images: two 224 px images. On the 2-core development machine
+# (2 MiB L2 per core) that ran fastest; `cnnbench bench --tiles 1,2,4,8,64` measures it on another
+# CPU, and docs/benchmarks.md has the numbers.
 CPU_TILE_BYTES = 5 * 2**18
 RATIO = (3 / 4, 4 / 3)
 

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 from . import __version__
+from .atomic import atomic_write_text
 from .config import Config, ConfigError, load, run_dir
 
 log = logging.getLogger("cnnbench")
@@ -183,6 +184,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=5, help="steps per window (default: %(default)s)")
     p.add_argument("--workers", type=int, default=2, help="DataLoader workers of the reference paths (default: %(default)s)")
     p.add_argument("--no-data-path", action="store_true", help="skip the butterfly data-path benchmark")
+    p.add_argument("--tiles", type=_positive_ints, help="data path: also time the packed store's resized crop with these many images "
+                                   "per tile, comma-separated (e.g. 1,2,4,64; on the CPU the default is the "
+                                   "number that fits augment.CPU_TILE_BYTES)")
     p.add_argument("--images", type=Path, help="an ImageFolder tree for the data path (default: the train "
                    "split extracted from data/raw/butterflies)")
     p.add_argument("--device", help="device (default: the variant's train.device)")
@@ -387,12 +391,13 @@ def cmd_bench(cfg: Config, args) -> None:
                                           work_dir=Path(tmp), recipes=recipes)
         out = args.out or Path("results/bench/accuracy.json")
         out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(result, indent=2) + "\n")
+        atomic_write_text(out, json.dumps(result, indent=2) + "\n")
         for r in result["runs"]:
             print(f"{r['variant'] + '/' + r['recipe']:36} seed {r['seed']}: test top-1 {100 * r['test_top1']:.2f} % "
-                  f"({r['epochs']} epochs, {r['seconds']:.0f} s, {r['device']})")
+                  f"(val {100 * r['val_top1']:.2f} %; {r['epochs']} epochs, {r['seconds']:.0f} s, {r['device']})")
         for name, mean in result["mean_test_top1"].items():
-            print(f"{name:36} mean of {len(seeds)} seeds: {100 * mean:.2f} %")
+            print(f"{name:36} mean of {len(seeds)} seeds: test top-1 {100 * mean:.2f} % "
+                  f"(val {100 * result['mean_val_top1'][name]:.2f} %)")
         print(f"wrote {out}")
         return
     report = bench.run_bench(
@@ -400,8 +405,20 @@ def cmd_bench(cfg: Config, args) -> None:
         out=args.out or Path("results/bench/bench.json"), batch_size=args.batch_size, warmup=args.warmup,
         windows=args.windows, steps=args.steps, workers=args.workers, data_path=not args.no_data_path,
         image_dir=args.images, device_name=args.device, recipe=args.recipe,
+        tiles=args.tiles,
     )
     print(bench.format_report(report))
+
+
+def _positive_ints(text: str) -> list[int]:
+    """argparse type: comma-separated positive integers."""
+    try:
+        values = [int(v) for v in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of integers, e.g. 1,2,4") from None
+    if any(v < 1 for v in values):
+        raise argparse.ArgumentTypeError(f"{text!r}: every value must be at least 1")
+    return values
 
 
 def cmd_variants(cfg: Config, args) -> None:
