@@ -66,6 +66,7 @@ def test_report_is_self_contained_and_complete(study):
     assert "88.45 ± 0.36 (n=3)" in md
     # the methods section is generated from params
     assert "Nesterov" in html and "one" in html and "label smoothing 0.1" in html
+    assert "zero-initialised residual branches" in html
     assert "17 variants × 2 recipes (lab, fast) × 3 seed(s)" in md
     for fig in json.loads((study.plots / "figures.json").read_text()):
         assert fig["caption"] in html and f"]({'../plots/' + fig['file']})" in md

@@ -228,6 +228,8 @@ def methods(cfg: Config, variants: pd.DataFrame) -> dict:
             extras.append(f"EMA of weights {train['ema']:g}")
         if train.get("tta_flip"):
             extras.append("flip test-time augmentation")
+        if train.get("zero_init_residual"):
+            extras.append("zero-initialised residual branches")
         recipes.append({"name": recipe, "optimizer": _opt_text(train), "schedule": _schedule_text(train),
                         "batch": train["batch_size"], "extras": ", ".join(extras) or "—",
                         "precision": train["precision"], "compile": train["compile"]})
