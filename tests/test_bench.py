@@ -54,6 +54,9 @@ def test_bench_variant_engine_vs_reference_on_synthetic_data(cfg, tmp_path):
     eng, ref = r["engine_train_images_per_s"]["median"], r["reference_train_images_per_s"]["median"]
     assert eng > 0 and ref > 0 and r["speedup"] == pytest.approx(eng / ref)
     assert r["eval_images_per_s"]["median"] > 0
+    assert r["model_only_train_images_per_s"]["median"] > 0
+    text = bench.format_report({"device": "cpu", "torch_version": "x", "variants": [r]})
+    assert "model alone (one fixed batch, no data work)" in text and "cannot exceed" in text
     assert r["engine"]["precision"] == "fp32" and r["reference"]["precision"] == "fp32"
     # the engine steps with torch's fused SGD; the reference with the default one, as the lab reports did
     assert r["engine"]["optimizer"] == "fused" and r["reference"]["optimizer"] == "default"

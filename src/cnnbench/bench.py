@@ -166,6 +166,22 @@ def bench_variant(cfg: Config, name: str, prepared_root: Path, *, batch_size: in
     result["engine"] = {"precision": engine.precision, "channels_last": engine.channels_last, "compile": engine.compile,
                         "optimizer": "fused" if opt.defaults.get("fused") else "default"}
 
+    # The ceiling: the same engine steps on one fixed, already augmented batch (no data work at all).
+    # Engine close to it = the data path costs nothing and the model's own compute sets the speed.
+    idx0 = torch.randint(0, len(data), (bs,), device=device, generator=gen)
+    x0 = engine.input(augment_batch(data.images, idx0, settings["augment"], mean, std, gen, augmenter)).clone()
+    y0 = data.labels[idx0]
+
+    def model_step() -> None:
+        with engine.autocast():
+            loss = criterion(step_model(x0).float(), y0)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    result["model_only_train_images_per_s"] = rate(timed_windows(model_step, device, warmup, windows, steps),
+                                                   steps * bs)
+
     # Evaluation throughput (engine path, no augmentation)
     eval_n = min(len(data), 8 * settings["eval_batch_size"])
     eval_data = DeviceData(x_np[:eval_n], y_np[:eval_n], device)
@@ -368,6 +384,11 @@ def format_report(report: dict) -> str:
             f"{r['variant']:34} {r['batch_size']:>5} {r['engine_train_images_per_s']['median']:>13.1f} "
             f"{ref_text:>16} {ratio_text:>6} {r['eval_images_per_s']['median']:>11.1f}"
         )
+        ceiling = r.get("model_only_train_images_per_s", {}).get("median")
+        if ceiling:
+            lines.append(f"  model alone (one fixed batch, no data work): {ceiling:.1f} img/s; "
+                         f"the engine reaches {r['engine_train_images_per_s']['median'] / ceiling:.0%} of it"
+                         + (f", so engine/reference cannot exceed {ceiling / ref:.2f}x here" if ref else ""))
         lines.append(f"  data: {r['data']}; engine: {r['engine']['precision']}"
                      f"{', channels_last' if r['engine']['channels_last'] else ''}"
                      f"{', compiled' if r['engine']['compile'] else ''}; "
