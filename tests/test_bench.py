@@ -101,10 +101,12 @@ def test_cli_bench_writes_json_and_table(tmp_path, monkeypatch, capsys):
     out = capsys.readouterr().out
     assert "engine img/s" in out and "ImageFolder+PIL" in out
     assert main(["bench", "--profile", "smoke", "--variants", "nope"]) == 2
-    for bad, says in (("1,x", "not a comma-separated list of integers"), ("0", "at least 1")):
+    for flag, bad, says in (("--tiles", "1,x", "not a comma-separated list of integers"),
+                            ("--tiles", "0", "at least 1"), ("--seeds", "0,-1", "at least 0")):
         with pytest.raises(SystemExit) as exc:
-            main(["bench", "--tiles", bad])
-        assert exc.value.code == 2 and says in capsys.readouterr().err
+            main(["bench", flag, bad])
+        err = capsys.readouterr().err
+        assert exc.value.code == 2 and says in err and flag in err
 
 
 def test_accuracy_budget_trains_each_variant_per_seed(cfg, tmp_path):

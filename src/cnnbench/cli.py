@@ -169,11 +169,14 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Measure on whatever device is present (median of timed windows after a "
                        "warm-up): training images/s of the engine and of a reference loop written as the lab "
                        "reports did (PIL transforms, DataLoader workers, fp32, NCHW) with the same model, batch "
-                       "and recipe; evaluation images/s; and the butterfly data path (packed store + on-device "
-                       "augmentation vs ImageFolder + PIL). Uses data/prepared/<dataset> when present, else "
-                       "synthetic data of the right shape (the output says which).\n\n"
+                       "and recipe; the model alone on one fixed batch (the ceiling without data work, so the "
+                       "highest engine/reference ratio this device allows); evaluation images/s; and the "
+                       "butterfly data path (packed store + on-device augmentation vs ImageFolder + PIL). Uses "
+                       "data/prepared/<dataset> when present, else synthetic data of the right shape (the "
+                       "output says which).\n\n"
                        "--accuracy instead trains the given variants for --epochs epochs per seed and reports "
-                       "test accuracy (the lab vs fast recipe budget comparison).")
+                       "test and final validation accuracy (the lab vs fast recipe budget comparison; choose "
+                       "settings on validation, report test).")
     _common(p)
     p.add_argument("--variants", default="cifar10-resnet18", help="comma-separated variants (default: %(default)s)")
     p.add_argument("--recipe", help="the recipe of the throughput runs (default: the first of recipes_in_study)")
@@ -184,7 +187,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=5, help="steps per window (default: %(default)s)")
     p.add_argument("--workers", type=int, default=2, help="DataLoader workers of the reference paths (default: %(default)s)")
     p.add_argument("--no-data-path", action="store_true", help="skip the butterfly data-path benchmark")
-    p.add_argument("--tiles", type=_positive_ints, help="data path: also time the packed store's resized crop with these many images "
+    p.add_argument("--tiles", type=_int_list(1), help="data path: also time the packed store's resized crop with these many images "
                                    "per tile, comma-separated (e.g. 1,2,4,64; on the CPU the default is the "
                                    "number that fits augment.CPU_TILE_BYTES)")
     p.add_argument("--images", type=Path, help="an ImageFolder tree for the data path (default: the train "
@@ -192,7 +195,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", help="device (default: the variant's train.device)")
     p.add_argument("--accuracy", action="store_true", help="train and test instead of timing (see above)")
     p.add_argument("--epochs", type=int, default=15, help="with --accuracy: epochs per run (default: %(default)s)")
-    p.add_argument("--seeds", default="0,1", help="with --accuracy: comma-separated seeds (default: %(default)s)")
+    p.add_argument("--seeds", type=_int_list(0), default="0,1", help="with --accuracy: comma-separated seeds (default: %(default)s)")
     p.add_argument("--set", action="append", default=[], metavar="KEY.PATH=VALUE",
                    help="override a params.yaml key for this benchmark only (repeatable), e.g. "
                    "--set recipes.fast.batch_size=256; the result is validated like params.yaml")
@@ -384,7 +387,7 @@ def cmd_bench(cfg: Config, args) -> None:
     if args.accuracy:
         import tempfile
 
-        seeds = [int(s) for s in args.seeds.split(",")]
+        seeds = args.seeds
         with tempfile.TemporaryDirectory(prefix="cnnbench-accuracy-") as tmp:
             recipes = [r.strip() for r in args.recipes.split(",")] if args.recipes else None
             result = bench.bench_accuracy(cfg, names, Path("data/prepared"), epochs=args.epochs, seeds=seeds,
@@ -410,15 +413,18 @@ def cmd_bench(cfg: Config, args) -> None:
     print(bench.format_report(report))
 
 
-def _positive_ints(text: str) -> list[int]:
-    """argparse type: comma-separated positive integers."""
-    try:
-        values = [int(v) for v in text.split(",")]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of integers, e.g. 1,2,4") from None
-    if any(v < 1 for v in values):
-        raise argparse.ArgumentTypeError(f"{text!r}: every value must be at least 1")
-    return values
+def _int_list(minimum: int):
+    """argparse type: comma-separated integers, each at least ``minimum``."""
+    def parse(text: str) -> list[int]:
+        try:
+            values = [int(v) for v in text.split(",")]
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of integers, "
+                                             f"e.g. {minimum},{minimum + 1}") from None
+        if any(v < minimum for v in values):
+            raise argparse.ArgumentTypeError(f"{text!r}: every value must be at least {minimum}")
+        return values
+    return parse
 
 
 def cmd_variants(cfg: Config, args) -> None:
