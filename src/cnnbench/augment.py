@@ -187,14 +187,16 @@ def augment_batch(images: torch.Tensor, idx: torch.Tensor, aug: dict, mean: torc
     work buffers (one is made when omitted), and optionally ``out`` to reuse the output.
     """
     if aug.get("crop", "pad") == "resized":
-        resized = resized or ResizedCropFlip(aug.get("min_scale", 0.08), aug.get("flip", False), mean, std)
+        resized = resized or make_augmenter(aug, mean, std)
         return resized(images, idx, gen, out=out)
     x = pad_crop_flip(images[idx], aug.get("crop_padding", 0), aug.get("flip", False), gen)
     return normalize(x, mean, std)
 
 
-def make_augmenter(aug: dict, mean: torch.Tensor, std: torch.Tensor) -> ResizedCropFlip | None:
-    """The reusable resized-crop pipeline when ``aug`` asks for one, else None."""
+def make_augmenter(aug: dict, mean: torch.Tensor, std: torch.Tensor,
+                   tile: int | None = None) -> ResizedCropFlip | None:
+    """The reusable resized-crop pipeline when ``aug`` asks for one (``tile`` images per tile, default:
+    see :meth:`ResizedCropFlip.tile_size`), else None."""
     if aug.get("crop", "pad") == "resized":
-        return ResizedCropFlip(aug.get("min_scale", 0.08), aug.get("flip", False), mean, std)
+        return ResizedCropFlip(aug.get("min_scale", 0.08), aug.get("flip", False), mean, std, tile=tile)
     return None

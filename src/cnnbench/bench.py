@@ -18,7 +18,6 @@ reports test accuracy (the "accuracy under a budget" comparison of the lab and f
 from __future__ import annotations
 
 import copy
-import csv
 import json
 import logging
 import statistics
@@ -36,12 +35,14 @@ from .augment import ResizedCropFlip, augment_batch, make_augmenter
 from .config import Config, run_dir
 from .data import packed
 from .models import build_model
+from .results import read_history
 from .train import (
     DeviceData,
     Engine,
     build_optimizer,
     configure_determinism,
     describe_device,
+    optimizer_impl,
     predict,
     select_device,
 )
@@ -150,37 +151,33 @@ def bench_variant(cfg: Config, name: str, prepared_root: Path, *, batch_size: in
     gen = torch.Generator(device=device).manual_seed(0)
     augmenter = make_augmenter(settings["augment"], mean, std)
 
-    def engine_step() -> None:
+    def batch() -> tuple[torch.Tensor, torch.Tensor]:
         idx = torch.randint(0, len(data), (bs,), device=device, generator=gen)
         x = engine.input(augment_batch(data.images, idx, settings["augment"], mean, std, gen, augmenter))
+        return x, data.labels[idx]
+
+    def step(x: torch.Tensor, y: torch.Tensor) -> None:
         with engine.autocast():
-            loss = criterion(step_model(x).float(), data.labels[idx])
+            loss = criterion(step_model(x).float(), y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+
+    def engine_step() -> None:
+        step(*batch())
 
     model.train()
     result["engine_train_images_per_s"] = rate(timed_windows(engine_step, device, warmup, windows, steps), steps * bs)
     # What one CIFAR-10-sized epoch (50,000 images) takes at the median rate.
     result["engine_seconds_per_50k_images"] = 50_000 / result["engine_train_images_per_s"]["median"]
     result["engine"] = {"precision": engine.precision, "channels_last": engine.channels_last, "compile": engine.compile,
-                        "optimizer": "fused" if opt.defaults.get("fused") else "default"}
+                        "optimizer": optimizer_impl(opt)}
 
     # The ceiling: the same engine steps on one fixed, already augmented batch (no data work at all).
     # Engine close to it = the data path costs nothing and the model's own compute sets the speed.
-    idx0 = torch.randint(0, len(data), (bs,), device=device, generator=gen)
-    x0 = engine.input(augment_batch(data.images, idx0, settings["augment"], mean, std, gen, augmenter)).clone()
-    y0 = data.labels[idx0]
-
-    def model_step() -> None:
-        with engine.autocast():
-            loss = criterion(step_model(x0).float(), y0)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-
-    result["model_only_train_images_per_s"] = rate(timed_windows(model_step, device, warmup, windows, steps),
-                                                   steps * bs)
+    x0, y0 = batch()
+    result["model_only_train_images_per_s"] = rate(timed_windows(lambda: step(x0, y0), device, warmup, windows,
+                                                                  steps), steps * bs)
 
     # Evaluation throughput (engine path, no augmentation)
     eval_n = min(len(data), 8 * settings["eval_batch_size"])
@@ -214,7 +211,7 @@ def bench_variant(cfg: Config, name: str, prepared_root: Path, *, batch_size: in
             timed_windows(reference_step, device, warmup, windows, steps), steps * bs)
         result["speedup"] = result["engine_train_images_per_s"]["median"] / result["reference_train_images_per_s"]["median"]
         result["reference"] = {"precision": "fp32", "channels_last": False, "num_workers": workers,
-                               "optimizer": "default"}
+                               "optimizer": optimizer_impl(ref_opt)}
     return result
 
 
@@ -276,27 +273,22 @@ def bench_data_path(cfg: Config, image_dir: Path, *, batch_size: int, warmup: in
     augmenter = make_augmenter(aug, mean, std)
     batch = torch.empty(batch_size, 3, size, size, device=device) if augmenter else None  # reused, as in training
 
-    def packed_step() -> None:
-        idx = torch.randint(0, len(data), (batch_size,), device=device, generator=gen)
-        augment_batch(data.images, idx, aug, mean, std, gen, augmenter, out=batch)
+    def packed_rate(resized: ResizedCropFlip | None) -> dict:
+        def packed_step() -> None:
+            idx = torch.randint(0, len(data), (batch_size,), device=device, generator=gen)
+            augment_batch(data.images, idx, aug, mean, std, gen, resized, out=batch)
 
-    store = rate(timed_windows(packed_step, device, warmup, windows, steps), steps)
+        return rate(timed_windows(packed_step, device, warmup, windows, steps), steps)
+
+    store = packed_rate(augmenter)
     result = {"images": len(labels), "image_size": size, "batch_size": batch_size, "num_workers": workers,
               "imagefolder_batches_per_s": jpeg, "packed_batches_per_s": store,
               "speedup": store["median"] / jpeg["median"], "augment": settings["augment"]}
     if augmenter is not None:
         result["tile"] = augmenter.tile_size(batch_size, data.images[0].numel(), device)
-        by_tile = {}
-        for k in tiles or []:
-            tiled = ResizedCropFlip(aug.get("min_scale", 0.08), aug.get("flip", False), mean, std, tile=k)
-
-            def tiled_step() -> None:
-                idx = torch.randint(0, len(data), (batch_size,), device=device, generator=gen)
-                tiled(data.images, idx, gen, out=batch)
-
-            by_tile[str(k)] = rate(timed_windows(tiled_step, device, warmup, windows, steps), steps)
-        if by_tile:
-            result["packed_batches_per_s_by_tile"] = by_tile
+        if tiles:
+            result["packed_batches_per_s_by_tile"] = {str(k): packed_rate(make_augmenter(aug, mean, std, tile=k))
+                                                      for k in tiles}
     return result
 
 
@@ -322,10 +314,9 @@ def bench_accuracy(cfg: Config, names: list[str], prepared_root: Path, *, epochs
                 summary = train_variant(c, name, Path(prepared_root) / dataset, out, out / "ckpt",
                                         use_dvclive=False, recipe=recipe, seed=seed)
                 metrics = evaluate_variant(c, name, Path(prepared_root) / dataset, out, recipe=recipe, seed=seed)
-                with open(out / "history.csv", newline="") as fh:
-                    last = list(csv.DictReader(fh))[-1]
+                val = read_history(out / "history.csv", name)["val_acc"].iloc[-1]
                 runs.append({"variant": name, "recipe": recipe, "seed": seed, "epochs": epochs,
-                             "test_top1": metrics["test_top1"], "val_top1": float(last["val_acc"]),
+                             "test_top1": metrics["test_top1"], "val_top1": float(val),
                              "seconds": time.perf_counter() - t0,
                              "device": summary["device"], "precision": summary["precision"]})
                 log.info("%s %s seed %d: test top-1 %.4f", name, recipe, seed, metrics["test_top1"])

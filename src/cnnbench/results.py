@@ -54,14 +54,9 @@ def read_history(path: Path, variant: str) -> pd.DataFrame:
 def load_run(name: str, spec: dict, run_dir: Path) -> dict:
     """Load one variant's run directory; errors name the file and the stage that writes it."""
     train, evaluate = f"cnnbench train --variant {name}", f"cnnbench evaluate --variant {name}"
-    history_path = need_file(run_dir / "history.csv", train)
+    history = read_history(run_dir / "history.csv", name)
     metrics_path = need_file(run_dir / "metrics.json", evaluate)
     confusion_path = need_file(run_dir / "confusion.csv", evaluate)
-
-    history = pd.read_csv(history_path)
-    missing = [c for c in HISTORY_COLUMNS if c not in history.columns]
-    if missing:
-        raise ValueError(f"{history_path}: no column(s) {', '.join(missing)}; re-run `{train}`")
     metrics = json.loads(metrics_path.read_text())
     missing = [k for k in METRICS_KEYS if k not in metrics]
     if missing:

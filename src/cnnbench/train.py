@@ -403,6 +403,8 @@ def train_variant(
     # The resized-crop pipeline writes each batch into one reused buffer (saves a large allocation per
     # step on the CPU); the previous batch is no longer referenced once its backward pass has run.
     batch_buf = None
+    if augmenter is not None:
+        batch_buf = torch.empty((settings["batch_size"], *train_data.images.shape[1:]), device=device)
     engine = Engine(settings, device)
 
     model = build_model(variant["model"], num_classes, **variant["model_args"])
@@ -475,8 +477,6 @@ def train_variant(
             first_bad = torch.full((), -1, device=device, dtype=torch.long)  # first step with a non-finite loss
             for step in bar:
                 idx = order[step * bs : (step + 1) * bs]
-                if augmenter is not None and batch_buf is None:
-                    batch_buf = torch.empty((bs, *train_data.images.shape[1:]), device=device)
                 buf = batch_buf[: len(idx)] if batch_buf is not None else None
                 x = engine.input(augment_batch(train_data.images, idx, aug, mean, std, gen, augmenter, out=buf))
                 y = train_data.labels[idx]
