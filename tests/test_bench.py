@@ -60,6 +60,18 @@ def test_bench_variant_engine_vs_reference_on_synthetic_data(cfg, tmp_path):
     assert r["engine"]["precision"] == "fp32" and r["reference"]["precision"] == "fp32"
     # the engine steps with torch's fused SGD; the reference with the default one, as the lab reports did
     assert r["engine"]["optimizer"] == "fused" and r["reference"]["optimizer"] == "default"
+    # the reference runs as a script of its own: a fresh process, none of the engine's process settings
+    assert r["reference"]["process"] == "its own (spawned)" and r["reference"]["allocator"] == "default"
+    assert r["engine"]["allocator"] == bench.allocator_state()
+
+
+def test_in_fresh_process_returns_the_answer_or_the_child_error():
+    import os
+
+    assert bench.in_fresh_process(os.getpid) != os.getpid()
+    assert bench.in_fresh_process(bench.num_classes, "butterflies", np.array([3])) == 100
+    with pytest.raises(RuntimeError, match=r"num_classes failed in its own process: AttributeError"):
+        bench.in_fresh_process(bench.num_classes, "cifar10", None)
 
 
 def test_reference_transform_is_the_reports_pipeline(cfg):
@@ -83,6 +95,7 @@ def test_data_path_packed_store_vs_imagefolder(cfg, tmp_path):
     assert "tiles of 4 images" in bench.format_report({"device": "cpu", "torch_version": "x", "variants": [],
                                                         "data_path": d})
     assert d["packed_batches_per_s"]["median"] > 0 and d["imagefolder_batches_per_s"]["median"] > 0
+    assert d["imagefolder_process"] == "its own (spawned)"
     assert d["speedup"] == pytest.approx(d["packed_batches_per_s"]["median"] / d["imagefolder_batches_per_s"]["median"])
 
 

@@ -252,6 +252,38 @@ def test_fused_optimizer_takes_the_same_steps_as_the_default_one():
     assert not all(torch.equal(a, b) for a, b in zip(start, models[0].parameters()))  # they did move
 
 
+def _large_block_gets_its_own_mapping() -> tuple[str, bool]:
+    """In a fresh process: let the engine tune the allocator, then malloc 100 MiB and ask glibc
+    (mallinfo2) whether that block got a mapping of its own (returned to the kernel when freed)."""
+    import ctypes
+
+    from cnnbench.train import Engine
+
+    state = Engine({}, torch.device("cpu")).allocator
+
+    class MallInfo2(ctypes.Structure):
+        _fields_ = [(n, ctypes.c_size_t) for n in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks",
+                                                   "fsmblks", "uordblks", "fordblks", "keepcost")]
+
+    libc = ctypes.CDLL("libc.so.6")
+    libc.mallinfo2.restype, libc.malloc.restype = MallInfo2, ctypes.c_void_p
+    before = libc.mallinfo2().hblks
+    block = libc.malloc(100 * 2**20)
+    mapped = libc.mallinfo2().hblks > before
+    libc.free(ctypes.c_void_p(block))
+    return state, mapped
+
+
+@pytest.mark.skipif(train_mod.platform.libc_ver()[0] != "glibc", reason="the allocator tuning is glibc's mallopt")
+def test_cpu_engine_keeps_freed_memory_in_the_process_unless_told_not_to(monkeypatch):
+    from cnnbench.bench import in_fresh_process
+
+    # glibc's default maps a 100 MiB block on its own; the CPU engine's settings keep it in the heap
+    assert in_fresh_process(_large_block_gets_its_own_mapping) == ("glibc, tuned", False)
+    monkeypatch.setenv(train_mod.MALLOC_ENV, "0")
+    assert in_fresh_process(_large_block_gets_its_own_mapping) == ("default", True)
+
+
 def test_fast_recipe_with_ema_tta_and_bf16_trains_resumes_and_evaluates(cfg, prepared, tmp_path, monkeypatch):
     cfg.raw["recipes"]["fast"].update(ema=0.9, precision="bf16")
     cfg.raw["profiles"]["smoke"]["train"]["batch_size"] = 32

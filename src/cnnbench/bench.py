@@ -5,10 +5,11 @@ Four measurements, each the median of several timed windows after a warm-up:
 1. training images/s per variant with the engine (packed uint8 data on the device, batched
    augmentation, bf16 + channels_last on CUDA);
 2. the same model, batch size and recipe through a reference loop written as the lab reports
-   did (torchvision PIL transforms, ``DataLoader(num_workers=2)``, fp32, NCHW); the ratio
-   engine / reference is the headline;
+   did (torchvision PIL transforms, ``DataLoader(num_workers=2)``, fp32, NCHW), run in a Python
+   process of its own as their scripts were; the ratio engine / reference is the headline;
 3. the data path alone on the butterfly images: batches/s from the packed store with on-device
-   augmentation against ``ImageFolder`` + PIL transforms decoding the JPEGs;
+   augmentation against ``ImageFolder`` + PIL transforms decoding the JPEGs (also in a process
+   of its own);
 4. evaluation images/s.
 
 ``--accuracy`` instead trains variants for a fixed number of epochs over several seeds and
@@ -41,6 +42,7 @@ from .train import (
     Engine,
     build_optimizer,
     configure_determinism,
+    allocator_state,
     describe_device,
     optimizer_impl,
     predict,
@@ -124,6 +126,78 @@ def endless(loader) -> Iterator:
         yield from loader
 
 
+def num_classes(dataset: str, labels: np.ndarray) -> int:
+    return int(labels.max()) + 1 if dataset == "cifar10" else 100
+
+
+# --- the reference loop, in a process of its own ------------------------------------------------------
+def reference_rate(cfg: Config, name: str, prepared_root: Path, *, recipe: str | None, batch_size: int, warmup: int,
+                   windows: int, steps: int, workers: int, device: str, num_threads: int) -> dict:
+    """Training images/s of the lab reports' loop: the same model, batch and optimizer settings,
+    torchvision PIL transforms, ``DataLoader(num_workers=workers)``, fp32, NCHW, torch's default SGD."""
+    torch.set_num_threads(num_threads)  # as many CPU threads as the engine had
+    dev = torch.device(device)
+    variant = cfg.variant(name, recipe)
+    settings = variant["train"]
+    x_np, y_np, _ = train_arrays(cfg, variant["dataset"], prepared_root, n_synthetic=max(4 * batch_size, 1024))
+    criterion = nn.CrossEntropyLoss(label_smoothing=settings["label_smoothing"])
+    torch.manual_seed(0)
+    model = build_model(variant["model"], num_classes(variant["dataset"], y_np), **variant["model_args"]).to(dev)
+    opt = build_optimizer(model, settings["optimizer"])
+    loader = torch.utils.data.DataLoader(
+        PILDataset(x_np, y_np, reference_transform(settings, x_np.shape[1])), batch_size=batch_size, shuffle=True,
+        num_workers=workers, drop_last=True, persistent_workers=workers > 0, pin_memory=dev.type == "cuda",
+    )
+    batches = endless(loader)
+
+    def step() -> None:
+        x, y = next(batches)
+        x, y = x.to(dev, non_blocking=True), y.to(dev, non_blocking=True)
+        loss = criterion(model(x), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    model.train()
+    return {"rate": rate(timed_windows(step, dev, warmup, windows, steps), steps * batch_size),
+            "optimizer": optimizer_impl(opt), "allocator": allocator_state()}
+
+
+def _child(conn, fn: Callable, args: tuple, kwargs: dict) -> None:
+    try:
+        conn.send(("ok", fn(*args, **kwargs)))
+    except BaseException as err:  # noqa: BLE001 - everything goes back to the parent
+        import traceback
+
+        conn.send(("error", f"{type(err).__name__}: {err}\n{traceback.format_exc()}"))
+    finally:
+        conn.close()
+
+
+def in_fresh_process(fn: Callable, *args, **kwargs):
+    """``fn(*args, **kwargs)`` in a new Python process (spawned: nothing of this one carried over);
+    its return value, or a RuntimeError with the child's traceback."""
+    import multiprocessing as mp
+
+    ctx = mp.get_context("spawn")
+    recv, send = ctx.Pipe(duplex=False)
+    proc = ctx.Process(target=_child, args=(send, fn, args, kwargs), name=f"cnnbench-{fn.__name__}")
+    proc.start()
+    send.close()
+    try:
+        status, value = recv.recv()
+    except EOFError:
+        proc.join()
+        raise RuntimeError(f"{fn.__name__} in its own process ended without an answer "
+                           f"(exit code {proc.exitcode})") from None
+    finally:
+        recv.close()
+    proc.join()
+    if status != "ok":
+        raise RuntimeError(f"{fn.__name__} failed in its own process: {value}")
+    return value
+
+
 # --- 1, 2, 4: training and evaluation throughput ----------------------------------------------------------
 def bench_variant(cfg: Config, name: str, prepared_root: Path, *, batch_size: int | None, warmup: int,
                   windows: int, steps: int, workers: int, device: torch.device, reference: bool = True,
@@ -132,7 +206,7 @@ def bench_variant(cfg: Config, name: str, prepared_root: Path, *, batch_size: in
     settings = variant["train"]
     bs = batch_size or settings["batch_size"]
     x_np, y_np, source = train_arrays(cfg, variant["dataset"], prepared_root, n_synthetic=max(4 * bs, 1024))
-    classes = int(y_np.max()) + 1 if variant["dataset"] == "cifar10" else 100
+    classes = num_classes(variant["dataset"], y_np)
     size = x_np.shape[1]
     norm = settings["normalize"]
     mean = torch.tensor(norm["mean"], device=device).view(1, 3, 1, 1)
@@ -171,7 +245,7 @@ def bench_variant(cfg: Config, name: str, prepared_root: Path, *, batch_size: in
     # What one CIFAR-10-sized epoch (50,000 images) takes at the median rate.
     result["engine_seconds_per_50k_images"] = 50_000 / result["engine_train_images_per_s"]["median"]
     result["engine"] = {"precision": engine.precision, "channels_last": engine.channels_last, "compile": engine.compile,
-                        "optimizer": optimizer_impl(opt)}
+                        "optimizer": optimizer_impl(opt), "allocator": engine.allocator}
 
     # The ceiling: the same engine steps on one fixed, already augmented batch (no data work at all).
     # Engine close to it = the data path costs nothing and the model's own compute sets the speed.
@@ -186,32 +260,17 @@ def bench_variant(cfg: Config, name: str, prepared_root: Path, *, batch_size: in
                                       settings.get("tta_flip", False)), device, 1, windows, 1)
     result["eval_images_per_s"] = rate(t, eval_n)
 
-    # Reference loop: PIL transforms, DataLoader workers, fp32, NCHW
+    # Reference loop: PIL transforms, DataLoader workers, fp32, NCHW; a script of its own, as the
+    # lab reports ran it (a fresh process: none of the engine's process settings, torch's defaults).
     if reference:
-        torch.manual_seed(0)
-        ref_model = build_model(variant["model"], classes, **variant["model_args"]).to(device)
-        ref_opt = build_optimizer(ref_model, settings["optimizer"])
-        loader = torch.utils.data.DataLoader(
-            PILDataset(x_np, y_np, reference_transform(settings, size)), batch_size=bs, shuffle=True,
-            num_workers=workers, drop_last=True, persistent_workers=workers > 0,
-            pin_memory=device.type == "cuda",
-        )
-        batches = endless(loader)
-
-        def reference_step() -> None:
-            x, y = next(batches)
-            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-            loss = criterion(ref_model(x), y)
-            ref_opt.zero_grad(set_to_none=True)
-            loss.backward()
-            ref_opt.step()
-
-        ref_model.train()
-        result["reference_train_images_per_s"] = rate(
-            timed_windows(reference_step, device, warmup, windows, steps), steps * bs)
-        result["speedup"] = result["engine_train_images_per_s"]["median"] / result["reference_train_images_per_s"]["median"]
+        ref = in_fresh_process(reference_rate, cfg, name, prepared_root, recipe=recipe, batch_size=bs,
+                               warmup=warmup, windows=windows, steps=steps, workers=workers,
+                               device=str(device), num_threads=torch.get_num_threads())
+        result["reference_train_images_per_s"] = ref["rate"]
+        result["speedup"] = result["engine_train_images_per_s"]["median"] / ref["rate"]["median"]
         result["reference"] = {"precision": "fp32", "channels_last": False, "num_workers": workers,
-                               "optimizer": optimizer_impl(ref_opt)}
+                               "optimizer": ref["optimizer"], "process": "its own (spawned)",
+                               "allocator": ref["allocator"]}
     return result
 
 
@@ -239,6 +298,29 @@ def extract_split(zip_path: Path, split: str, dest: Path, limit_per_class: int |
     return dest / split
 
 
+BUTTERFLY_SIZE = 224  # the JPEGs' own size: both data paths produce the same 224x224 training batches
+
+
+def imagefolder_rate(settings: dict, image_dir: Path, *, batch_size: int, warmup: int, windows: int, steps: int,
+                     workers: int, device: str, num_threads: int) -> dict:
+    """Batches/s of ``ImageFolder`` + PIL transforms through ``DataLoader(num_workers=workers)``,
+    each batch moved to ``device`` (run it in its own process, as a lab report's script would)."""
+    from torchvision.datasets import ImageFolder
+
+    torch.set_num_threads(num_threads)
+    dev = torch.device(device)
+    folder = ImageFolder(str(image_dir), transform=reference_transform(settings, BUTTERFLY_SIZE))
+    loader = torch.utils.data.DataLoader(folder, batch_size=batch_size, shuffle=True, num_workers=workers,
+                                         drop_last=True, persistent_workers=workers > 0)
+    batches = endless(loader)
+
+    def step() -> None:
+        x, _ = next(batches)
+        x.to(dev)
+
+    return rate(timed_windows(step, dev, warmup, windows, steps), steps)
+
+
 def bench_data_path(cfg: Config, image_dir: Path, *, batch_size: int, warmup: int, windows: int, steps: int,
                     workers: int, device: torch.device, tiles: list[int] | None = None) -> dict:
     """Batches/s: packed uint8 store + on-device augmentation vs ImageFolder + PIL transforms.
@@ -249,19 +331,13 @@ def bench_data_path(cfg: Config, image_dir: Path, *, batch_size: int, warmup: in
     from torchvision.datasets import ImageFolder
 
     settings = cfg.variant(cfg.variants_of("butterflies")[0])["train"]
-    size = 224  # the JPEGs' own size: both paths produce the same 224x224 training batches
-    folder = ImageFolder(str(image_dir), transform=reference_transform(settings, size))
-    loader = torch.utils.data.DataLoader(folder, batch_size=batch_size, shuffle=True, num_workers=workers,
-                                         drop_last=True, persistent_workers=workers > 0)
-    batches = endless(loader)
-
-    def folder_step() -> None:
-        x, _ = next(batches)
-        x.to(device)
-
-    jpeg = rate(timed_windows(folder_step, device, warmup, windows, steps), steps)
+    size = BUTTERFLY_SIZE
+    jpeg = in_fresh_process(imagefolder_rate, settings, image_dir, batch_size=batch_size, warmup=warmup,
+                            windows=windows, steps=steps, workers=workers, device=str(device),
+                            num_threads=torch.get_num_threads())
 
     # The packed store holds the same images decoded once (what `cnnbench preprocess` writes).
+    folder = ImageFolder(str(image_dir))
     arrays = np.stack([np.asarray(Image.open(p).convert("RGB").resize((size, size))) for p, _ in folder.samples])
     labels = np.array([c for _, c in folder.samples])
     data = DeviceData(arrays, labels, device)
@@ -283,7 +359,8 @@ def bench_data_path(cfg: Config, image_dir: Path, *, batch_size: int, warmup: in
     store = packed_rate(augmenter)
     result = {"images": len(labels), "image_size": size, "batch_size": batch_size, "num_workers": workers,
               "imagefolder_batches_per_s": jpeg, "packed_batches_per_s": store,
-              "speedup": store["median"] / jpeg["median"], "augment": settings["augment"]}
+              "speedup": store["median"] / jpeg["median"], "augment": settings["augment"],
+              "packed_allocator": allocator_state(), "imagefolder_process": "its own (spawned)"}
     if augmenter is not None:
         result["tile"] = augmenter.tile_size(batch_size, data.images[0].numel(), device)
         if tiles:
