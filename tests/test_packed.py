@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+import socket
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -146,6 +149,41 @@ def test_rewrite_replaces_atomically(tmp_path: Path) -> None:
         packed.write_prepared(out, _splits(), ["only", "three", "names"], _manifest())
     assert packed.read_manifest(out)["notes"] == ["second"]
     assert [p.name for p in tmp_path.iterdir()] == ["p"]
+
+
+def _killed_while_staging(dest: Path) -> Path:
+    """A real process that makes a staging folder for `dest`, writes into it and is SIGKILLed."""
+    import subprocess
+    import sys
+
+    code = ("import os, signal, sys; from cnnbench.data import packed; "
+            "d = packed.staging_dir(sys.argv[1]); (d / 'part.npy').write_bytes(b'x' * 1000); "
+            "print(d, flush=True); os.kill(os.getpid(), signal.SIGKILL)")
+    proc = subprocess.run([sys.executable, "-c", code, str(dest)], capture_output=True, text=True)
+    assert proc.returncode == -9, proc.stderr
+    left = Path(proc.stdout.strip())
+    assert left.is_dir() and left.parent == dest.parent
+    return left
+
+
+@pytest.mark.skipif(os.name != "posix", reason="process liveness is checked with POSIX signals")
+def test_leftovers_of_a_killed_run_are_removed_by_the_next_one(tmp_path: Path, caplog) -> None:
+    out = tmp_path / "p"
+    left = _killed_while_staging(out)
+    live = Path(tempfile.mkdtemp(prefix=f".p.tmp-{os.getpid()}@{socket.gethostname()}-", dir=tmp_path))
+    elsewhere = tmp_path / ".p.tmp-1@another-host.example-abc123"
+    legacy = tmp_path / ".p.tmp-k2j3h4"  # named before folders carried their owner
+    other = tmp_path / ".q.tmp-1@" / "x"
+    for d in (elsewhere, legacy, other):
+        d.mkdir(parents=True)
+    with caplog.at_level("WARNING", logger="cnnbench.data"):
+        packed.write_prepared(out, _splits(), CLASSES, _manifest())
+    assert not left.exists()  # its process is gone: deleted, and said so
+    assert f"removed {left}" in caplog.text and "interrupted run" in caplog.text
+    # a live process's folder, another host's and other destinations' are kept; an unknown owner is named
+    assert live.is_dir() and elsewhere.is_dir() and legacy.is_dir() and other.is_dir()
+    assert f"{legacy}: left by an earlier run (owner unknown)" in caplog.text
+    assert packed.read_manifest(out)["dataset"] == "toy"
 
 
 def test_empty_split_allowed(tmp_path: Path) -> None:
