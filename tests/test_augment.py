@@ -6,7 +6,8 @@ import torch
 from torchvision.transforms import RandomResizedCrop
 from torchvision.transforms.v2 import functional as TF
 
-from cnnbench.augment import ResizedCropFlip, augment_batch, crop_boxes, pad_crop_flip
+from cnnbench import augment
+from cnnbench.augment import ResizedCropFlip, augment_batch, augment_kernel, crop_boxes, pad_crop_flip
 
 MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
 STD = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
@@ -35,14 +36,17 @@ def replay(seed: int, n: int, h: int, w: int, min_scale: float, flip: bool):
     return top, left, ch, cw, flipped
 
 
+@pytest.mark.parametrize("kernel", ["torch", "numba"])
 @pytest.mark.parametrize("shape", [(3, 40, 56), (3, 32, 32), (3, 17, 23)])
 @pytest.mark.parametrize("flip", [True, False])
-def test_resized_crop_equals_torchvision_image_by_image(shape, flip):
+def test_resized_crop_equals_torchvision_image_by_image(shape, flip, kernel):
     torch.manual_seed(1)
     c, h, w = shape
     images = torch.randint(0, 256, (30, c, h, w), dtype=torch.uint8)
     idx = torch.randint(0, 30, (13,))
-    out = ResizedCropFlip(0.2, flip, MEAN, STD)(images, idx, torch.Generator().manual_seed(5))
+    aug = ResizedCropFlip(0.2, flip, MEAN, STD, kernel=kernel)
+    assert aug.kernel_for(torch.device("cpu")) == kernel
+    out = aug(images, idx, torch.Generator().manual_seed(5))
     assert out.shape == (13, c, h, w) and out.dtype == torch.float32
     top, left, ch, cw, flipped = replay(5, 13, h, w, 0.2, flip)
     assert flipped.any() == flip
@@ -59,15 +63,46 @@ def test_tiles_give_the_same_batch_and_out_is_filled():
     torch.manual_seed(2)
     images = torch.randint(0, 256, (20, 3, 24, 24), dtype=torch.uint8)
     idx = torch.randint(0, 20, (11,))
-    whole = ResizedCropFlip(0.35, True, MEAN, STD, tile=64)(images, idx, torch.Generator().manual_seed(3))
+    whole = ResizedCropFlip(0.35, True, MEAN, STD, tile=64, kernel="torch")(images, idx,
+                                                                           torch.Generator().manual_seed(3))
     for tile in (1, 3, 4):
-        aug = ResizedCropFlip(0.35, True, MEAN, STD, tile=tile)
+        aug = ResizedCropFlip(0.35, True, MEAN, STD, tile=tile, kernel="torch")
         assert aug.tile_size(11, 3 * 24 * 24, torch.device("cpu")) == tile
         buf = torch.full((11, 3, 24, 24), float("nan"))
         got = aug(images, idx, torch.Generator().manual_seed(3), out=buf)
         assert got is buf and torch.equal(got, whole)
     with pytest.raises(ValueError, match=r"shape \(11, 3, 24, 24\)"):
         ResizedCropFlip(0.35, True, MEAN, STD)(images, idx, torch.Generator(), out=torch.empty(11, 3, 24, 23))
+
+
+def test_numba_kernel_is_the_cpu_default_agrees_with_torch_and_repeats_exactly():
+    torch.manual_seed(4)
+    images = torch.randint(0, 256, (40, 3, 64, 48), dtype=torch.uint8)
+    idx = torch.randint(0, 40, (24,))
+    auto = ResizedCropFlip(0.08, True, MEAN, STD)
+    assert auto.kernel_for(torch.device("cpu")) == "numba" and auto.kernel_for(torch.device("cuda")) == "torch"
+    fast = auto(images, idx, torch.Generator().manual_seed(7), out=torch.full((24, 3, 64, 48), float("nan")))
+    ops = ResizedCropFlip(0.08, True, MEAN, STD, kernel="torch")(images, idx, torch.Generator().manual_seed(7))
+    torch.testing.assert_close(fast, ops, atol=1e-5, rtol=0)  # same boxes and flips, float rounding apart
+    threads = torch.get_num_threads()
+    for n in (1, 2):  # one job per (image, channel): the same bits whatever the thread count
+        torch.set_num_threads(n)
+        try:
+            again = auto(images, idx, torch.Generator().manual_seed(7))
+        finally:
+            torch.set_num_threads(threads)
+        assert torch.equal(again, fast)
+    assert augment_kernel({"crop": "resized"}, auto, torch.device("cpu")) == "numba (resized crop)"
+    assert augment_kernel({"crop": "pad"}, None, torch.device("cpu")) == "torch (pad crop)"
+
+
+def test_kernel_choice_is_checked(monkeypatch):
+    with pytest.raises(ValueError, match="kernel must be one of auto, numba, torch, not 'c'"):
+        ResizedCropFlip(0.5, True, MEAN, STD, kernel="c")
+    monkeypatch.setattr(augment, "_cpu_kernel", None)  # as without numba installed
+    with pytest.raises(ValueError, match="needs the numba package"):
+        ResizedCropFlip(0.5, True, MEAN, STD, kernel="numba")
+    assert ResizedCropFlip(0.5, True, MEAN, STD).kernel_for(torch.device("cpu")) == "torch"
 
 
 def test_cpu_tiles_fit_the_cache_and_a_gpu_takes_the_batch_whole():

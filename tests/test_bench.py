@@ -90,10 +90,11 @@ def test_data_path_packed_store_vs_imagefolder(cfg, tmp_path):
                               device=torch.device("cpu"), tiles=[1, 4])
     assert d["images"] == 12 and d["image_size"] == 224
     assert d["tile"] == 2  # two 224 px images fit augment.CPU_TILE_BYTES
+    assert d["kernel"] == "numba" and d["packed_batches_per_s_torch_kernel"]["median"] > 0
     assert sorted(d["packed_batches_per_s_by_tile"]) == ["1", "4"]
     assert all(r["median"] > 0 for r in d["packed_batches_per_s_by_tile"].values())
-    assert "tiles of 4 images" in bench.format_report({"device": "cpu", "torch_version": "x", "variants": [],
-                                                        "data_path": d})
+    text = bench.format_report({"device": "cpu", "torch_version": "x", "variants": [], "data_path": d})
+    assert "torch kernel in tiles of 4 images" in text and "(resized crop: numba kernel)" in text
     assert d["packed_batches_per_s"]["median"] > 0 and d["imagefolder_batches_per_s"]["median"] > 0
     assert d["imagefolder_process"] == "its own (spawned)"
     assert d["speedup"] == pytest.approx(d["packed_batches_per_s"]["median"] / d["imagefolder_batches_per_s"]["median"])

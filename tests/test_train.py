@@ -61,6 +61,7 @@ def read_history(path: Path) -> list[dict]:
 def test_train_writes_outputs_and_removes_checkpoint(cfg, prepared, tmp_path):
     summary = run(cfg, prepared, tmp_path / "run")
     out = tmp_path / "run"
+    assert summary["augment_kernel"] == "torch (pad crop)"
     hist = read_history(out / "history.csv")
     assert [int(r["epoch"]) for r in hist] == [1, 2]
     assert set(train_mod.HISTORY_COLUMNS) == set(hist[0])
@@ -175,6 +176,8 @@ def test_butterfly_variant_filters_classes_and_reports_top5(cfg, tmp_path):
     out = tmp_path / "bf"
     summary = train_variant(cfg, "butterflies-resnet18", prepared, out, tmp_path / "ck", use_dvclive=False)
     assert summary["num_classes"] == 10 and not set(noisy) & set(summary["classes"])
+    # on the CPU the resized crop runs in the fused numba kernel, and the run says so
+    assert json.loads((out / "train.json").read_text())["augment_kernel"] == "numba (resized crop)"
     metrics = evaluate_variant(cfg, "butterflies-resnet18", prepared, out)
     assert 0 <= metrics["test_top1"] <= metrics["test_top5"] <= 1
     assert metrics["num_classes"] == 10

@@ -325,8 +325,10 @@ def bench_data_path(cfg: Config, image_dir: Path, *, batch_size: int, warmup: in
                     workers: int, device: torch.device, tiles: list[int] | None = None) -> dict:
     """Batches/s: packed uint8 store + on-device augmentation vs ImageFolder + PIL transforms.
 
-    ``tiles``: also time the packed path with these many images per tile of the resized crop
-    (``ResizedCropFlip(tile=...)``), to choose ``augment.CPU_TILE_BYTES`` for a CPU."""
+    The packed path uses the resized crop's default kernel for the device (numba on the CPU); when
+    that is not the torch one, the torch kernel is timed too. ``tiles``: also time the torch kernel
+    with these many images per tile (``ResizedCropFlip(tile=...)``), to choose
+    ``augment.CPU_TILE_BYTES`` for a CPU."""
     from PIL import Image
     from torchvision.datasets import ImageFolder
 
@@ -362,10 +364,14 @@ def bench_data_path(cfg: Config, image_dir: Path, *, batch_size: int, warmup: in
               "speedup": store["median"] / jpeg["median"], "augment": settings["augment"],
               "packed_allocator": allocator_state(), "imagefolder_process": "its own (spawned)"}
     if augmenter is not None:
-        result["tile"] = augmenter.tile_size(batch_size, data.images[0].numel(), device)
+        result["kernel"] = augmenter.kernel_for(device)
+        torch_kernel = make_augmenter(aug, mean, std, kernel="torch")
+        result["tile"] = torch_kernel.tile_size(batch_size, data.images[0].numel(), device)
+        if result["kernel"] != "torch":
+            result["packed_batches_per_s_torch_kernel"] = packed_rate(torch_kernel)
         if tiles:
-            result["packed_batches_per_s_by_tile"] = {str(k): packed_rate(make_augmenter(aug, mean, std, tile=k))
-                                                      for k in tiles}
+            result["packed_batches_per_s_by_tile"] = {
+                str(k): packed_rate(make_augmenter(aug, mean, std, tile=k, kernel="torch")) for k in tiles}
     return result
 
 
@@ -467,8 +473,11 @@ def format_report(report: dict) -> str:
             f"data path ({d['images']} butterfly JPEGs, {d['image_size']} px, batch {d['batch_size']}): "
             f"packed store {d['packed_batches_per_s']['median']:.1f} batches/s vs ImageFolder+PIL "
             f"{d['imagefolder_batches_per_s']['median']:.2f} batches/s ({d['num_workers']} workers): "
-            f"{d['speedup']:.1f}x" + (f" (resized crop in tiles of {d['tile']} images)" if "tile" in d else "")
+            f"{d['speedup']:.1f}x" + (f" (resized crop: {d['kernel']} kernel)" if "kernel" in d else "")
         )
+        if "packed_batches_per_s_torch_kernel" in d:
+            lines.append(f"  packed store, torch kernel (tiles of {d['tile']} images): "
+                         f"{d['packed_batches_per_s_torch_kernel']['median']:.1f} batches/s")
         for k, r in d.get("packed_batches_per_s_by_tile", {}).items():
-            lines.append(f"  packed store, tiles of {k} images: {r['median']:.1f} batches/s")
+            lines.append(f"  packed store, torch kernel in tiles of {k} images: {r['median']:.1f} batches/s")
     return "\n".join(lines)

@@ -171,8 +171,8 @@ def build_parser() -> argparse.ArgumentParser:
                        "reports did (PIL transforms, DataLoader workers, fp32, NCHW, in a Python process of its own) "
                        "with the same model, batch and recipe; the model alone on one fixed batch (the ceiling without data work, so the "
                        "highest engine/reference ratio this device allows); evaluation images/s; and the "
-                       "butterfly data path (packed store + on-device augmentation vs ImageFolder + PIL, the latter "
-                       "in a process of its own). Uses "
+                       "butterfly data path (packed store + on-device augmentation, with the resized crop's default "
+                       "kernel and its torch kernel, vs ImageFolder + PIL in a process of its own). Uses "
                        "data/prepared/<dataset> when present, else synthetic data of the right shape (the "
                        "output says which).\n\n"
                        "--accuracy instead trains the given variants for --epochs epochs per seed and reports "
@@ -188,9 +188,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=5, help="steps per window (default: %(default)s)")
     p.add_argument("--workers", type=int, default=2, help="DataLoader workers of the reference paths (default: %(default)s)")
     p.add_argument("--no-data-path", action="store_true", help="skip the butterfly data-path benchmark")
-    p.add_argument("--tiles", type=_int_list(1), help="data path: also time the packed store's resized crop with these many images "
-                                   "per tile, comma-separated (e.g. 1,2,4,64; on the CPU the default is the "
-                                   "number that fits augment.CPU_TILE_BYTES)")
+    p.add_argument("--tiles", type=_int_list(1), help="data path: also time the torch kernel of the packed store's resized crop with "
+                                   "these many images per tile, comma-separated (e.g. 1,2,4,64; its default on the "
+                                   "CPU is the number that fits augment.CPU_TILE_BYTES; the CPU's default kernel "
+                                   "is numba's, which has no tiles)")
     p.add_argument("--images", type=Path, help="an ImageFolder tree for the data path (default: the train "
                    "split extracted from data/raw/butterflies)")
     p.add_argument("--device", help="device (default: the variant's train.device)")

@@ -28,7 +28,7 @@ from tqdm import tqdm
 
 from . import __version__
 from .atomic import atomic_write, atomic_write_text
-from .augment import augment_batch, make_augmenter, normalize
+from .augment import augment_batch, augment_kernel, make_augmenter, normalize
 from .config import Config, canonical_hash
 from .data import packed
 from .models import build_model, zero_init_residual
@@ -616,6 +616,7 @@ def train_variant(
         "memory_format": "channels_last" if engine.channels_last else "contiguous",
         "optimizer_impl": optimizer_impl(optimizer),
         "allocator": engine.allocator,
+        "augment_kernel": augment_kernel(aug, augmenter, device),
         "compiled": engine.compile,
         "ema": settings.get("ema"),
         "tta_flip": settings.get("tta_flip", False),
