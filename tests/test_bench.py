@@ -65,10 +65,19 @@ def test_bench_variant_engine_vs_reference_on_synthetic_data(cfg, tmp_path):
     assert r["engine"]["allocator"] == bench.allocator_state()
 
 
+def _start_method() -> str:
+    import multiprocessing
+
+    return multiprocessing.get_start_method()
+
+
 def test_in_fresh_process_returns_the_answer_or_the_child_error():
+    import multiprocessing
     import os
 
     assert bench.in_fresh_process(os.getpid) != os.getpid()
+    # its DataLoader workers start as a script's would (fork on Linux), not as the spawned child itself
+    assert bench.in_fresh_process(_start_method) == multiprocessing.get_all_start_methods()[0]
     assert bench.in_fresh_process(bench.num_classes, "butterflies", np.array([3])) == 100
     with pytest.raises(RuntimeError, match=r"num_classes failed in its own process: AttributeError"):
         bench.in_fresh_process(bench.num_classes, "cifar10", None)

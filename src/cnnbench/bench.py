@@ -164,6 +164,11 @@ def reference_rate(cfg: Config, name: str, prepared_root: Path, *, recipe: str |
 
 
 def _child(conn, fn: Callable, args: tuple, kwargs: dict) -> None:
+    import multiprocessing as mp
+
+    # A spawned child inherits "spawn" as its start method; a script of its own has the platform's
+    # default (fork on Linux), and that is what its DataLoader workers must start with.
+    mp.set_start_method(None, force=True)
     try:
         conn.send(("ok", fn(*args, **kwargs)))
     except BaseException as err:  # noqa: BLE001 - everything goes back to the parent
@@ -175,8 +180,9 @@ def _child(conn, fn: Callable, args: tuple, kwargs: dict) -> None:
 
 
 def in_fresh_process(fn: Callable, *args, **kwargs):
-    """``fn(*args, **kwargs)`` in a new Python process (spawned: nothing of this one carried over);
-    its return value, or a RuntimeError with the child's traceback."""
+    """``fn(*args, **kwargs)`` in a new Python process, as if run as a script of its own (spawned:
+    nothing of this one carried over; the platform's default start method for any processes it
+    starts); its return value, or a RuntimeError with the child's traceback."""
     import multiprocessing as mp
 
     ctx = mp.get_context("spawn")
