@@ -147,7 +147,11 @@ def tune_cpu_allocator() -> str:
     global _malloc_state
     if _malloc_state != "default" or os.environ.get(MALLOC_ENV, "1").strip().lower() in ("0", "false", "no", "off"):
         return _malloc_state
-    if sys.platform != "linux" or platform.libc_ver()[0] != "glibc":
+    try:
+        glibc = os.confstr("CS_GNU_LIBC_VERSION")  # e.g. "glibc 2.36"; absent outside glibc
+    except (AttributeError, ValueError, OSError):
+        glibc = None
+    if not glibc:
         return _malloc_state
     import ctypes
 
