@@ -92,8 +92,8 @@ def test_numba_kernel_is_the_cpu_default_agrees_with_torch_and_repeats_exactly()
         finally:
             torch.set_num_threads(threads)
         assert torch.equal(again, fast)
-    assert augment_kernel({"crop": "resized"}, auto, torch.device("cpu")) == "numba (resized crop)"
-    assert augment_kernel({"crop": "pad"}, None, torch.device("cpu")) == "torch (pad crop)"
+    assert augment_kernel(auto, torch.device("cpu")) == "numba (resized crop)"
+    assert augment_kernel(None, torch.device("cpu")) == "torch (pad crop)"
 
 
 def test_kernel_choice_is_checked(monkeypatch):

@@ -216,9 +216,10 @@ class ResizedCropFlip:
             raise ValueError(f"out must be a contiguous float32 tensor of shape {(b, c, h, w)}, not {tuple(out.shape)}")
         if self.kernel_for(dev) == "numba":
             numba.set_num_threads(max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)))
-            no_flip = torch.zeros(b, dtype=torch.bool)
+            if flipped is None:
+                flipped = torch.zeros(b, dtype=torch.bool)
             _cpu_kernel(images.contiguous().numpy(), idx.numpy(), top.numpy(), left.numpy(), ch.numpy(),
-                        cw.numpy(), (no_flip if flipped is None else flipped).numpy(),
+                        cw.numpy(), flipped.numpy(),
                         self.gain.reshape(-1).numpy(), self.offset.reshape(-1).numpy(), out.numpy())
             return out
         x0, x1, wx = bilinear_taps(left, cw, w)
@@ -283,8 +284,8 @@ def make_augmenter(aug: dict, mean: torch.Tensor, std: torch.Tensor, tile: int |
     return None
 
 
-def augment_kernel(aug: dict, augmenter: ResizedCropFlip | None, device: torch.device) -> str:
-    """What augments a run's batches on ``device``, for its records."""
+def augment_kernel(augmenter: ResizedCropFlip | None, device: torch.device) -> str:
+    """What augments a run's batches on ``device``, for its records (no augmenter = the pad crop)."""
     if augmenter is None:
-        return "torch (pad crop)" if aug.get("crop", "pad") == "pad" else "torch"
+        return "torch (pad crop)"
     return f"{augmenter.kernel_for(device)} (resized crop)"

@@ -40,6 +40,7 @@ environment:
   CUDA_VISIBLE_DEVICES   GPUs train/evaluate may use; with several, each concurrent job claims its own
                          (`snakemake --resources gpu=N`); not touched inside a SLURM job
   CNNBENCH_GPU_LOCK_DIR  where those per-GPU claims (lock files) live (default: <tmp>/cnnbench-gpu-slots-<uid>)
+  CNNBENCH_MALLOC_TUNING 0 keeps glibc's default allocator thresholds for CPU training (see README)
 """
 
 

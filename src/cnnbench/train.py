@@ -620,7 +620,7 @@ def train_variant(
         "memory_format": "channels_last" if engine.channels_last else "contiguous",
         "optimizer_impl": optimizer_impl(optimizer),
         "allocator": engine.allocator,
-        "augment_kernel": augment_kernel(aug, augmenter, device),
+        "augment_kernel": augment_kernel(augmenter, device),
         "compiled": engine.compile,
         "ema": settings.get("ema"),
         "tta_flip": settings.get("tta_flip", False),
