@@ -15,7 +15,7 @@ SNAKEMAKE_CONFIG := $(if $(PROFILE),--config profile=$(PROFILE),)
 
 help:
 	@echo "make study [PROFILE=smoke|quick|full] [CORES=4]  set up .venv and run the whole study with Snakemake"
-	@echo "make dvc-study [PROFILE=...]                     the same study through 'dvc repro'"
+	@echo "make dvc-study [PROFILE=...]                     the same study as a DVC experiment (cnnbench exp-run)"
 	@echo "make test                                        set up .venv and run the whole test suite"
 	@echo "make test-fast                                   unit tests only (no snakemake/dvc end-to-end runs)"
 	@echo "make clean                                       remove results/, logs/ and .snakemake/ (keeps data/ and .venv)"
@@ -33,7 +33,7 @@ study: $(STAMP)
 	PATH="$(abspath $(BIN)):$$PATH" snakemake --cores $(CORES) $(SNAKEMAKE_CONFIG)
 
 dvc-study: $(STAMP)
-	PATH="$(abspath $(BIN)):$$PATH" $(if $(PROFILE),dvc exp run -S profile=$(PROFILE),dvc repro)
+	PATH="$(abspath $(BIN)):$$PATH" cnnbench $(if $(PROFILE),--profile $(PROFILE),) exp-run
 
 test: $(STAMP)
 	PATH="$(abspath $(BIN)):$$PATH" python -m pytest $(PYTEST_ARGS)

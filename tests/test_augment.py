@@ -8,6 +8,7 @@ from torchvision.transforms.v2 import functional as TF
 
 from cnnbench import augment
 from cnnbench.augment import ResizedCropFlip, augment_batch, augment_kernel, crop_boxes, pad_crop_flip
+from cnnbench.spec import AugmentSpec
 
 MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
 STD = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
@@ -139,10 +140,10 @@ def test_augment_batch_picks_the_pipeline_from_the_settings():
     torch.manual_seed(3)
     images = torch.randint(0, 256, (8, 3, 16, 16), dtype=torch.uint8)
     idx = torch.arange(4)
-    plain = augment_batch(images, idx, {"crop": "pad", "crop_padding": 0, "flip": False}, MEAN, STD,
+    plain = augment_batch(images, idx, AugmentSpec(crop="pad", crop_padding=0, flip=False, min_scale=None), MEAN, STD,
                           torch.Generator())
     torch.testing.assert_close(plain, (images[:4].float() / 255 - MEAN) / STD)
-    resized = augment_batch(images, idx, {"crop": "resized", "min_scale": 0.5, "flip": True}, MEAN, STD,
+    resized = augment_batch(images, idx, AugmentSpec(crop="resized", min_scale=0.5, flip=True, crop_padding=None), MEAN, STD,
                             torch.Generator().manual_seed(1))
     again = ResizedCropFlip(0.5, True, MEAN, STD)(images, idx, torch.Generator().manual_seed(1))
     assert torch.equal(resized, again)

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import shutil
 from pathlib import Path
 
 import pytest
 import yaml
 
-from cnnbench.config import ConfigError, canonical_hash, deep_merge, load
+from cnnbench.config import Config, ConfigError, canonical_hash, from_raw, load
 from cnnbench.models import model_names
 
 REPO = Path(__file__).resolve().parents[1]
@@ -41,9 +43,9 @@ def test_repo_params_valid_for_every_profile():
         assert cfg.seeds == ([0, 1, 2] if profile == "full" else [0])
         assert len(cfg.runs) == 17 * 2 * len(cfg.seeds)
         for v, recipe, seed in cfg.runs:
-            resolved = cfg.variant(v, recipe, seed)
-            assert resolved["train"]["epochs"] >= 1 and resolved["train"]["seed"] == seed
-            assert resolved["model"] in model_names() and resolved["recipe"] == recipe
+            resolved = cfg.run(v, recipe, seed)
+            assert resolved.train.epochs >= 1 and resolved.seed == seed
+            assert resolved.model in model_names() and resolved.recipe == recipe
 
 
 def test_schema_model_enum_matches_registry():
@@ -54,28 +56,30 @@ def test_schema_model_enum_matches_registry():
 def test_profile_wins_over_variant_and_defaults():
     cfg = load(REPO / "params.yaml", profile="smoke")
     raw = cfg.raw
-    v = cfg.variant("cifar10-resnet18")
-    assert raw["variants"]["cifar10"]["resnet18"]["train"]["epochs"] != v["train"]["epochs"]
-    assert v["train"]["epochs"] == raw["profiles"]["smoke"]["train"]["epochs"]
-    assert v["model_args"] == raw["profiles"]["smoke"]["model_args"]
+    v = cfg.run("cifar10-resnet18")
+    assert raw["variants"]["cifar10"]["resnet18"]["train"]["epochs"] != v.train.epochs
+    assert v.train.epochs == raw["profiles"]["smoke"]["train"]["epochs"]
+    assert v.model_args == raw["profiles"]["smoke"]["model_args"]
     # dataset-level training defaults reach the variant
-    assert v["train"]["normalize"] == raw["datasets"]["cifar10"]["train"]["normalize"]
+    norm = raw["datasets"]["cifar10"]["train"]["normalize"]
+    assert (list(v.train.normalize.mean), list(v.train.normalize.std)) == (norm["mean"], norm["std"])
     # profile dataset overrides reach preprocessing
     assert cfg.preprocess_settings("butterflies")["image_size"] == raw["profiles"]["smoke"]["datasets"]["butterflies"]["image_size"]
     full = load(REPO / "params.yaml", profile="full")
-    assert full.variant("cifar10-resnet18")["train"]["epochs"] == raw["variants"]["cifar10"]["resnet18"]["train"]["epochs"]
+    assert full.run("cifar10-resnet18").train.epochs == raw["variants"]["cifar10"]["resnet18"]["train"]["epochs"]
 
 
 def test_recipe_sits_between_defaults_and_dataset_and_variant():
     cfg = load(REPO / "params.yaml", profile="full")
-    lab, fast = cfg.variant("cifar10-resnet18", "lab"), cfg.variant("cifar10-resnet18", "fast")
-    assert lab["recipe"] == "lab" and fast["recipe"] == "fast"
-    assert lab["train"]["optimizer"] == cfg.raw["recipes"]["lab"]["optimizer"]
-    assert fast["train"]["optimizer"]["nesterov"] is True and fast["train"]["tta_flip"] is True
-    assert fast["train"]["schedule"]["name"] == "onecycle" and lab["train"]["schedule"]["name"] == "constant"
+    lab, fast = cfg.run("cifar10-resnet18", "lab"), cfg.run("cifar10-resnet18", "fast")
+    assert lab.recipe == "lab" and fast.recipe == "fast"
+    assert dataclasses.asdict(lab.train.optimizer) == cfg.raw["recipes"]["lab"]["optimizer"]
+    assert fast.train.optimizer.nesterov is True and fast.train.tta_flip is True
+    assert fast.train.schedule.name == "onecycle" and lab.train.schedule.name == "constant"
     # the dataset's normalisation and augmentation reach both, the variant's epochs win over the recipe
-    assert fast["train"]["normalize"] == lab["train"]["normalize"] == cfg.raw["datasets"]["cifar10"]["train"]["normalize"]
-    assert fast["train"]["epochs"] == 50
+    norm = cfg.raw["datasets"]["cifar10"]["train"]["normalize"]
+    assert fast.train.normalize == lab.train.normalize and list(lab.train.normalize.std) == norm["std"]
+    assert fast.train.epochs == 50
 
 
 def test_filter_noisy_resolves_to_excluded_classes():
@@ -87,13 +91,69 @@ def test_filter_noisy_resolves_to_excluded_classes():
     assert cfg.variant("cifar10-resnet18")["exclude_classes"] == []
 
 
+def _hashes(cfg) -> dict[str, str]:
+    return {f"{v}/{r}/{s}": cfg.run(v, r, s).hash for v, r, s in cfg.runs}
+
+
+def _edited(profile: str, edit) -> "Config":
+    raw = yaml.safe_load((REPO / "params.yaml").read_text())
+    raw["profile"] = profile
+    edit(raw)
+    return from_raw(raw, REPO / "params.yaml")
+
+
 def test_variant_settings_are_independent():
-    """Changing one variant's lr changes only that variant's resolved settings (the cache key)."""
+    """Changing one variant's lr changes only that variant's run identities."""
     a = load(REPO / "params.yaml", profile="smoke")
-    raw = yaml.safe_load(yaml.safe_dump(a.raw))
-    raw["variants"]["cifar10"]["resnet18"].setdefault("train", {})["optimizer"] = {"lr": 0.05}
-    b_variant = deep_merge(a.variant("cifar10-resnet18"), {"train": {"optimizer": {"lr": 0.05}}})
-    assert canonical_hash(b_variant) != canonical_hash(a.variant("cifar10-resnet18"))
+    b = _edited("smoke", lambda raw: raw["variants"]["cifar10"]["resnet18"].setdefault("train", {}).update(
+        optimizer={"lr": 0.05}))
+    changed = {k for k, h in _hashes(a).items() if _hashes(b)[k] != h}
+    assert changed == {"cifar10-resnet18/lab/0", "cifar10-resnet18/fast/0"}
+
+
+@pytest.mark.parametrize("what, edit", [
+    ("lab-report figure", lambda raw: raw["variants"]["cifar10"]["resnet18"]["lab_report"][0].update(accuracy=99.9)),
+    ("variant description", lambda raw: raw["variants"]["butterflies"]["resnet18-unfiltered"].update(description="x")),
+    ("profile description", lambda raw: [p.update(description="edited") for p in raw["profiles"].values()]),
+    ("claims", lambda raw: raw["claims"].pop()),
+    ("memory and runtime requests", lambda raw: raw["resources"]["train"].update(mem_mb=123456, runtime=9)),
+])
+@pytest.mark.parametrize("profile", ["full", "smoke"])
+def test_report_only_and_scheduling_edits_change_no_run(profile, what, edit):
+    assert _hashes(_edited(profile, edit)) == _hashes(load(REPO / "params.yaml", profile=profile)), what
+
+
+def test_run_identity_holds_the_resolved_execution_settings():
+    smoke = load(REPO / "params.yaml", profile="smoke").run("cifar10-resnet18")
+    assert (smoke.execution.device, smoke.execution.precision, smoke.execution.memory_format) == \
+        ("cpu", "fp32", "contiguous")
+    assert smoke.execution.num_threads == 1  # train.num_threads of the smoke profile
+    # device auto: a profile whose train jobs ask for a GPU trains on it, in bf16 and channels_last
+    full = load(REPO / "params.yaml", profile="full").run("cifar10-resnet18")
+    assert (full.execution.device, full.execution.precision, full.execution.memory_format) == \
+        ("cuda", "bf16", "channels_last")
+    assert full.execution.num_threads == 4  # num_threads null: the job's cpus
+    # the thread count changes the measured epoch time, so it changes the identity
+    more = _edited("quick", lambda raw: raw["resources"]["train"].update(cpus=8)).run("cifar10-resnet18")
+    quick = load(REPO / "params.yaml", profile="quick").run("cifar10-resnet18")
+    assert more.execution.num_threads == 8 and more.hash != quick.hash
+    # asking the scheduler for a GPU moves the run to it
+    gpu = _edited("quick", lambda raw: raw["resources"]["profiles"]["quick"]["train"].update(gpu=1))
+    assert gpu.run("cifar10-resnet18").execution.device == "cuda"
+
+
+def test_a_setting_missing_after_the_merge_is_a_config_error():
+    with pytest.raises(ConfigError, match=r"variant 'cifar10-resnet18', recipe 'lab': train\.augment\.crop_padding: "
+                                          r"missing after the merge"):
+        _edited("smoke", lambda raw: raw["datasets"]["cifar10"]["train"]["augment"].pop("crop_padding"))
+
+
+def test_spec_hash_is_the_hash_of_its_plain_data():
+    spec = load(REPO / "params.yaml", profile="smoke").run("butterflies-resnet18", "fast", 0)
+    data = spec.to_dict()
+    assert canonical_hash(data) == spec.hash and json.loads(json.dumps(data)) == data
+    assert len(data["exclude_classes"]) == 6  # the noisy classes this variant leaves out
+    assert "lab_report" not in json.dumps(data) and "description" not in data
 
 
 @pytest.mark.parametrize(
@@ -171,7 +231,7 @@ def test_with_overrides_sets_and_revalidates():
 
     cfg = load(REPO / "params.yaml", profile="smoke")
     new = with_overrides(cfg, ["recipes.fast.batch_size=256", "recipes.fast.optimizer.lr=0.2"])
-    assert new.variant("cifar10-resnet18", "fast")["train"]["optimizer"]["lr"] == 0.2
+    assert new.run("cifar10-resnet18", "fast").train.optimizer.lr == 0.2
     assert cfg.raw["recipes"]["fast"]["optimizer"]["lr"] != 0.2  # the original is untouched
     with pytest.raises(ConfigError, match=r"recipes.fast.optimizer.lr: -1 is out of range"):
         with_overrides(cfg, ["recipes.fast.optimizer.lr=-1"])
@@ -191,8 +251,8 @@ def test_seed_outside_the_profile_is_refused_with_the_dvc_hint():
 
 def test_runs_differ_only_in_recipe_and_seed():
     cfg = load(REPO / "params.yaml", profile="full")
-    a, b = cfg.variant("cifar10-resnet18", "lab", 0), cfg.variant("cifar10-resnet18", "lab", 1)
-    assert a["train"]["seed"] == 0 and b["train"]["seed"] == 1
-    assert {k: v for k, v in a["train"].items() if k != "seed"} == {k: v for k, v in b["train"].items() if k != "seed"}
+    a, b = cfg.run("cifar10-resnet18", "lab", 0), cfg.run("cifar10-resnet18", "lab", 1)
+    assert a.seed == 0 and b.seed == 1
+    assert dataclasses.replace(a, seed=1) == b and a.hash != b.hash
     with pytest.raises(ConfigError, match="unknown recipe 'turbo'"):
-        cfg.variant("cifar10-resnet18", "turbo")
+        cfg.run("cifar10-resnet18", "turbo")

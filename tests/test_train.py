@@ -4,24 +4,28 @@ from __future__ import annotations
 
 import csv
 import json
+import platform
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from cnnbench import engine as engine_mod
 from cnnbench import train as train_mod
 from cnnbench.config import load
 from cnnbench.data import packed
 from cnnbench.evaluate import ModelMismatch, evaluate_variant
+from cnnbench.spec import OptimizerSpec, ScheduleSpec
 from cnnbench.train import CheckpointMismatch, TrainingDiverged, lr_factor, train_variant
 
 REPO = Path(__file__).resolve().parents[1]
 CIFAR_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 
 
-def make_prepared(root: Path, classes: list[str], n=(160, 40, 40), size=32, seed=0) -> Path:
-    """A packed store whose classes are separable by colour, so a few steps learn something."""
+def make_prepared(root: Path, classes: list[str], n=(160, 40, 40), size=32, seed=0, noisy=()) -> Path:
+    """A packed store whose classes are separable by colour, so a few steps learn something
+    (``noisy``: the noisy classes its manifest records, as butterfly preprocessing does)."""
     rng = np.random.default_rng(seed)
     splits = {}
     for split, count in zip(packed.SPLITS, n):
@@ -30,7 +34,7 @@ def make_prepared(root: Path, classes: list[str], n=(160, 40, 40), size=32, seed
         images[..., 0] += (labels * (190 // len(classes))).astype(np.uint8)[:, None, None]
         splits[split] = (images, labels.astype(np.int64))
     manifest = {"dataset": "synthetic", "source": {"source": "test", "sha256": "0" * 64},
-                "noisy_classes": [], "excluded": [], "notes": []}
+                "noisy_classes": list(noisy), "excluded": [], "notes": []}
     out = root / "prepared"
     packed.write_prepared(out, splits, classes, manifest)
     return out
@@ -136,20 +140,51 @@ def test_nan_loss_stops_with_epoch_and_step_and_writes_nothing(cfg, prepared, tm
     assert not (tmp_path / "run/metrics.json").exists()
 
 
+@pytest.mark.parametrize("ema", [None, 0.9])
+def test_weights_that_diverge_in_an_epochs_last_step_never_reach_a_checkpoint(cfg, prepared, tmp_path, monkeypatch,
+                                                                             ema):
+    """The loss of an epoch's last step is computed before its update: weights that update makes
+    non-finite are caught before that epoch's checkpoint, which stays the previous epoch's."""
+    cfg.raw["profiles"]["smoke"]["train"].update(epochs=3, ema=ema)
+    steps = 160 // 32  # 160 training images, batch 32
+    real_step, calls = train_mod.Trainer.step, []
+
+    def poisoned_step(self, x, y):
+        result = real_step(self, x, y)
+        calls.append(1)
+        if len(calls) == 2 * steps:  # the last step of epoch 2: its loss is finite, the weights it leaves are not
+            with torch.no_grad():
+                next(self.model.parameters()).view(-1)[0] = float("inf")
+        return result
+
+    monkeypatch.setattr(train_mod.Trainer, "step", poisoned_step)
+    with pytest.raises(TrainingDiverged, match=rf"the weights became NaN or infinite at epoch 2, step {steps}; "
+                                               r"lower train.optimizer.lr"):
+        run(cfg, prepared, tmp_path / "run")
+    assert len(calls) == 2 * steps  # stopped there, not in a later step
+    ckpt = torch.load(tmp_path / "run-ckpt/last.pt", weights_only=True)
+    assert ckpt["epoch"] == 1 and len(ckpt["history"]) == 1
+    assert all(torch.isfinite(t).all() for t in ckpt["model"].values() if t.is_floating_point())
+    assert not (tmp_path / "run/model.pt").exists() and not (tmp_path / "run/history.csv").exists()
+
+
 def test_batch_larger_than_dataset_is_an_error(cfg, prepared, tmp_path):
     cfg.raw["profiles"]["smoke"]["train"]["batch_size"] = 1000
     with pytest.raises(ValueError, match="batch_size 1000 is larger than the 160 training images"):
         run(cfg, prepared, tmp_path / "run")
 
 
+def _sched(name: str, warmup_epochs: int = 0, step_size: int = 10, gamma: float = 0.1) -> ScheduleSpec:
+    return ScheduleSpec(name=name, warmup_epochs=warmup_epochs, step_size=step_size, gamma=gamma)
+
+
 def test_lr_schedules():
-    c = {"name": "constant", "warmup_epochs": 0}
-    assert lr_factor(50, 100, 10, c) == 1.0
-    assert lr_factor(0, 100, 10, {"name": "cosine", "warmup_epochs": 1}) == pytest.approx(0.1)
-    assert lr_factor(99, 100, 10, {"name": "cosine", "warmup_epochs": 0}) < 0.01
-    assert lr_factor(25, 100, 10, {"name": "step", "step_size": 2, "gamma": 0.1}) == pytest.approx(0.1)
-    assert lr_factor(45, 100, 10, {"name": "step", "step_size": 2, "gamma": 0.1}) == pytest.approx(0.01)
-    assert lr_factor(55, 100, 10, {"name": "onecycle", "warmup_epochs": 1}) == pytest.approx(0.5)
+    assert lr_factor(50, 100, 10, _sched("constant")) == 1.0
+    assert lr_factor(0, 100, 10, _sched("cosine", warmup_epochs=1)) == pytest.approx(0.1)
+    assert lr_factor(99, 100, 10, _sched("cosine")) < 0.01
+    assert lr_factor(25, 100, 10, _sched("step", step_size=2, gamma=0.1)) == pytest.approx(0.1)
+    assert lr_factor(45, 100, 10, _sched("step", step_size=2, gamma=0.1)) == pytest.approx(0.01)
+    assert lr_factor(55, 100, 10, _sched("onecycle", warmup_epochs=1)) == pytest.approx(0.5)
 
 
 def test_evaluate_writes_metrics_and_confusion(cfg, prepared, tmp_path):
@@ -172,7 +207,7 @@ def test_evaluate_writes_metrics_and_confusion(cfg, prepared, tmp_path):
 def test_butterfly_variant_filters_classes_and_reports_top5(cfg, tmp_path):
     noisy = cfg.raw["datasets"]["butterflies"]["noisy_classes"]
     classes = sorted(noisy + [f"CLASS {i:02d}" for i in range(10)])
-    prepared = make_prepared(tmp_path, classes, n=(160, 32, 32))
+    prepared = make_prepared(tmp_path, classes, n=(160, 32, 32), noisy=noisy)
     out = tmp_path / "bf"
     summary = train_variant(cfg, "butterflies-resnet18", prepared, out, tmp_path / "ck", use_dvclive=False)
     assert summary["num_classes"] == 10 and not set(noisy) & set(summary["classes"])
@@ -220,14 +255,15 @@ def test_no_weight_decay_on_norm_and_bias():
     from cnnbench.train import build_optimizer
 
     model = build_model("resnet18", 10, width_mult=0.125)
-    opt = build_optimizer(model, {"name": "sgd", "lr": 0.1, "momentum": 0.9, "weight_decay": 5e-4,
-                                  "nesterov": True, "no_decay_norm_bias": True})
+    opt = build_optimizer(model, OptimizerSpec(name="sgd", lr=0.1, momentum=0.9, weight_decay=5e-4,
+                                               nesterov=True, no_decay_norm_bias=True))
     decay, no_decay = opt.param_groups
     assert decay["weight_decay"] == 5e-4 and no_decay["weight_decay"] == 0.0
     assert all(p.ndim > 1 for p in decay["params"]) and all(p.ndim == 1 for p in no_decay["params"])
     assert len(decay["params"]) + len(no_decay["params"]) == len(list(model.parameters()))
     assert opt.defaults["nesterov"] is True
-    flat = build_optimizer(model, {"name": "sgd", "lr": 0.1, "weight_decay": 5e-4})
+    flat = build_optimizer(model, OptimizerSpec(name="sgd", lr=0.1, momentum=0.0, weight_decay=5e-4,
+                                                nesterov=False, no_decay_norm_bias=False))
     assert len(flat.param_groups) == 1 and flat.param_groups[0]["weight_decay"] == 5e-4
 
 
@@ -235,8 +271,8 @@ def test_fused_optimizer_takes_the_same_steps_as_the_default_one():
     from cnnbench.models import build_model
     from cnnbench.train import build_optimizer, optimizer_impl
 
-    settings = {"name": "sgd", "lr": 0.1, "momentum": 0.9, "weight_decay": 5e-4, "nesterov": True,
-                "no_decay_norm_bias": True}
+    settings = OptimizerSpec(name="sgd", lr=0.1, momentum=0.9, weight_decay=5e-4, nesterov=True,
+                             no_decay_norm_bias=True)
     models, opts = [], []
     for fused in (False, True):
         torch.manual_seed(0)
@@ -260,9 +296,9 @@ def _large_block_gets_its_own_mapping() -> tuple[str, bool]:
     (mallinfo2) whether that block got a mapping of its own (returned to the kernel when freed)."""
     import ctypes
 
-    from cnnbench.train import Engine
+    from cnnbench.engine import Engine
 
-    state = Engine({}, torch.device("cpu")).allocator
+    state = Engine.plain(torch.device("cpu")).allocator
 
     class MallInfo2(ctypes.Structure):
         _fields_ = [(n, ctypes.c_size_t) for n in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks",
@@ -277,13 +313,13 @@ def _large_block_gets_its_own_mapping() -> tuple[str, bool]:
     return state, mapped
 
 
-@pytest.mark.skipif(train_mod.platform.libc_ver()[0] != "glibc", reason="the allocator tuning is glibc's mallopt")
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="the allocator tuning is glibc's mallopt")
 def test_cpu_engine_keeps_freed_memory_in_the_process_unless_told_not_to(monkeypatch):
     from cnnbench.bench import in_fresh_process
 
     # glibc's default maps a 100 MiB block on its own; the CPU engine's settings keep it in the heap
     assert in_fresh_process(_large_block_gets_its_own_mapping) == ("glibc, tuned", False)
-    monkeypatch.setenv(train_mod.MALLOC_ENV, "0")
+    monkeypatch.setenv(engine_mod.MALLOC_ENV, "0")
     assert in_fresh_process(_large_block_gets_its_own_mapping) == ("default", True)
 
 
@@ -317,7 +353,8 @@ def test_fast_recipe_with_ema_tta_and_bf16_trains_resumes_and_evaluates(cfg, pre
 
 
 def test_tta_flip_averages_an_image_and_its_mirror():
-    from cnnbench.train import DeviceData, predict
+    from cnnbench.engine import DeviceData
+    from cnnbench.train import predict
 
     class LeftBright(torch.nn.Module):  # logits depend on which half is brighter: flip-sensitive
         def forward(self, x):

@@ -35,6 +35,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .spec import AugmentSpec
+
 try:  # the fused CPU kernel of the resized crop; without numba the torch-ops path serves the CPU too
     import numba
 except ImportError:  # pragma: no cover - numba is a dependency; this keeps a broken install usable
@@ -258,7 +260,7 @@ class ResizedCropFlip:
         return out
 
 
-def augment_batch(images: torch.Tensor, idx: torch.Tensor, aug: dict, mean: torch.Tensor, std: torch.Tensor,
+def augment_batch(images: torch.Tensor, idx: torch.Tensor, aug: AugmentSpec, mean: torch.Tensor, std: torch.Tensor,
                   gen: torch.Generator, resized: ResizedCropFlip | None = None,
                   out: torch.Tensor | None = None) -> torch.Tensor:
     """``images[idx]`` (uint8) -> augmented, normalised float batch (every step a batched tensor op).
@@ -266,21 +268,20 @@ def augment_batch(images: torch.Tensor, idx: torch.Tensor, aug: dict, mean: torc
     For ``crop: resized`` pass the run's :class:`ResizedCropFlip` as ``resized`` to reuse its
     work buffers (one is made when omitted), and optionally ``out`` to reuse the output.
     """
-    if aug.get("crop", "pad") == "resized":
+    if aug.crop == "resized":
         resized = resized or make_augmenter(aug, mean, std)
         return resized(images, idx, gen, out=out)
-    x = pad_crop_flip(images[idx], aug.get("crop_padding", 0), aug.get("flip", False), gen)
+    x = pad_crop_flip(images[idx], aug.crop_padding, aug.flip, gen)
     return normalize(x, mean, std)
 
 
-def make_augmenter(aug: dict, mean: torch.Tensor, std: torch.Tensor, tile: int | None = None,
+def make_augmenter(aug: AugmentSpec, mean: torch.Tensor, std: torch.Tensor, tile: int | None = None,
                    kernel: str = "auto") -> ResizedCropFlip | None:
     """The reusable resized-crop pipeline when ``aug`` asks for one, else None. ``kernel``: see
     :class:`ResizedCropFlip`; ``tile``: images per tile of the torch kernel (default: see
     :meth:`ResizedCropFlip.tile_size`)."""
-    if aug.get("crop", "pad") == "resized":
-        return ResizedCropFlip(aug.get("min_scale", 0.08), aug.get("flip", False), mean, std, tile=tile,
-                               kernel=kernel)
+    if aug.crop == "resized":
+        return ResizedCropFlip(aug.min_scale, aug.flip, mean, std, tile=tile, kernel=kernel)
     return None
 
 

@@ -19,6 +19,7 @@ reports test accuracy (the "accuracy under a budget" comparison of the lab and f
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import logging
 import statistics
@@ -32,22 +33,15 @@ import numpy as np
 import torch
 from torch import nn
 
+from .atomic import atomic_write_text
 from .augment import ResizedCropFlip, augment_batch, make_augmenter
 from .config import Config, run_dir
 from .data import packed
+from .engine import DeviceData, Engine, allocator_state, configure_process, describe_device, select_device
 from .models import build_model
 from .results import read_history
-from .train import (
-    DeviceData,
-    Engine,
-    build_optimizer,
-    configure_determinism,
-    allocator_state,
-    describe_device,
-    optimizer_impl,
-    predict,
-    select_device,
-)
+from .spec import RunSpec, TrainSpec
+from .train import Batches, build_optimizer, build_trainer, normalization, optimizer_impl, predict
 
 log = logging.getLogger("cnnbench.bench")
 
@@ -109,16 +103,16 @@ class PILDataset(torch.utils.data.Dataset):
         return self.transform(Image.fromarray(self.images[i])), int(self.labels[i])
 
 
-def reference_transform(settings: dict, size: int):
+def reference_transform(train: TrainSpec, size: int):
     from torchvision import transforms as T
 
-    aug, norm = settings["augment"], settings["normalize"]
-    if aug.get("crop", "pad") == "resized":
-        crop = [T.RandomResizedCrop(size, scale=(aug.get("min_scale", 0.08), 1.0))]
+    aug, norm = train.augment, train.normalize
+    if aug.crop == "resized":
+        crop = [T.RandomResizedCrop(size, scale=(aug.min_scale, 1.0))]
     else:
-        crop = [T.RandomCrop(size, padding=aug.get("crop_padding", 0))] if aug.get("crop_padding") else []
-    flip = [T.RandomHorizontalFlip()] if aug.get("flip") else []
-    return T.Compose(crop + flip + [T.ToTensor(), T.Normalize(norm["mean"], norm["std"])])
+        crop = [T.RandomCrop(size, padding=aug.crop_padding)] if aug.crop_padding else []
+    flip = [T.RandomHorizontalFlip()] if aug.flip else []
+    return T.Compose(crop + flip + [T.ToTensor(), T.Normalize(list(norm.mean), list(norm.std))])
 
 
 def endless(loader) -> Iterator:
@@ -131,19 +125,18 @@ def num_classes(dataset: str, labels: np.ndarray) -> int:
 
 
 # --- the reference loop, in a process of its own ------------------------------------------------------
-def reference_rate(cfg: Config, name: str, prepared_root: Path, *, recipe: str | None, batch_size: int, warmup: int,
-                   windows: int, steps: int, workers: int, device: str, num_threads: int) -> dict:
+def reference_rate(cfg: Config, spec: RunSpec, prepared_root: Path, *, warmup: int, windows: int, steps: int,
+                   workers: int, num_threads: int) -> dict:
     """Training images/s of the lab reports' loop: the same model, batch and optimizer settings,
     torchvision PIL transforms, ``DataLoader(num_workers=workers)``, fp32, NCHW, torch's default SGD."""
     torch.set_num_threads(num_threads)  # as many CPU threads as the engine had
-    dev = torch.device(device)
-    variant = cfg.variant(name, recipe)
-    settings = variant["train"]
-    x_np, y_np, _ = train_arrays(cfg, variant["dataset"], prepared_root, n_synthetic=max(4 * batch_size, 1024))
-    criterion = nn.CrossEntropyLoss(label_smoothing=settings["label_smoothing"])
+    dev = torch.device(spec.execution.device)
+    settings, batch_size = spec.train, spec.train.batch_size
+    x_np, y_np, _ = train_arrays(cfg, spec.dataset, prepared_root, n_synthetic=max(4 * batch_size, 1024))
+    criterion = nn.CrossEntropyLoss(label_smoothing=settings.label_smoothing)
     torch.manual_seed(0)
-    model = build_model(variant["model"], num_classes(variant["dataset"], y_np), **variant["model_args"]).to(dev)
-    opt = build_optimizer(model, settings["optimizer"])
+    model = build_model(spec.model, num_classes(spec.dataset, y_np), **spec.model_args).to(dev)
+    opt = build_optimizer(model, settings.optimizer)
     loader = torch.utils.data.DataLoader(
         PILDataset(x_np, y_np, reference_transform(settings, x_np.shape[1])), batch_size=batch_size, shuffle=True,
         num_workers=workers, drop_last=True, persistent_workers=workers > 0, pin_memory=dev.type == "cuda",
@@ -205,73 +198,68 @@ def in_fresh_process(fn: Callable, *args, **kwargs):
 
 
 # --- 1, 2, 4: training and evaluation throughput ----------------------------------------------------------
+def bench_spec(cfg: Config, name: str, recipe: str | None, device: torch.device, batch_size: int | None) -> RunSpec:
+    """The run the bench measures: the variant under ``recipe``, its execution resolved for
+    ``device``, with the batch size of ``--batch-size`` when given."""
+    spec = cfg.run(name, recipe, device=str(device))
+    if batch_size:
+        spec = dataclasses.replace(spec, train=dataclasses.replace(spec.train, batch_size=batch_size))
+    return spec
+
+
 def bench_variant(cfg: Config, name: str, prepared_root: Path, *, batch_size: int | None, warmup: int,
                   windows: int, steps: int, workers: int, device: torch.device, reference: bool = True,
                   recipe: str | None = None) -> dict:
-    variant = cfg.variant(name, recipe)
-    settings = variant["train"]
-    bs = batch_size or settings["batch_size"]
-    x_np, y_np, source = train_arrays(cfg, variant["dataset"], prepared_root, n_synthetic=max(4 * bs, 1024))
-    classes = num_classes(variant["dataset"], y_np)
+    spec = bench_spec(cfg, name, recipe, device, batch_size)
+    settings, bs = spec.train, spec.train.batch_size
+    x_np, y_np, source = train_arrays(cfg, spec.dataset, prepared_root, n_synthetic=max(4 * bs, 1024))
+    classes = num_classes(spec.dataset, y_np)
     size = x_np.shape[1]
-    norm = settings["normalize"]
-    mean = torch.tensor(norm["mean"], device=device).view(1, 3, 1, 1)
-    std = torch.tensor(norm["std"], device=device).view(1, 3, 1, 1)
-    criterion = nn.CrossEntropyLoss(label_smoothing=settings["label_smoothing"])
-    result = {"variant": name, "model": variant["model"], "recipe": variant["recipe"], "batch_size": bs,
+    result = {"variant": name, "model": spec.model, "recipe": spec.recipe, "batch_size": bs,
               "data": source, "image_size": size}
 
-    # Engine
-    engine = Engine(settings, device)
+    # Engine: the study's own step (Trainer.step: forward, loss, backward, optimizer, schedule, EMA)
+    # on the study's own batches.
+    engine = Engine(spec.execution, device)
     torch.manual_seed(0)
-    model = engine.prepare(build_model(variant["model"], classes, **variant["model_args"]))
-    step_model = engine.wrap(model)
-    opt = build_optimizer(model, settings["optimizer"], fused=engine.fused_optimizer)
+    trainer = build_trainer(spec, classes, engine, steps_per_epoch=max(1, len(y_np) // bs))
+    model = trainer.model
     data = DeviceData(x_np, y_np, device)
     gen = torch.Generator(device=device).manual_seed(0)
-    augmenter = make_augmenter(settings["augment"], mean, std)
+    batches = Batches(data, settings, engine, gen)
 
     def batch() -> tuple[torch.Tensor, torch.Tensor]:
-        idx = torch.randint(0, len(data), (bs,), device=device, generator=gen)
-        x = engine.input(augment_batch(data.images, idx, settings["augment"], mean, std, gen, augmenter))
-        return x, data.labels[idx]
-
-    def step(x: torch.Tensor, y: torch.Tensor) -> None:
-        with engine.autocast():
-            loss = criterion(step_model(x).float(), y)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        return batches(torch.randint(0, len(data), (bs,), device=device, generator=gen))
 
     def engine_step() -> None:
-        step(*batch())
+        trainer.step(*batch())
 
     model.train()
     result["engine_train_images_per_s"] = rate(timed_windows(engine_step, device, warmup, windows, steps), steps * bs)
     # What one CIFAR-10-sized epoch (50,000 images) takes at the median rate.
     result["engine_seconds_per_50k_images"] = 50_000 / result["engine_train_images_per_s"]["median"]
     result["engine"] = {"precision": engine.precision, "channels_last": engine.channels_last, "compile": engine.compile,
-                        "optimizer": optimizer_impl(opt), "allocator": engine.allocator}
+                        "optimizer": optimizer_impl(trainer.optimizer), "allocator": engine.allocator}
 
     # The ceiling: the same engine steps on one fixed, already augmented batch (no data work at all).
     # Engine close to it = the data path costs nothing and the model's own compute sets the speed.
-    x0, y0 = batch()
-    result["model_only_train_images_per_s"] = rate(timed_windows(lambda: step(x0, y0), device, warmup, windows,
-                                                                  steps), steps * bs)
+    x0, y0 = (t.clone() for t in batch())  # the batch buffer is reused: keep a copy of this one
+    result["model_only_train_images_per_s"] = rate(timed_windows(lambda: trainer.step(x0, y0), device, warmup,
+                                                                  windows, steps), steps * bs)
+    mean, std = batches.mean, batches.std
 
     # Evaluation throughput (engine path, no augmentation)
-    eval_n = min(len(data), 8 * settings["eval_batch_size"])
+    eval_n = min(len(data), 8 * settings.eval_batch_size)
     eval_data = DeviceData(x_np[:eval_n], y_np[:eval_n], device)
-    t = timed_windows(lambda: predict(model, eval_data, mean, std, settings["eval_batch_size"], engine,
-                                      settings.get("tta_flip", False)), device, 1, windows, 1)
+    t = timed_windows(lambda: predict(model, eval_data, mean, std, settings.eval_batch_size, engine,
+                                      settings.tta_flip), device, 1, windows, 1)
     result["eval_images_per_s"] = rate(t, eval_n)
 
     # Reference loop: PIL transforms, DataLoader workers, fp32, NCHW; a script of its own, as the
     # lab reports ran it (a fresh process: none of the engine's process settings, torch's defaults).
     if reference:
-        ref = in_fresh_process(reference_rate, cfg, name, prepared_root, recipe=recipe, batch_size=bs,
-                               warmup=warmup, windows=windows, steps=steps, workers=workers,
-                               device=str(device), num_threads=torch.get_num_threads())
+        ref = in_fresh_process(reference_rate, cfg, spec, prepared_root, warmup=warmup, windows=windows,
+                               steps=steps, workers=workers, num_threads=torch.get_num_threads())
         result["reference_train_images_per_s"] = ref["rate"]
         result["speedup"] = result["engine_train_images_per_s"]["median"] / ref["rate"]["median"]
         result["reference"] = {"precision": "fp32", "channels_last": False, "num_workers": workers,
@@ -307,7 +295,7 @@ def extract_split(zip_path: Path, split: str, dest: Path, limit_per_class: int |
 BUTTERFLY_SIZE = 224  # the JPEGs' own size: both data paths produce the same 224x224 training batches
 
 
-def imagefolder_rate(settings: dict, image_dir: Path, *, batch_size: int, warmup: int, windows: int, steps: int,
+def imagefolder_rate(settings: TrainSpec, image_dir: Path, *, batch_size: int, warmup: int, windows: int, steps: int,
                      workers: int, device: str, num_threads: int) -> dict:
     """Batches/s of ``ImageFolder`` + PIL transforms through ``DataLoader(num_workers=workers)``,
     each batch moved to ``device`` (run it in its own process, as a lab report's script would)."""
@@ -338,7 +326,7 @@ def bench_data_path(cfg: Config, image_dir: Path, *, batch_size: int, warmup: in
     from PIL import Image
     from torchvision.datasets import ImageFolder
 
-    settings = cfg.variant(cfg.variants_of("butterflies")[0])["train"]
+    settings = cfg.run(cfg.variants_of("butterflies")[0], device=str(device)).train
     size = BUTTERFLY_SIZE
     jpeg = in_fresh_process(imagefolder_rate, settings, image_dir, batch_size=batch_size, warmup=warmup,
                             windows=windows, steps=steps, workers=workers, device=str(device),
@@ -349,11 +337,9 @@ def bench_data_path(cfg: Config, image_dir: Path, *, batch_size: int, warmup: in
     arrays = np.stack([np.asarray(Image.open(p).convert("RGB").resize((size, size))) for p, _ in folder.samples])
     labels = np.array([c for _, c in folder.samples])
     data = DeviceData(arrays, labels, device)
-    norm = settings["normalize"]
-    mean = torch.tensor(norm["mean"], device=device).view(1, 3, 1, 1)
-    std = torch.tensor(norm["std"], device=device).view(1, 3, 1, 1)
+    mean, std = normalization(settings, device)
     gen = torch.Generator(device=device).manual_seed(0)
-    aug = settings["augment"]
+    aug = settings.augment
     augmenter = make_augmenter(aug, mean, std)
     batch = torch.empty(batch_size, 3, size, size, device=device) if augmenter else None  # reused, as in training
 
@@ -367,7 +353,7 @@ def bench_data_path(cfg: Config, image_dir: Path, *, batch_size: int, warmup: in
     store = packed_rate(augmenter)
     result = {"images": len(labels), "image_size": size, "batch_size": batch_size, "num_workers": workers,
               "imagefolder_batches_per_s": jpeg, "packed_batches_per_s": store,
-              "speedup": store["median"] / jpeg["median"], "augment": settings["augment"],
+              "speedup": store["median"] / jpeg["median"], "augment": dataclasses.asdict(aug),
               "packed_allocator": allocator_state(), "imagefolder_process": "its own (spawned)"}
     if augmenter is not None:
         result["kernel"] = augmenter.kernel_for(device)
@@ -424,9 +410,10 @@ def run_bench(cfg: Config, *, variants: list[str], prepared_root: Path, raw_root
               batch_size: int | None, warmup: int, windows: int, steps: int, workers: int,
               data_path: bool, image_dir: Path | None, device_name: str | None, recipe: str | None = None,
               tiles: list[int] | None = None) -> dict:
-    settings0 = cfg.variant(variants[0], recipe)["train"]
-    configure_determinism(dict(settings0, deterministic=False))
-    device = select_device(device_name or settings0["device"])
+    # The device at hand unless --device names one; the engine's settings are resolved for it.
+    device = select_device(device_name or ("cuda" if torch.cuda.is_available() else "cpu"))
+    configure_process(dataclasses.replace(cfg.run(variants[0], recipe, device=str(device)).execution,
+                                          deterministic=False))
     report = {"device": describe_device(device), "torch_version": torch.__version__, "profile": cfg.profile,
               "timing": {"warmup_steps": warmup, "windows": windows, "steps_per_window": steps}, "variants": []}
     for name in variants:
@@ -445,10 +432,7 @@ def run_bench(cfg: Config, *, variants: list[str], prepared_root: Path, raw_root
             report["data_path"] = bench_data_path(cfg, image_dir, batch_size=batch_size or 64, warmup=warmup,
                                                   windows=windows, steps=steps, workers=workers, device=device,
                                                   tiles=tiles)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp_out = out.with_name(f".{out.name}.tmp")
-    tmp_out.write_text(json.dumps(report, indent=2) + "\n")
-    tmp_out.replace(out)
+    atomic_write_text(out, json.dumps(report, indent=2) + "\n")
     return report
 
 

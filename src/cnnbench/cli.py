@@ -12,6 +12,7 @@ from pathlib import Path
 from . import __version__
 from .atomic import atomic_write_text
 from .config import Config, ConfigError, load, run_dir
+from .spec import RunSpec
 
 log = logging.getLogger("cnnbench")
 
@@ -30,7 +31,7 @@ against workflow/schemas/params.schema.yaml) with the chosen profile applied.
 
 EPILOG = """\
 examples:
-  cnnbench validate --profile smoke          check params.yaml and show the resolved plan
+  cnnbench validate --profile smoke          check params.yaml and show the resolved plan (every run's hash)
   cnnbench download --dataset cifar10        fetch data/raw/cifar10 (mirror, then official URL)
   cnnbench train --variant cifar10-resnet18 --recipe lab --seed 0
                                              train one run into results/runs/cifar10-resnet18/lab/seed0/
@@ -104,8 +105,6 @@ def build_parser() -> argparse.ArgumentParser:
                    "(default: results/.checkpoints/<variant>/<recipe>/seed<k>; not a tracked output, so "
                    "drivers keep it)")
     p.add_argument("--no-dvclive", action="store_true", help="do not log with DVCLive")
-    p.add_argument("--threads", type=int, default=None,
-                   help="torch CPU threads when train.num_threads is null (Snakemake passes the job's threads)")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("evaluate", help="test metrics and confusion matrix of one trained run",
@@ -115,8 +114,6 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     _run_args(p)
     p.add_argument("--run", type=Path, help="run directory (default: results/runs/<variant>/<recipe>/seed<k>)")
-    p.add_argument("--threads", type=int, default=None,
-                   help="torch CPU threads when train.num_threads is null (Snakemake passes the job's threads)")
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("aggregate", help="every run's numbers, mean ± std per variant and recipe, the claims' verdicts",
@@ -153,8 +150,36 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Validate params.yaml with the profile applied and print every variant's "
                        "resolved settings (or one variant's with --variant).")
     _common(p)
-    p.add_argument("--variant", help="print only this variant's resolved settings as JSON")
+    p.add_argument("--variant", help="print only the run specification (and its hash) of this variant as JSON")
+    p.add_argument("--recipe", help="with --variant: the recipe (default: the first of recipes_in_study)")
+    p.add_argument("--seed", type=int, help="with --variant: the seed (default: the profile's first)")
     p.set_defaults(func=cmd_validate)
+
+    p = sub.add_parser("specs", help="write every run's specification (what DVC's train and evaluate stages depend on)",
+                       description="Write results/specs/<variant>/<recipe>/seed<k>.json for every run of the study: "
+                       "the run's resolved settings and their hash, its identity. DVC's train and evaluate stages "
+                       "depend on their run's file instead of on params.yaml keys, so an edit that changes no run "
+                       "(a lab-report figure, a description) retrains nothing.")
+    _common(p)
+    p.add_argument("--out", type=Path, default=Path("results/specs"), help="output directory (default: %(default)s)")
+    p.set_defaults(func=cmd_specs)
+
+    p = sub.add_parser("exp-run", help="run the study as a DVC experiment under the profile (sets its seeds too)",
+                       description="`dvc exp run -S profile=<profile> -S seeds=<the profile's seeds>`: under DVC the "
+                       "top-level seeds decide which seed stages exist, so a profile is two settings there; this sets "
+                       "both. Arguments after -- go to `dvc exp run` (e.g. -- --name smoke-try).")
+    _common(p)
+    p.add_argument("dvc_args", nargs=argparse.REMAINDER, help="more arguments for dvc exp run, after --")
+    p.set_defaults(func=cmd_exp_run)
+
+    p = sub.add_parser("dvc-yaml", help="write dvc.yaml from the pipeline's description (or check it is current)",
+                       description="dvc.yaml is generated from cnnbench.pipeline, the one description of the stages "
+                       "that the Snakefile's rules run too: the same commands, and for each stage the code it "
+                       "imports as deps. --check exits 1 when the file differs from what would be written.")
+    _common(p)
+    p.add_argument("--out", type=Path, default=Path("dvc.yaml"), help="the file (default: %(default)s)")
+    p.add_argument("--check", action="store_true", help="only check that the file is current")
+    p.set_defaults(func=cmd_dvc_yaml)
 
     p = sub.add_parser("models", help="table of every variant's network: parameters, FLOPs, output shape",
                        description="Build every variant's network (with the profile's model_args) and print "
@@ -239,49 +264,33 @@ def _prepared_dir(cfg: Config, args) -> Path:
     return args.data or Path("data/prepared") / cfg.variant(args.variant)["dataset"]
 
 
-def _set_threads(args) -> None:
-    if args.threads:
-        import torch
-
-        torch.set_num_threads(args.threads)  # train.num_threads, when set, wins later
-
-
-def _gpu_slot(cfg: Config, args) -> None:
-    """Several GPUs, several concurrent jobs: give this one its own (see cnnbench.gpus)."""
+def _run_of(cfg: Config, args) -> RunSpec:
+    """The run of a train/evaluate job, refused before any work when it is not in the study; with
+    several GPUs and several concurrent jobs, this job gets its own (see cnnbench.gpus)."""
     from .gpus import assign_gpu
 
-    assign_gpu(str(cfg.variant(args.variant, args.recipe, args.seed)["train"]["device"]))
-
-
-def _run_of(cfg: Config, args) -> tuple[str, int]:
-    """The (recipe, seed) of a train/evaluate job; refused before any work when not in the study."""
-    spec = cfg.variant(args.variant, args.recipe, args.seed)
+    spec = cfg.run(args.variant, args.recipe, args.seed)
     if args.recipe is not None and args.recipe not in cfg.recipes:
         raise ConfigError(f"--recipe {args.recipe}: not in recipes_in_study; allowed values: {', '.join(cfg.recipes)}")
-    cfg.check_seed(spec["seed"])
-    return spec["recipe"], spec["seed"]
+    cfg.check_seed(spec.seed)
+    assign_gpu(spec.execution.device)
+    return spec
 
 
 def cmd_train(cfg: Config, args) -> None:
-    from .train import train_variant
+    from .train import train_run
 
-    recipe, seed = _run_of(cfg, args)
-    _set_threads(args)
-    _gpu_slot(cfg, args)
-    out = args.out or run_dir(RUNS, args.variant, recipe, seed)
-    ckpt = args.checkpoint_dir or run_dir(Path("results/.checkpoints"), args.variant, recipe, seed)
-    train_variant(cfg, args.variant, _prepared_dir(cfg, args), out, ckpt, use_dvclive=not args.no_dvclive,
-                  recipe=recipe, seed=seed)
+    spec = _run_of(cfg, args)
+    out = args.out or run_dir(RUNS, spec.variant, spec.recipe, spec.seed)
+    ckpt = args.checkpoint_dir or run_dir(Path("results/.checkpoints"), spec.variant, spec.recipe, spec.seed)
+    train_run(spec, _prepared_dir(cfg, args), out, ckpt, use_dvclive=not args.no_dvclive)
 
 
 def cmd_evaluate(cfg: Config, args) -> None:
-    from .evaluate import evaluate_variant
+    from .evaluate import evaluate_run
 
-    recipe, seed = _run_of(cfg, args)
-    _set_threads(args)
-    _gpu_slot(cfg, args)
-    evaluate_variant(cfg, args.variant, _prepared_dir(cfg, args), args.run or run_dir(RUNS, args.variant, recipe, seed),
-                     recipe=recipe, seed=seed)
+    spec = _run_of(cfg, args)
+    evaluate_run(spec, _prepared_dir(cfg, args), args.run or run_dir(RUNS, spec.variant, spec.recipe, spec.seed))
 
 
 def cmd_aggregate(cfg: Config, args) -> None:
@@ -303,10 +312,7 @@ def cmd_plot(cfg: Config, args) -> None:
 def reproduce_command(cfg: Config, driver: str) -> str:
     """The command that reruns this study with the given driver."""
     if driver == "dvc":
-        cmd = f"dvc exp run -S profile={cfg.profile}"
-        if cfg.seeds != list(cfg.raw["seeds"]):
-            cmd += f" -S 'seeds={cfg.seeds}'"
-        return cmd
+        return f"cnnbench --profile {cfg.profile} exp-run"
     return f"snakemake --cores 4 --config profile={cfg.profile}"
 
 
@@ -321,7 +327,9 @@ def cmd_report(cfg: Config, args) -> None:
 
 def cmd_validate(cfg: Config, args) -> None:
     if args.variant:
-        print(json.dumps(cfg.variant(args.variant), indent=2))
+        spec = cfg.run(args.variant, args.recipe, args.seed)
+        print(json.dumps({"run": spec.run_id, "hash": spec.hash, "spec": spec.to_dict(),
+                          "report_only": cfg.variant(args.variant)}, indent=2))
         return
     print(f"{cfg.params_path}: valid; profile {cfg.profile!r}; params hash {cfg.params_hash[:12]}")
     print(f"  {len(cfg.runs)} runs: {len(cfg.variants)} variant(s) x recipes {', '.join(cfg.recipes)} x seeds "
@@ -329,9 +337,43 @@ def cmd_validate(cfg: Config, args) -> None:
     for ds in cfg.datasets:
         print(f"  {ds}: {len(cfg.variants_of(ds))} variant(s)")
         for v in cfg.variants_of(ds):
-            t = cfg.variant(v)["train"]
-            print(f"    {v}: model {cfg.variant(v)['model']}, {t['epochs']} epochs, batch {t['batch_size']}, "
-                  f"lr {t['optimizer']['lr']}, device {t['device']}")
+            for recipe in cfg.recipes:
+                spec = cfg.run(v, recipe)
+                t, x = spec.train, spec.execution
+                print(f"    {spec.variant} / {recipe}: model {spec.model}, {t.epochs} epochs, batch {t.batch_size}, "
+                      f"lr {t.optimizer.lr}, {x.device} {x.precision}, threads {x.num_threads or 'default'}, "
+                      f"hash {spec.hash[:12]}")
+
+
+def cmd_specs(cfg: Config, args) -> None:
+    from .pipeline import write_specs
+
+    paths = write_specs(cfg, args.out)
+    log.info("wrote %d run specifications into %s", len(paths), args.out)
+
+
+def exp_run_command(cfg: Config, extra: list[str] | None = None) -> list[str]:
+    """The `dvc exp run` that runs this profile's study (its seeds set too)."""
+    extra = [a for a in (extra or []) if a != "--"]
+    return ["dvc", "exp", "run", "-S", f"profile={cfg.profile}", "-S", f"seeds={cfg.seeds}", *extra]
+
+
+def cmd_exp_run(cfg: Config, args) -> None:
+    cmd = exp_run_command(cfg, args.dvc_args)
+    log.info("running %s", " ".join(cmd))
+    sys.stderr.flush()
+    os.execvp(cmd[0], cmd)
+
+
+def cmd_dvc_yaml(cfg: Config, args) -> None:
+    from .pipeline import check_dvc_yaml, render_dvc_yaml
+
+    if args.check:
+        check_dvc_yaml(args.out)
+        log.info("%s is up to date", args.out)
+        return
+    atomic_write_text(args.out, render_dvc_yaml())
+    log.info("wrote %s", args.out)
 
 
 DATASET_CLASSES = {"cifar10": 10, "butterflies": 100}  # before any class filtering

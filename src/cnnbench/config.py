@@ -3,27 +3,24 @@
 Every stage and both drivers go through :func:`load`, so a bad configuration fails the same
 way everywhere: one message that names the key path and what is allowed.
 
-Resolution order for one variant (later wins)::
-
-    train -> recipes.<recipe> -> datasets.<ds>.train -> variants.<ds>.<name>.train -> profiles.<profile>.train
-    variants.<ds>.<name>.model_args -> profiles.<profile>.model_args
-
 A run is one (variant, recipe, seed): every variant is trained under each of ``recipes_in_study``
 once per seed of the profile (``profiles.<profile>.seeds``, else the top-level ``seeds``).
-    datasets.<ds> -> profiles.<profile>.datasets.<ds>
+:meth:`Config.run` resolves one into a :class:`~cnnbench.spec.RunSpec` (the merge order is in
+:mod:`cnnbench.spec`); a data set's settings are ``datasets.<ds>`` with
+``profiles.<profile>.datasets.<ds>`` merged in.
 """
 
 from __future__ import annotations
 
 import copy
-import hashlib
-import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import jsonschema
 import yaml
+
+from .spec import RunSpec, SpecError, canonical_hash, resolve_execution, resolve_train
 
 SCHEMA_RELPATH = Path("workflow") / "schemas" / "params.schema.yaml"
 DEFAULT_PARAMS = Path("params.yaml")
@@ -47,12 +44,6 @@ def deep_merge(base: dict, override: dict | None) -> dict:
         else:
             out[key] = copy.deepcopy(value)
     return out
-
-
-def canonical_hash(obj: Any) -> str:
-    """sha256 of the canonical JSON of ``obj`` (sorted keys): a stable fingerprint of settings."""
-    blob = json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()
-    return hashlib.sha256(blob).hexdigest()
 
 
 def find_schema(params_path: Path) -> Path:
@@ -138,7 +129,6 @@ class Config:
     raw: dict
     profile: str
     params_path: Path
-    _schema: dict = field(repr=False, default_factory=dict)
 
     # --- views -------------------------------------------------------------------------
     @property
@@ -206,46 +196,70 @@ class Config:
         flat.update(ds["source"])
         return flat
 
-    def variant(self, name: str, recipe: str | None = None, seed: int | None = None) -> dict:
-        """Everything one run of a variant reads, fully resolved.
-
-        ``recipe`` defaults to the first of ``recipes_in_study`` and ``seed`` to the first seed of
-        the profile; train and evaluate always pass both.
-        """
+    def _spec_of(self, name: str) -> tuple[str, dict]:
         specs = self._variant_specs
         if name not in specs:
             raise ConfigError(
                 f"unknown variant {name!r}; variants in {self.params_path}: {', '.join(self.variants)}"
             )
+        return specs[name]
+
+    def variant(self, name: str) -> dict:
+        """What the report, plots and model table show of a variant: its data set, model and
+        arguments, the classes it leaves out, its lab-report rows and description (no training
+        settings: those belong to a run, see :meth:`run`)."""
+        dataset, spec = self._spec_of(name)
+        return {
+            "variant": name,
+            "dataset": dataset,
+            "model": spec["model"],
+            "model_args": deep_merge(spec.get("model_args", {}), self.profile_block.get("model_args")),
+            "exclude_classes": self._excluded_classes(dataset, spec),
+            "lab_report": spec.get("lab_report"),
+            "description": spec.get("description", ""),
+        }
+
+    def _excluded_classes(self, dataset: str, spec: dict) -> list[str]:
+        if dataset == "butterflies" and spec.get("filter_noisy", True):
+            return list(self.dataset(dataset).get("noisy_classes", []))
+        return []
+
+    def run(self, name: str, recipe: str | None = None, seed: int | None = None, *,
+            device: str | None = None) -> RunSpec:
+        """One run of variant ``name`` resolved into its :class:`RunSpec` (see :mod:`cnnbench.spec`).
+
+        ``recipe`` defaults to the first of ``recipes_in_study`` and ``seed`` to the first seed of
+        the profile; train and evaluate always pass both. ``device`` replaces ``train.device``
+        (``cnnbench bench`` measures on the device at hand).
+        """
+        dataset, spec = self._spec_of(name)
         recipe = self.recipes[0] if recipe is None else recipe
         if recipe not in self.raw["recipes"]:
             raise ConfigError(
                 f"unknown recipe {recipe!r}; recipes in {self.params_path}: {', '.join(self.raw['recipes'])}"
             )
-        seed = self.seeds[0] if seed is None else int(seed)
-        dataset, spec = specs[name]
-        ds = self.dataset(dataset)
         train = deep_merge(self.raw["train"], self.raw["recipes"][recipe])
-        train = deep_merge(train, ds.get("train"))
+        train = deep_merge(train, self.dataset(dataset).get("train"))
         train = deep_merge(train, spec.get("train"))
         train = deep_merge(train, self.profile_block.get("train"))
-        train["seed"] = seed
-        model_args = deep_merge(spec.get("model_args", {}), self.profile_block.get("model_args"))
-        exclude: list[str] = []
-        if dataset == "butterflies" and spec.get("filter_noisy", True):
-            exclude = list(ds.get("noisy_classes", []))
-        return {
-            "variant": name,
-            "dataset": dataset,
-            "model": spec["model"],
-            "recipe": recipe,
-            "seed": seed,
-            "model_args": model_args,
-            "exclude_classes": exclude,
-            "lab_report": spec.get("lab_report"),
-            "description": spec.get("description", ""),
-            "train": train,
-        }
+        if device is not None:
+            train["device"] = device
+        job = self.job_resources("train")
+        try:
+            return RunSpec(
+                variant=name,
+                dataset=dataset,
+                model=spec["model"],
+                model_args=deep_merge(spec.get("model_args", {}), self.profile_block.get("model_args")),
+                exclude_classes=tuple(self._excluded_classes(dataset, spec)),
+                recipe=recipe,
+                seed=self.seeds[0] if seed is None else int(seed),
+                train=resolve_train(train),
+                execution=resolve_execution(train, gpu_job=bool(job["gpu"]) if "gpu" in job else None,
+                                            job_cpus=job.get("cpus")),
+            )
+        except SpecError as exc:
+            raise ConfigError(f"{self.params_path}: variant {name!r}, recipe {recipe!r}: {exc}") from None
 
     def job_resources(self, stage: str) -> dict:
         """What one Snakemake job of ``stage`` (preprocess, train, evaluate) asks for:
@@ -259,9 +273,6 @@ class Config:
         override = block.get("profiles", {}).get(self.profile, {}).get(stage)
         return deep_merge(block[stage], override)
 
-    def variant_hash(self, name: str, recipe: str | None = None, seed: int | None = None) -> str:
-        return canonical_hash(self.variant(name, recipe, seed))
-
     def check_seed(self, seed: int) -> None:
         """Refuse a seed outside the profile's seeds (DVC users who forgot ``-S seeds=[...]``)."""
         if int(seed) not in self.seeds:
@@ -273,12 +284,14 @@ class Config:
 
     @property
     def params_hash(self) -> str:
-        """Fingerprint of everything the study computes from: profile, datasets, runs, claims."""
+        """Fingerprint of everything the report is made from: profile, data sets, every run's
+        identity, what the report shows of each variant, the claims and their rule."""
         return canonical_hash(
             {
                 "profile": self.profile,
                 "datasets": {d: self.dataset(d) for d in self.raw["datasets"]},
-                "runs": {f"{v}/{r}/seed{s}": self.variant(v, r, s) for v, r, s in self.runs},
+                "runs": {f"{v}/{r}/seed{s}": self.run(v, r, s).hash for v, r, s in self.runs},
+                "variants": {v: self.variant(v) for v in self.variants},
                 "claims": self.claims,
                 "claims_rule": self.raw["claims_rule"],
             }
@@ -310,13 +323,14 @@ def _check_semantics(cfg: "Config", source: str) -> None:
                 f"{source}: {key}.filter_noisy: only butterfly variants filter classes; "
                 f"remove the key or move the variant under variants.butterflies"
             )
-        train = cfg.variant(name)["train"]
-        if train.get("train_limit") and train["batch_size"] > train["train_limit"]:
-            raise ConfigError(
-                f"{source}: variants.{name}: train.batch_size {train['batch_size']} is larger than "
-                f"train.train_limit {train['train_limit']} (the number of training images the variant keeps); "
-                f"lower batch_size or raise train_limit (profile {cfg.profile!r} applied)"
-            )
+        for recipe in cfg.recipes:
+            train = cfg.run(name, recipe).train
+            if train.train_limit and train.batch_size > train.train_limit:
+                raise ConfigError(
+                    f"{source}: variants.{name}: train.batch_size {train.batch_size} is larger than "
+                    f"train.train_limit {train.train_limit} (the number of training images the variant keeps) "
+                    f"under recipe {recipe!r}; lower batch_size or raise train_limit (profile {cfg.profile!r} applied)"
+                )
         allowed = model_arguments(spec["model"])
         for arg in cfg.variant(name)["model_args"]:
             if arg not in allowed:
@@ -362,7 +376,7 @@ def from_raw(raw: dict, params_path: Path, source: str | None = None) -> Config:
             f"{source}: profile: {chosen!r} is not defined under profiles; "
             f"allowed values: {', '.join(raw['profiles'])}"
         )
-    cfg = Config(raw=raw, profile=chosen, params_path=params_path, _schema=schema)
+    cfg = Config(raw=raw, profile=chosen, params_path=params_path)
     _check_semantics(cfg, source)
     # The merged view must satisfy the schema too: validate every resolved block.
     merged = copy.deepcopy(raw)

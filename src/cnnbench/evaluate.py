@@ -8,20 +8,14 @@ from pathlib import Path
 
 import torch
 
-from .config import Config, canonical_hash
 from .atomic import atomic_write_text
+from .checkpoint import CheckpointError, load_plain
+from .config import Config
 from .data import packed
+from .engine import DeviceData, Engine, configure_process, describe_device, select_device
 from .models import build_model
-from .train import (
-    CheckpointError,
-    DeviceData,
-    Engine,
-    configure_determinism,
-    describe_device,
-    load_plain,
-    predict,
-    select_device,
-)
+from .spec import RunSpec
+from .train import normalization, predict
 
 log = logging.getLogger("cnnbench.evaluate")
 
@@ -30,20 +24,20 @@ class ModelMismatch(CheckpointError):
     """model.pt was trained for another variant, data set or settings."""
 
 
-def load_trained(model_path: Path, variant: dict) -> tuple[torch.nn.Module, dict]:
+def load_trained(model_path: Path, spec: RunSpec) -> tuple[torch.nn.Module, dict]:
+    train_cmd = f"cnnbench train --variant {spec.variant} --recipe {spec.recipe} --seed {spec.seed}"
     if not model_path.exists():
-        raise FileNotFoundError(f"{model_path}: no trained model; run `cnnbench train --variant {variant['variant']}` first")
-    retrain = f"Retrain it: `cnnbench train --variant {variant['variant']}`."
-    blob = load_plain(model_path, "trained model", retrain)
-    if blob.get("variant") != variant["variant"] or blob.get("dataset") != variant["dataset"]:
+        raise FileNotFoundError(f"{model_path}: no trained model; run `{train_cmd}` first")
+    blob = load_plain(model_path, "trained model", f"Retrain it: `{train_cmd}`.")
+    if blob.get("variant") != spec.variant or blob.get("dataset") != spec.dataset:
         raise ModelMismatch(
             f"{model_path} holds variant {blob.get('variant')!r} on {blob.get('dataset')!r}, "
-            f"not {variant['variant']!r} on {variant['dataset']!r}"
+            f"not {spec.variant!r} on {spec.dataset!r}"
         )
-    if blob.get("settings_hash") != canonical_hash(variant):
+    if blob.get("settings_hash") != spec.hash:
         raise ModelMismatch(
-            f"{model_path} was trained with other settings than params.yaml now gives variant "
-            f"{variant['variant']!r}; retrain it (`cnnbench train --variant {variant['variant']}`)"
+            f"{model_path} was trained with other settings than params.yaml now gives run "
+            f"{spec.run_id}; retrain it (`{train_cmd}`)"
         )
     model = build_model(blob["model"], blob["num_classes"], **blob["model_args"])
     model.load_state_dict(blob["state_dict"])
@@ -54,21 +48,23 @@ def evaluate_variant(cfg: Config, name: str, prepared_dir: Path, run_dir: Path, 
                      seed: int | None = None) -> dict:
     """Write ``metrics.json``, ``confusion.csv`` and ``predictions.csv`` for one run of variant
     ``name`` (under ``recipe``, with ``seed``) into ``run_dir``."""
-    variant = cfg.variant(name, recipe, seed)
-    settings = variant["train"]
-    configure_determinism(settings)
-    device = select_device(settings["device"])
-    engine = Engine(settings, device)
-    model, blob = load_trained(run_dir / "model.pt", variant)
+    return evaluate_run(cfg.run(name, recipe, seed), prepared_dir, run_dir)
+
+
+def evaluate_run(spec: RunSpec, prepared_dir: Path, run_dir: Path) -> dict:
+    """:func:`evaluate_variant` for a resolved run."""
+    name, settings = spec.variant, spec.train
+    configure_process(spec.execution)
+    device = select_device(spec.execution.device)
+    engine = Engine(spec.execution, device)
+    model, blob = load_trained(run_dir / "model.pt", spec)
     model = engine.prepare(model)
-    x, y, classes = packed.load_split(prepared_dir, "test", exclude_classes=variant["exclude_classes"])
+    x, y, classes = packed.load_split(prepared_dir, "test", exclude_classes=list(spec.exclude_classes))
     if classes != blob["classes"]:
         raise ModelMismatch(f"{run_dir / 'model.pt'}: trained on classes that differ from {prepared_dir}'s test split")
     data = DeviceData(x, y, device)
-    norm = settings["normalize"]
-    mean = torch.tensor(norm["mean"], device=device).view(1, 3, 1, 1)
-    std = torch.tensor(norm["std"], device=device).view(1, 3, 1, 1)
-    logits, losses = predict(model, data, mean, std, settings["eval_batch_size"], engine, settings["tta_flip"])
+    mean, std = normalization(settings, device)
+    logits, losses = predict(model, data, mean, std, settings.eval_batch_size, engine, settings.tta_flip)
     labels = data.labels
     pred = logits.argmax(1)
     k = len(classes)
@@ -81,10 +77,10 @@ def evaluate_variant(cfg: Config, name: str, prepared_dir: Path, run_dir: Path, 
     train_summary = json.loads((run_dir / "train.json").read_text())
     metrics = {
         "variant": name,
-        "dataset": variant["dataset"],
-        "recipe": variant["recipe"],
-        "seed": variant["seed"],
-        "model": variant["model"],
+        "dataset": spec.dataset,
+        "recipe": spec.recipe,
+        "seed": spec.seed,
+        "model": spec.model,
         "num_classes": k,
         "test_images": int(len(labels)),
         "test_top1": (pred == labels).float().mean().item(),
@@ -97,16 +93,17 @@ def evaluate_variant(cfg: Config, name: str, prepared_dir: Path, run_dir: Path, 
         "device": train_summary["device"],
         "eval_device": describe_device(device),
         "precision": train_summary["precision"],
-        "tta_flip": settings["tta_flip"],
+        "tta_flip": settings.tta_flip,
         "torch_version": train_summary["torch_version"],
         "per_class_accuracy": per_class,
     }
-    if variant["dataset"] == "butterflies":
+    if spec.dataset == "butterflies":
         top5 = logits.topk(min(5, k), dim=1).indices
         metrics["test_top5"] = (top5 == labels[:, None]).any(1).float().mean().item()
         # Top-1 on the test images of the classes every butterfly variant keeps (the noisy
         # classes removed), so a filtered and an unfiltered model are compared on the same images.
-        noisy = set(cfg.dataset("butterflies").get("noisy_classes", []))
+        # (the noisy classes as preprocess recorded them, so the prepared data is all this reads)
+        noisy = set(packed.read_manifest(prepared_dir).get("noisy_classes", []))
         keep = torch.tensor([c not in noisy for c in classes], device=labels.device)[labels]
         metrics["test_top1_kept"] = (pred[keep] == labels[keep]).float().mean().item() if keep.any() else None
         metrics["test_images_kept"] = int(keep.sum().item())

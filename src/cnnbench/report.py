@@ -21,6 +21,7 @@ from .atomic import atomic_write_text
 from .aggregate import FAILS, HOLDS, INCONCLUSIVE, METRIC_LABELS
 from .config import Config, run_dir
 from .results import dataset_title, lab_rows, need_file
+from .spec import TrainSpec
 
 NOT_A_CHECKOUT = "unknown (not a git checkout)"
 VERDICT_CLASS = {HOLDS: "holds", FAILS: "fails", INCONCLUSIVE: "inconclusive"}
@@ -154,7 +155,7 @@ def result_rows(cfg: Config, variants: pd.DataFrame, dataset: str) -> list[dict]
     """Display strings for one data set's table: one row per variant and recipe."""
     rows = []
     for _, r in variants[variants["dataset"] == dataset].iterrows():
-        spec = cfg.variant(r["variant"], r["recipe"])
+        spec = cfg.variant(r["variant"])
         rows.append({
             "variant": r["variant"], "recipe": r["recipe"], "model": r["model"],
             "params": fmt(r["params_mean"], ",.0f"),
@@ -193,26 +194,26 @@ def lab_rows_table(cfg: Config, variants: pd.DataFrame) -> list[dict]:
     return rows
 
 
-def _opt_text(train: dict) -> str:
-    opt = train.get("optimizer") or {}
-    bits = [str(opt.get("name", "?"))]
-    for key, label in (("lr", "lr"), ("momentum", "momentum"), ("weight_decay", "weight decay")):
-        if opt.get(key) is not None:
-            bits.append(f"{label} {opt[key]:g}")
-    if opt.get("nesterov"):
+def _opt_text(train: TrainSpec) -> str:
+    opt = train.optimizer
+    bits = [opt.name, f"lr {opt.lr:g}"]
+    if opt.name == "sgd":
+        bits.append(f"momentum {opt.momentum:g}")
+    bits.append(f"weight decay {opt.weight_decay:g}")
+    if opt.name == "sgd" and opt.nesterov and opt.momentum > 0:
         bits.append("Nesterov")
-    if opt.get("no_decay_norm_bias"):
+    if opt.no_decay_norm_bias:
         bits.append("no weight decay on BN/bias")
     return ", ".join(bits)
 
 
-def _schedule_text(train: dict) -> str:
-    sched = train.get("schedule") or {}
-    name = str(sched.get("name", "?"))
-    if sched.get("warmup_epochs"):
-        name += f" after {sched['warmup_epochs']} warm-up epoch(s)"
-    if sched.get("name") == "step":
-        name += f" (×{sched.get('gamma')} every {sched.get('step_size')} epochs)"
+def _schedule_text(train: TrainSpec) -> str:
+    sched = train.schedule
+    name = sched.name
+    if sched.warmup_epochs:
+        name += f" after {sched.warmup_epochs} warm-up epoch(s)"
+    if sched.name == "step":
+        name += f" (×{sched.gamma} every {sched.step_size} epochs)"
     return name
 
 
@@ -220,42 +221,42 @@ def methods(cfg: Config, variants: pd.DataFrame) -> dict:
     """The methods section, generated from params.yaml (as resolved for this profile)."""
     recipes = []
     for recipe in cfg.recipes:
-        train = cfg.variant(cfg.variants[0], recipe)["train"]
+        spec = cfg.run(cfg.variants[0], recipe)
+        train = spec.train
         extras = []
-        if train.get("label_smoothing"):
-            extras.append(f"label smoothing {train['label_smoothing']:g}")
-        if train.get("ema"):
-            extras.append(f"EMA of weights {train['ema']:g}")
-        if train.get("tta_flip"):
+        if train.label_smoothing:
+            extras.append(f"label smoothing {train.label_smoothing:g}")
+        if train.ema:
+            extras.append(f"EMA of weights {train.ema:g}")
+        if train.tta_flip:
             extras.append("flip test-time augmentation")
-        if train.get("zero_init_residual"):
+        if train.zero_init_residual:
             extras.append("zero-initialised residual branches")
         recipes.append({"name": recipe, "optimizer": _opt_text(train), "schedule": _schedule_text(train),
-                        "batch": train["batch_size"], "extras": ", ".join(extras) or "—",
-                        "precision": train["precision"], "compile": train["compile"]})
+                        "batch": train.batch_size, "extras": ", ".join(extras) or "—",
+                        "precision": spec.execution.precision, "compile": spec.execution.compile})
     datasets = []
     for ds in cfg.datasets:
-        spec = cfg.variant(cfg.variants_of(ds)[0])
-        train = spec["train"]
-        aug = train.get("augment") or {}
+        train = cfg.run(cfg.variants_of(ds)[0]).train
+        aug = train.augment
         aug_bits = []
-        if aug.get("crop") == "pad":
-            aug_bits.append(f"random crop with {aug.get('crop_padding', 0)} px padding")
-        elif aug.get("crop") == "resized":
-            aug_bits.append(f"random resized crop (min scale {aug.get('min_scale')})")
-        if aug.get("flip"):
+        if aug.crop == "pad":
+            aug_bits.append(f"random crop with {aug.crop_padding} px padding")
+        elif aug.crop == "resized":
+            aug_bits.append(f"random resized crop (min scale {aug.min_scale})")
+        if aug.flip:
             aug_bits.append("horizontal flip")
-        norm = train.get("normalize") or {}
+        norm = train.normalize
         epochs = sorted({int(e) for e in variants[variants["dataset"] == ds]["epochs"]})
         extra = ""
         settings = cfg.dataset(ds)
         if ds == "butterflies":
             extra = (f"{settings['image_size']} px; noisy classes removed where a variant filters: "
-                     f"{', '.join(settings.get('noisy_classes', []))}")
+                     f"{', '.join(settings['noisy_classes'])}")
         datasets.append({"title": dataset_title(ds), "augment": ", ".join(aug_bits) or "none",
-                         "normalize": f"mean {norm.get('mean')}, std {norm.get('std')}",
+                         "normalize": f"mean {list(norm.mean)}, std {list(norm.std)}",
                          "epochs": ", ".join(map(str, epochs)), "extra": extra,
-                         "limit": train.get("train_limit"), "max_batches": train.get("max_batches_per_epoch")})
+                         "limit": train.train_limit, "max_batches": train.max_batches_per_epoch})
     profile = cfg.profile_block
     overrides = []
     if profile.get("train"):

@@ -5,6 +5,7 @@ import sys
 from pathlib import Path
 
 from cnnbench.config import ConfigError, load as load_params, read_yaml
+from cnnbench.pipeline import command
 
 # Parse params.yaml ourselves first: a YAML syntax error then gets cnnbench's message (file, line,
 # column, problem) instead of Snakemake's generic "Config file is not valid JSON or YAML".
@@ -33,7 +34,6 @@ except ConfigError as _exc:
     sys.exit(2)
 
 PROFILE = CFG.profile
-CNNBENCH = f"cnnbench --profile {PROFILE}"
 VARIANTS = CFG.variants
 DATASETS = CFG.datasets
 RECIPES = CFG.recipes
@@ -57,9 +57,18 @@ def variant_dataset(wildcards):
     return CFG.variant(wildcards.variant)["dataset"]
 
 
-def run_settings(wildcards):
-    # Only this run's resolved settings: changing another variant never reruns this one.
-    return json.dumps(CFG.variant(wildcards.variant, wildcards.recipe, int(wildcards.seed)), sort_keys=True)
+def run_hash(wildcards):
+    # The run's identity (cnnbench.spec.RunSpec.hash): exactly what changes its numbers, so an edit
+    # that changes no setting of this run (another variant, a lab-report figure) never reruns it.
+    return CFG.run(wildcards.variant, wildcards.recipe, int(wildcards.seed)).hash
+
+
+def shell_command(stage, log=True, **fields):
+    """The stage's command (cnnbench.pipeline: the same one dvc.yaml runs) with Snakemake's
+    wildcards, its output going to the job's log."""
+    fields = {"profile": PROFILE, "dataset": "{wildcards.dataset}", "variant": "{wildcards.variant}",
+              "recipe": "{wildcards.recipe}", "seed": "{wildcards.seed}", "driver": "snakemake", **fields}
+    return command(stage, **fields) + (" > {log} 2>&1" if log else "")
 
 
 def job_resources(stage):

@@ -8,7 +8,7 @@ rule download:
     log:
         "logs/download/{dataset}.log",
     shell:
-        "{CNNBENCH} download --dataset {wildcards.dataset} --out {output} > {log} 2>&1"
+        shell_command("download")
 
 
 rule preprocess:
@@ -24,4 +24,4 @@ rule preprocess:
     log:
         "logs/preprocess/{dataset}.log",
     shell:
-        "{CNNBENCH} preprocess --dataset {wildcards.dataset} --raw {input} --out {output} > {log} 2>&1"
+        shell_command("preprocess")

@@ -11,7 +11,7 @@ rule aggregate:
     log:
         "logs/aggregate.log",
     shell:
-        "{CNNBENCH} aggregate --runs results/runs --out {output} > {log} 2>&1"
+        shell_command("aggregate")
 
 
 rule plot:
@@ -21,10 +21,14 @@ rule plot:
         confusion=run_files("confusion.csv"),
     output:
         directory("results/plots"),
+    params:
+        # the figures draw the lab reports' figures and the claims
+        shown=json.dumps({v: CFG.variant(v)["lab_report"] for v in CFG.variants} | {"claims": CFG.claims},
+                         sort_keys=True),
     log:
         "logs/plot.log",
     shell:
-        "{CNNBENCH} plot --runs results/runs --summary {input.summary} --out {output} > {log} 2>&1"
+        shell_command("plot")
 
 
 rule report:
@@ -40,5 +44,4 @@ rule report:
     log:
         "logs/report.log",
     shell:
-        "{CNNBENCH} report --runs results/runs --summary {input.summary} --plots {input.plots} --out results/report "
-        "--driver snakemake > {log} 2>&1"
+        shell_command("report")

@@ -1,4 +1,5 @@
-# Train and evaluate one run (variant, recipe, seed) per job. threads/resources come from params.yaml `resources`.
+# Train and evaluate one run (variant, recipe, seed) per job. threads/resources come from params.yaml `resources`;
+# the commands are cnnbench.pipeline's, the same that dvc.yaml runs.
 
 rule train:
     input:
@@ -8,16 +9,15 @@ rule train:
         history=f"{RUN}/history.csv",
         summary=f"{RUN}/train.json",
     params:
-        settings=run_settings,
+        run_hash=run_hash,
+        dataset=variant_dataset,
     threads: job_threads("train", 2)
     resources:
         **job_resources("train"),
     log:
         "logs/train/{variant}/{recipe}/seed{seed}.log",
     shell:
-        "{CNNBENCH} train --variant {wildcards.variant} --recipe {wildcards.recipe} --seed {wildcards.seed} "
-        "--data {input.data} --threads {threads} --out results/runs/{wildcards.variant}/{wildcards.recipe}/seed{wildcards.seed} "
-        "> {log} 2>&1"
+        shell_command("train", dataset="{params.dataset}")
 
 
 rule evaluate:
@@ -30,13 +30,12 @@ rule evaluate:
         confusion=f"{RUN}/confusion.csv",
         predictions=f"{RUN}/predictions.csv",
     params:
-        settings=run_settings,
+        run_hash=run_hash,
+        dataset=variant_dataset,
     threads: job_threads("evaluate", 2)
     resources:
         **job_resources("evaluate"),
     log:
         "logs/evaluate/{variant}/{recipe}/seed{seed}.log",
     shell:
-        "{CNNBENCH} evaluate --variant {wildcards.variant} --recipe {wildcards.recipe} --seed {wildcards.seed} "
-        "--data {input.data} --threads {threads} --run results/runs/{wildcards.variant}/{wildcards.recipe}/seed{wildcards.seed} "
-        "> {log} 2>&1"
+        shell_command("evaluate", dataset="{params.dataset}")

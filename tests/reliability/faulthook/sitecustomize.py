@@ -1,6 +1,6 @@
 """Fault injection for the reliability tests: put this folder on PYTHONPATH of a child process.
 
-Python imports ``sitecustomize`` at start-up. When ``cnnbench.train`` is later imported, this
+Python imports ``sitecustomize`` at start-up. When ``cnnbench.checkpoint`` is later imported, this
 hook wraps its checkpoint writer so that the process kills itself with SIGKILL at an exact
 point (a real, uncatchable kill, but at a deterministic moment instead of a racing timer):
 
@@ -38,9 +38,9 @@ def _epoch_of(obj):
     return None
 
 
-def _patch(train) -> None:
-    real_atomic_save = train.atomic_torch_save
-    torch = train.torch
+def _patch(checkpoint) -> None:
+    real_atomic_save = checkpoint.atomic_torch_save
+    torch = checkpoint.torch
     real_save = torch.save
 
     def atomic_torch_save(obj, path):
@@ -59,13 +59,13 @@ def _patch(train) -> None:
             _die(f"killed while writing checkpoint of epoch {_DURING}")
         return real_save(obj, f, *args, **kwargs)
 
-    train.atomic_torch_save = atomic_torch_save
+    checkpoint.atomic_torch_save = atomic_torch_save  # what save_checkpoint calls
     torch.save = save
 
 
 class _PostImport(importlib.abc.MetaPathFinder):
     def find_spec(self, name, path, target=None):
-        if name != "cnnbench.train":
+        if name != "cnnbench.checkpoint":
             return None
         spec = importlib.machinery.PathFinder.find_spec(name, path)
         if spec is None or spec.loader is None:

@@ -1,0 +1,144 @@
+"""Checkpoints of a run in progress, and the one safe way to read any torch file cnnbench wrote.
+
+After every epoch the whole training state (model, optimizer, scheduler, EMA, the random number
+generators, the history so far) is written atomically to ``<checkpoint dir>/last.pt``; a rerun of
+the same run continues after that epoch. A checkpoint carries the run's identity
+(:attr:`RunSpec.hash`): one made with other settings is set aside as ``stale-<hash>.pt``, never
+silently reused; one of another variant or data set is refused.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import pickle
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from .atomic import atomic_write
+from .spec import RunSpec
+
+log = logging.getLogger("cnnbench.checkpoint")
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint or model file cannot be used: unreadable, not plain data, or another run's."""
+
+
+class CheckpointMismatch(CheckpointError):
+    """A checkpoint belongs to another variant or data set."""
+
+
+def atomic_torch_save(obj: Any, path: Path) -> None:
+    atomic_write(path, lambda fh: torch.save(obj, fh))
+
+
+def checkpoint_path(checkpoint_dir: Path) -> Path:
+    return checkpoint_dir / "last.pt"
+
+
+def load_plain(path: Path, what: str, remedy: str) -> dict:
+    """``torch.load(path, weights_only=True)``: tensors and plain data only, never code.
+
+    Any failure (a truncated or corrupt file, or a pickle that names other globals, which
+    weights_only refuses before running anything) becomes a CheckpointError naming the file.
+    """
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        # torch's message is mostly boilerplate (and suggests weights_only=False, which we never do):
+        # keep the line that says what was found.
+        lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+        detail = next((ln for ln in lines if "GLOBAL" in ln or ln.startswith("Unsupported")), lines[-1] if lines else "")
+        if "GLOBAL" in detail:
+            raise CheckpointError(
+                f"{path}: refused to load this {what}: it names code, not just tensors and plain data "
+                f"({detail[:300]}); nothing in it was run. {remedy}"
+            ) from None
+        raise CheckpointError(f"{path}: not a readable {what} (pickle data: {detail[:300]}). {remedy}") from None
+    except Exception as exc:  # truncated zip, garbage bytes, EOF, ...
+        raise CheckpointError(
+            f"{path}: not a readable {what} ({type(exc).__name__}: {str(exc)[:300]}). {remedy}"
+        ) from None
+    if not isinstance(blob, dict):
+        raise CheckpointError(f"{path}: not a cnnbench {what} (holds a {type(blob).__name__}). {remedy}")
+    return blob
+
+
+def remove_partial_files(directory: Path) -> None:
+    """Delete temporary files a killed run left in ``directory`` (``.<name>.tmp-<pid>``)."""
+    if directory.is_dir():
+        for tmp in directory.glob(".*.tmp-*"):
+            if tmp.is_file():
+                log.info("removing %s, left by an interrupted run", tmp)
+                tmp.unlink(missing_ok=True)
+
+
+def load_checkpoint(path: Path, spec: RunSpec) -> dict | None:
+    """The checkpoint if it may resume this run; None if there is none or it is stale (set aside)."""
+    if not path.exists():
+        return None
+    ckpt = load_plain(path, "checkpoint", "Delete it to train this variant from scratch.")
+    if ckpt.get("variant") != spec.variant or ckpt.get("dataset") != spec.dataset:
+        raise CheckpointMismatch(
+            f"{path} belongs to variant {ckpt.get('variant')!r} on {ckpt.get('dataset')!r}, not "
+            f"{spec.variant!r} on {spec.dataset!r}; delete it or pass the right --checkpoint-dir"
+        )
+    if ckpt.get("settings_hash") != spec.hash:
+        stale = path.with_name(f"stale-{ckpt.get('settings_hash', 'unknown')[:12]}.pt")
+        os.replace(path, stale)
+        log.warning("checkpoint %s was made with other settings; kept as %s, training from scratch", path, stale)
+        return None
+    return ckpt
+
+
+def _rng_state(shuffle_gen: torch.Generator, aug_gen: torch.Generator) -> dict:
+    state = {"torch": torch.get_rng_state(), "data": shuffle_gen.get_state(), "aug": aug_gen.get_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict, shuffle_gen: torch.Generator, aug_gen: torch.Generator) -> None:
+    torch.set_rng_state(state["torch"])
+    shuffle_gen.set_state(state["data"])
+    aug_gen.set_state(state["aug"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_checkpoint(path: Path, spec: RunSpec, epoch: int, history: list[dict], *, model: nn.Module,
+                    optimizer: torch.optim.Optimizer, scheduler, ema: nn.Module | None,
+                    shuffle_gen: torch.Generator, aug_gen: torch.Generator) -> None:
+    """Everything a rerun needs to continue after ``epoch`` (1-based, complete), written atomically."""
+    atomic_torch_save(
+        {
+            "variant": spec.variant,
+            "dataset": spec.dataset,
+            "settings_hash": spec.hash,
+            "epoch": epoch,
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "ema": ema.state_dict() if ema is not None else {},
+            "rng": _rng_state(shuffle_gen, aug_gen),
+            "history": history,
+        },
+        path,
+    )
+
+
+def restore_checkpoint(ckpt: dict, *, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler,
+                       ema: nn.Module | None, shuffle_gen: torch.Generator,
+                       aug_gen: torch.Generator) -> tuple[int, list[dict]]:
+    """Load a checkpoint of :func:`load_checkpoint` into the run's objects; return (epochs done, history)."""
+    model.load_state_dict(ckpt["model"])
+    optimizer.load_state_dict(ckpt["optimizer"])
+    scheduler.load_state_dict(ckpt["scheduler"])
+    if ema is not None:
+        ema.load_state_dict(ckpt["ema"])
+    _set_rng_state(ckpt["rng"], shuffle_gen, aug_gen)
+    return int(ckpt["epoch"]), list(ckpt["history"])

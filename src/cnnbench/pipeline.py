@@ -1,0 +1,292 @@
+"""The one description of the pipeline: each stage's command and the code it runs.
+
+Both drivers run exactly these commands: the Snakefile's rules format them with Snakemake's
+wildcards, and ``dvc.yaml`` is generated from them (``cnnbench dvc-yaml``; a test fails when the
+committed file is stale). A DVC stage's code deps are the cnnbench modules its command imports,
+followed through every import inside the package, so a change to any of them makes the stage stale.
+
+Under DVC a run's identity is its specification file, ``results/specs/runs/<variant>/<recipe>/seed<k>.json``
+(written by the ``specs`` stage from params.yaml): train and evaluate depend on their run's file,
+not on params.yaml keys, so an edit that changes no run's settings (a lab-report figure, a
+description, another variant) leaves them up to date. Under Snakemake the same hash is the rule's
+``params:``.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from .atomic import atomic_write_text
+from .config import Config, ConfigError
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+SRC_PREFIX = Path("src") / "cnnbench"  # where the package sits in the repository (dvc.yaml paths)
+SPECS = "results/specs"
+RUN = "results/runs/{variant}/{recipe}/seed{seed}"
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    command: str                 # a template: {profile}, {dataset}, {variant}, {recipe}, {seed}
+    entry: str                   # cli command function whose imports the stage runs
+    extra_deps: tuple[str, ...] = ()  # non-Python files the stage reads (templates)
+
+
+STAGES = {s.name: s for s in (
+    Stage("download", "cnnbench --profile {profile} download --dataset {dataset} --out data/raw/{dataset}",
+          "cmd_download"),
+    Stage("preprocess", "cnnbench --profile {profile} preprocess --dataset {dataset} --raw data/raw/{dataset} "
+          "--out data/prepared/{dataset}", "cmd_preprocess"),
+    Stage("specs", f"cnnbench --profile {{profile}} specs --out {SPECS}", "cmd_specs"),
+    Stage("train", "cnnbench --profile {profile} train --variant {variant} --recipe {recipe} --seed {seed} "
+          f"--data data/prepared/{{dataset}} --out {RUN}", "cmd_train"),
+    Stage("evaluate", "cnnbench --profile {profile} evaluate --variant {variant} --recipe {recipe} --seed {seed} "
+          f"--data data/prepared/{{dataset}} --run {RUN}", "cmd_evaluate"),
+    Stage("aggregate", "cnnbench --profile {profile} aggregate --runs results/runs --out results/summary",
+          "cmd_aggregate"),
+    Stage("plot", "cnnbench --profile {profile} plot --runs results/runs --summary results/summary "
+          "--out results/plots", "cmd_plot"),
+    Stage("report", "cnnbench --profile {profile} report --runs results/runs --summary results/summary "
+          "--plots results/plots --out results/report --driver {driver}", "cmd_report",
+          extra_deps=("src/cnnbench/templates",)),
+)}
+
+
+def command(stage: str, **fields: str) -> str:
+    """The command line of one job of ``stage``."""
+    return STAGES[stage].command.format(**fields)
+
+
+def spec_file(variant: str, recipe: str, seed: int | str, root: str = SPECS) -> str:
+    """A run's specification file (its identity under DVC)."""
+    return f"{root}/runs/{variant}/{recipe}/seed{seed}.json"
+
+
+def data_spec_file(dataset: str, stage: str, root: str = SPECS) -> str:
+    """What ``download`` or ``preprocess`` of a data set reads, profile applied."""
+    return f"{root}/data/{dataset}.{stage}.json"
+
+
+# --- code deps: the imports a command runs ---------------------------------------------------------
+def _module_file(module: str) -> Path | None:
+    """The source file of a ``cnnbench...`` module (a package's ``__init__.py``), or None."""
+    parts = module.split(".")[1:]
+    base = PACKAGE_DIR.joinpath(*parts)
+    for cand in (base.with_suffix(".py"), base / "__init__.py"):
+        if cand.is_file():
+            return cand
+    return None
+
+
+def _module_name(path: Path) -> str:
+    rel = path.relative_to(PACKAGE_DIR).with_suffix("")
+    parts = [p for p in rel.parts if p != "__init__"]
+    return ".".join(["cnnbench", *parts])
+
+
+def _imports(nodes, module: str, is_package: bool) -> set[str]:
+    """cnnbench modules named by the import statements among ``nodes`` (walked recursively)."""
+    package = module if is_package else module.rpartition(".")[0]
+    found: set[str] = set()
+    for node in nodes:
+        for sub in ast.walk(node):
+            if isinstance(sub, ast.Import):
+                found |= {a.name for a in sub.names if a.name.split(".")[0] == "cnnbench"}
+            elif isinstance(sub, ast.ImportFrom):
+                if sub.level:
+                    base = package.split(".")
+                    base = base[: len(base) - (sub.level - 1)]
+                    target = ".".join(base + ([sub.module] if sub.module else []))
+                else:
+                    target = sub.module or ""
+                if target.split(".")[0] != "cnnbench":
+                    continue
+                found.add(target)
+                # `from .data import packed` imports the submodule cnnbench.data.packed
+                found |= {f"{target}.{a.name}" for a in sub.names if _module_file(f"{target}.{a.name}")}
+    return {m for m in found if _module_file(m)}
+
+
+def _parse(path: Path) -> ast.Module:
+    return ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+
+
+def imported_modules(entry: str) -> list[Path]:
+    """Source files a ``cnnbench <stage>`` process imports: cli's module-level imports and those of
+    the command function ``entry`` and of the cli functions it calls, then every cnnbench import of
+    those modules, transitively (imports inside functions included: a superset, never fewer)."""
+    cli_path = PACKAGE_DIR / "cli.py"
+    tree = _parse(cli_path)
+    top = [n for n in tree.body if isinstance(n, (ast.Import, ast.ImportFrom))]
+    functions = {n.name: n for n in tree.body if isinstance(n, ast.FunctionDef)}
+    if entry not in functions:
+        raise ValueError(f"cnnbench.cli has no function {entry!r}")
+    # the command function and the cli helpers it calls, transitively
+    called, stack = set(), [entry]
+    while stack:
+        name = stack.pop()
+        if name in called:
+            continue
+        called.add(name)
+        stack += [c.func.id for c in ast.walk(functions[name])
+                  if isinstance(c, ast.Call) and isinstance(c.func, ast.Name) and c.func.id in functions]
+    todo = _imports([*top, *(functions[n] for n in called)], "cnnbench.cli", False) | {"cnnbench"}
+    seen: set[str] = {"cnnbench.cli"}  # only its module level and ``entry`` run, not its other commands
+    while todo:
+        module = todo.pop()
+        if module in seen:
+            continue
+        seen.add(module)
+        path = _module_file(module)
+        # importing a.b.c runs the __init__ of a and of a.b first
+        parents = {".".join(module.split(".")[:i]) for i in range(1, module.count(".") + 1)}
+        todo |= (_imports(_parse(path).body, module, path.name == "__init__.py") | parents) - seen
+    return sorted(_module_file(m) for m in seen)
+
+
+def code_deps(stage: str) -> list[str]:
+    """The repository paths of the code a stage runs (its imports, plus its non-Python files)."""
+    files = [str(SRC_PREFIX / p.relative_to(PACKAGE_DIR)) for p in imported_modules(STAGES[stage].entry)]
+    return sorted(files) + list(STAGES[stage].extra_deps)
+
+
+# --- the run specifications DVC depends on ---------------------------------------------------------
+def _write_if_changed(path: Path, doc: dict) -> Path:
+    text = json.dumps(doc, indent=2, sort_keys=True) + "\n"
+    if not (path.is_file() and path.read_text() == text):
+        atomic_write_text(path, text)
+    return path
+
+
+def write_specs(cfg: Config, out: Path) -> list[Path]:
+    """One JSON file per run of the study (its spec and hash) and per data set and data stage
+    (download, preprocess: the settings each reads); a file whose content would not change is left
+    as it is, and files of runs no longer in the study are removed. Refuses top-level ``seeds``
+    that differ from the profile's: under DVC they decide which seed stages exist."""
+    if list(cfg.raw["seeds"]) != cfg.seeds:
+        raise ConfigError(
+            f"{cfg.params_path}: seeds: DVC makes one stage per top-level seed {cfg.raw['seeds']}, but profile "
+            f"{cfg.profile!r} has seeds {cfg.seeds}; run `cnnbench exp-run --profile {cfg.profile}` (it sets both), "
+            f"or dvc exp run -S profile={cfg.profile} -S 'seeds={cfg.seeds}'"
+        )
+    out = Path(out)
+    written = []
+    for variant, recipe, seed in cfg.runs:
+        spec = cfg.run(variant, recipe, seed)
+        doc = {"run": spec.run_id, "hash": spec.hash, "spec": spec.to_dict()}
+        written.append(_write_if_changed(Path(spec_file(variant, recipe, seed, str(out))), doc))
+    for dataset in cfg.raw["datasets"]:
+        for stage, settings in (("download", cfg.source_settings(dataset)),
+                                ("preprocess", cfg.preprocess_settings(dataset))):
+            written.append(_write_if_changed(Path(data_spec_file(dataset, stage, str(out))), settings))
+    for stale in set(out.rglob("*.json")) - set(written):
+        stale.unlink()
+    return written
+
+
+# --- dvc.yaml ------------------------------------------------------------------------------------
+HEADER = """\
+# Generated by `cnnbench dvc-yaml` from src/cnnbench/pipeline.py: edit that, not this file
+# (`cnnbench dvc-yaml --check` and the tests fail when this file is stale).
+#
+# The same stages as the Snakefile, for `dvc repro` / `dvc exp run`; every stage runs the same
+# `cnnbench` command as the Snakemake rule of that job. One train/evaluate stage per run: a matrix
+# over the variants of a data set x recipes_in_study x seeds. A stage's deps list the cnnbench
+# modules its command imports. train and evaluate depend on their run's specification
+# (results/specs/runs/..., written by the `specs` stage), which holds exactly what changes the run's
+# numbers, instead of on params.yaml keys; download and preprocess likewise depend on the settings
+# they read (results/specs/data/...).
+# The top-level `seeds` decide which seed stages exist and must equal the profile's:
+# `cnnbench exp-run --profile smoke` sets both (or dvc exp run -S profile=smoke -S 'seeds=[0]').
+"""
+
+DATASETS = ("cifar10", "butterflies")
+
+
+def _dvc_fields(dataset: str) -> dict:
+    return {"profile": "${profile}", "dataset": dataset, "variant": f"{dataset}-${{item.variant}}",
+            "recipe": "${item.recipe}", "seed": "${item.seed}", "driver": "dvc"}
+
+
+def _run_stages(dataset: str) -> dict:
+    f = _dvc_fields(dataset)
+    run = RUN.format(**f)
+    matrix = {"variant": f"${{variants.{dataset}}}", "recipe": "${recipes_in_study}", "seed": "${seeds}"}
+    spec = spec_file(f["variant"], f["recipe"], f["seed"])
+    label = f"{f['variant']} {f['recipe']} seed {f['seed']}"
+    train = {
+        "matrix": matrix,
+        "cmd": command("train", **f),
+        "deps": [f"data/prepared/{dataset}", spec, *code_deps("train")],
+        "outs": [f"{run}/model.pt", f"{run}/train.json"],
+        "plots": [{f"{run}/history.csv": {"x": "epoch", "y": "val_acc", "title": f"{label}, validation accuracy"}}],
+    }
+    evaluate = {
+        "matrix": matrix,
+        "cmd": command("evaluate", **f),
+        "deps": [f"data/prepared/{dataset}", f"{run}/model.pt", f"{run}/train.json", spec, *code_deps("evaluate")],
+        "outs": [f"{run}/confusion.csv"],
+        # Cached (results/ is git-ignored), so `dvc exp show` reads every experiment's metrics from the cache.
+        "metrics": [f"{run}/metrics.json"],
+        "plots": [{f"{run}/predictions.csv": {"template": "confusion", "x": "actual", "y": "predicted",
+                                              "title": f"{label}, test confusion"}}],
+    }
+    return {f"train-{dataset}": train, f"evaluate-{dataset}": evaluate}
+
+
+def dvc_stages() -> dict:
+    key = {"profile": "${profile}", "dataset": "${key}", "driver": "dvc"}
+    stages = {
+        "specs": {
+            "cmd": command("specs", **key),
+            "deps": code_deps("specs"),
+            # everything a run's specification is resolved from
+            "params": ["profile", "profiles", "seeds", "train", "recipes", "recipes_in_study", "datasets", "variants",
+                       "resources"],
+            "outs": [SPECS]},
+        "download": {"foreach": "${datasets}", "do": {
+            "cmd": command("download", **key),
+            "deps": [data_spec_file("${key}", "download"), *code_deps("download")],
+            "outs": ["data/raw/${key}"]}},
+        "preprocess": {"foreach": "${datasets}", "do": {
+            "cmd": command("preprocess", **key),
+            "deps": ["data/raw/${key}", data_spec_file("${key}", "preprocess"), *code_deps("preprocess")],
+            "outs": ["data/prepared/${key}"]}},
+    }
+    for dataset in DATASETS:
+        stages.update(_run_stages(dataset))
+    stages["aggregate"] = {
+        "cmd": command("aggregate", **key),
+        "deps": ["results/runs", *code_deps("aggregate")],
+        "params": ["profile", "profiles.${profile}", "seeds", "recipes_in_study", "variants", "claims", "claims_rule"],
+        "outs": ["results/summary/runs.csv", "results/summary/variants.csv", "results/summary/claims.csv"],
+        "metrics": ["results/summary/summary.json"]}
+    stages["plot"] = {
+        "cmd": command("plot", **key),
+        "deps": ["results/runs", "results/summary", *code_deps("plot")],
+        "params": ["variants", "claims"],
+        "outs": ["results/plots"]}
+    stages["report"] = {
+        "cmd": command("report", **key),
+        "deps": ["results/summary", "results/plots", "data/prepared", *code_deps("report")],
+        "params": ["profile", "profiles.${profile}", "seeds", "recipes", "recipes_in_study", "variants", "claims",
+                   "claims_rule"],
+        "outs": ["results/report"]}
+    return stages
+
+
+def render_dvc_yaml() -> str:
+    body = yaml.safe_dump({"stages": dvc_stages()}, sort_keys=False, width=110, default_flow_style=False)
+    return HEADER + body
+
+
+def check_dvc_yaml(path: Path) -> None:
+    if not Path(path).is_file() or Path(path).read_text() != render_dvc_yaml():
+        raise ConfigError(f"{path} is stale: it differs from what `cnnbench dvc-yaml` writes from "
+                          f"src/cnnbench/pipeline.py; run `cnnbench dvc-yaml` and commit the result")

@@ -1,0 +1,72 @@
+"""The two drivers run one pipeline: dvc.yaml is what cnnbench.pipeline generates, every train and
+evaluate job runs the same command under Snakemake and DVC, and a DVC stage's code deps are the
+modules its command imports."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from cnnbench import pipeline
+from cnnbench.config import ConfigError, load
+from test_e2e import copy_repo, env_for
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_committed_dvc_yaml_is_what_the_pipeline_generates(tmp_path):
+    pipeline.check_dvc_yaml(REPO / "dvc.yaml")
+    stale = tmp_path / "dvc.yaml"
+    stale.write_text((REPO / "dvc.yaml").read_text().replace("src/cnnbench/engine.py\n", "", 1))
+    with pytest.raises(ConfigError, match=r"dvc.yaml is stale: .* run `cnnbench dvc-yaml`"):
+        pipeline.check_dvc_yaml(stale)
+
+
+def test_code_deps_are_the_modules_each_command_imports():
+    deps = {stage: set(pipeline.code_deps(stage)) for stage in pipeline.STAGES}
+    src = "src/cnnbench/"
+    # train runs the engine, its checkpoints, the spec, the augmentation, every model and the GPU slot claim
+    for module in ("train.py", "engine.py", "checkpoint.py", "spec.py", "augment.py", "gpus.py", "config.py",
+                   "data/packed.py", "models/registry.py", "models/resnet.py", "models/resnext.py",
+                   "models/mobilenetv2.py", "cli.py", "__init__.py", "models/__init__.py", "data/__init__.py"):
+        assert src + module in deps["train"], module
+    assert src + "evaluate.py" in deps["evaluate"] and src + "train.py" in deps["evaluate"]
+    # ... and nothing of another command's
+    assert src + "evaluate.py" not in deps["train"] and src + "bench.py" not in deps["train"]
+    assert src + "train.py" not in deps["preprocess"] and src + "data/butterflies.py" in deps["preprocess"]
+    assert src + "pipeline.py" in deps["specs"] and "src/cnnbench/templates" in deps["report"]
+    for stage, files in deps.items():
+        assert all((REPO / f).exists() for f in files), stage
+
+
+def _snakemake_commands(repo: Path, env: dict) -> list[str]:
+    proc = subprocess.run(["snakemake", "-n", "-p", "--forceall", "--cores", "1", "--config", "profile=smoke"],
+                          cwd=repo, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    commands = re.findall(r"^\s*(cnnbench --profile smoke (?:train|evaluate) .*?)\s*> logs/\S+ 2>&1\s*$",
+                          proc.stdout + proc.stderr, flags=re.M)
+    return sorted(" ".join(c.split()) for c in commands)
+
+
+def _dvc_commands(repo: Path) -> list[str]:
+    from dvc.repo import Repo
+
+    with Repo(str(repo)) as dvc:
+        stages = [s for s in dvc.index.stages if s.name.startswith(("train-", "evaluate-"))]
+        return sorted(" ".join(s.cmd.split()) for s in stages)
+
+
+def test_every_train_and_evaluate_job_runs_the_same_command_under_both_drivers(tmp_path, monkeypatch):
+    repo = copy_repo(tmp_path / "repo")  # the smoke profile and its seeds on disk
+    env = env_for(tmp_path)
+    monkeypatch.setenv("DVC_NO_ANALYTICS", "1")
+    snake, dvc = _snakemake_commands(repo, env), _dvc_commands(repo)
+    runs = load(repo / "params.yaml").runs
+    assert len(snake) == 2 * len(runs) == 68
+    assert snake == dvc
+    for variant, recipe, seed in runs:
+        assert (f"cnnbench --profile smoke train --variant {variant} --recipe {recipe} --seed {seed} --data "
+                f"data/prepared/{variant.split('-')[0]} --out results/runs/{variant}/{recipe}/seed{seed}") in snake
