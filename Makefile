@@ -1,5 +1,7 @@
 # Two commands do everything:  `make study`  and  `make test`.
-# Both create/reuse the virtualenv .venv and install the pinned dependencies first.
+# Both create/reuse the virtualenv .venv and install the pinned dependencies first; `make test`
+# also sets up what the whole suite needs outside Python (scripts/setup-system.sh: the Debian
+# packages for the browser and SLURM tests when run as root, else it stops with the command to run).
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -10,14 +12,17 @@ CORES ?= 4
 PYTEST_ARGS ?=
 
 SNAKEMAKE_CONFIG := $(if $(PROFILE),--config profile=$(PROFILE),)
+# Debian installs slurmctld, slurmd and munged in /usr/sbin, which a normal user's PATH lacks.
+SBIN_PATH := /usr/sbin:/sbin
 
-.PHONY: help venv study dvc-study test test-fast clean
+.PHONY: help venv system study dvc-study test test-fast clean
 
 help:
 	@echo "make study [PROFILE=smoke|quick|full] [CORES=4]  set up .venv and run the whole study with Snakemake"
 	@echo "make dvc-study [PROFILE=...]                     the same study as a DVC experiment (cnnbench exp-run)"
-	@echo "make test                                        set up .venv and run the whole test suite"
-	@echo "make test-fast                                   unit tests only (no snakemake/dvc end-to-end runs)"
+	@echo "make test                                        set up the system packages (as root) and .venv, run the whole test suite"
+	@echo "make test-fast                                   unit tests only (no snakemake/dvc end-to-end runs, no browser; no system packages)"
+	@echo "make system                                      only the system setup of 'make test' (scripts/setup-system.sh)"
 	@echo "make clean                                       remove results/, logs/ and .snakemake/ (keeps data/ and .venv)"
 
 $(STAMP): requirements.lock pyproject.toml
@@ -29,17 +34,21 @@ $(STAMP): requirements.lock pyproject.toml
 
 venv: $(STAMP)
 
+# Listed before $(STAMP) in `test`, so a machine that lacks a package stops here, not after the pip install.
+system:
+	PATH="$$PATH:$(SBIN_PATH)" scripts/setup-system.sh
+
 study: $(STAMP)
 	PATH="$(abspath $(BIN)):$$PATH" snakemake --cores $(CORES) $(SNAKEMAKE_CONFIG)
 
 dvc-study: $(STAMP)
 	PATH="$(abspath $(BIN)):$$PATH" cnnbench $(if $(PROFILE),--profile $(PROFILE),) exp-run
 
-test: $(STAMP)
-	PATH="$(abspath $(BIN)):$$PATH" python -m pytest $(PYTEST_ARGS)
+test: system $(STAMP)
+	PATH="$(abspath $(BIN)):$$PATH:$(SBIN_PATH)" python -m pytest $(PYTEST_ARGS)
 
 test-fast: $(STAMP)
-	PATH="$(abspath $(BIN)):$$PATH" python -m pytest -m "not e2e" $(PYTEST_ARGS)
+	PATH="$(abspath $(BIN)):$$PATH" python -m pytest -m "not e2e and not browser" $(PYTEST_ARGS)
 
 clean:
 	rm -rf results logs .snakemake

@@ -1,9 +1,9 @@
 """Beyond one machine with Snakemake: job resources from params.yaml, and the smoke study run
 through a real single-node SLURM cluster (scripts/slurm-local.sh) with the SLURM executor plugin.
 
-The SLURM test needs the Debian packages slurm-wlm and munge (.ci/run installs them) and root
-or a free /etc/slurm/slurm.conf; it checks that every preprocess/train/evaluate job went
-through SLURM (job ids in Snakemake's log, each job COMPLETED in `scontrol`), that download,
+The SLURM test needs the Debian packages slurm-wlm and munge (`make test` installs them as
+root) and root or a free /etc/slurm/slurm.conf; it checks that every preprocess/train/evaluate
+job went through SLURM (job ids in Snakemake's log, each job COMPLETED in `scontrol`), that download,
 plot and report ran locally, that no job asked for a GPU, and that the metrics equal those of
 a local deterministic CPU run.
 """
@@ -81,7 +81,8 @@ def test_resources_profiles_must_name_a_profile(tmp_path):
 def _slurm_missing() -> str | None:
     for cmd in ("munged", "slurmctld", "slurmd", "sbatch"):
         if shutil.which(cmd) is None:
-            return f"{cmd} not found: install slurm-wlm and munge (apt-get install slurm-wlm munge; .ci/run does)"
+            return (f"{cmd} not found: install slurm-wlm and munge "
+                    "(apt-get install slurm-wlm munge; make test does as root)")
     return None
 
 

@@ -3,8 +3,10 @@ asks for nothing outside its own file, every image renders, the console stays cl
 full-page screenshot is not blank. Negative controls prove each check can fail.
 
 Driven with Selenium and the chromedriver that ships with the system Chromium (Debian:
-``apt-get install chromium chromium-driver``; ``.ci/run`` installs both). A missing or broken
-browser fails these tests with a message saying what to install; it never skips them.
+``apt-get install chromium chromium-driver``; ``make test`` installs both as root, through
+scripts/setup-system.sh). The tests marked ``browser`` need them (``make test-fast`` leaves them
+out); a missing or broken browser fails them with a message saying what to install, it never
+skips them. The checks of that message bring their own stand-in browser and driver.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import json
 import os
 import re
 import shutil
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,8 +36,8 @@ pytestmark = pytest.mark.timeout(300)  # a hung browser fails the test instead o
 
 WINDOW = (1280, 900)
 INSTALL_HINT = (
-    "install Chromium and its driver (Debian/Ubuntu: `apt-get install chromium chromium-driver`; "
-    ".ci/run does this), or set CNNBENCH_CHROMIUM and CNNBENCH_CHROMEDRIVER to a Chromium/Chrome "
+    "install Chromium and its driver (Debian/Ubuntu: `apt-get install chromium chromium-driver`, "
+    "which `make test` runs as root), or set CNNBENCH_CHROMIUM and CNNBENCH_CHROMEDRIVER to a Chromium/Chrome "
     "binary and the chromedriver of the same version"
 )
 
@@ -210,6 +213,7 @@ def browser():
 # --- the report ----------------------------------------------------------------------------------------
 
 
+@pytest.mark.browser
 def test_report_renders_offline_in_chromium(browser, report_html):
     assert report_html.parts[-3:] == ("results", "report", "report.html")
     page = load_page(browser, report_html)
@@ -280,6 +284,7 @@ NEGATIVE = {
 }
 
 
+@pytest.mark.browser
 @pytest.mark.parametrize("case", list(NEGATIVE))
 def test_page_checks_catch_a_broken_copy(browser, report_html, tmp_path, case):
     edit, expected = NEGATIVE[case]
@@ -293,6 +298,7 @@ def test_page_checks_catch_a_broken_copy(browser, report_html, tmp_path, case):
         assert len(problems) == 1
 
 
+@pytest.mark.browser
 @pytest.mark.parametrize("case, edit, expected", [
     ("hidden content", _before("</head>", "<style>body { visibility: hidden; }</style>"),
      ["screenshot is blank", "distinct colours"]),
@@ -306,25 +312,96 @@ def test_screenshot_check_catches_a_blank_page(browser, report_html, tmp_path, c
         assert any(needle in p for p in problems), f"{case}: {needle!r} not reported; got {problems}"
 
 
-# --- a missing or broken browser fails, it does not skip -------------------------------------------
+# --- a missing or broken browser fails, it does not skip ----------------------------------------------
+# These checks bring their own stand-ins for the browser and the driver, so they pass the same way
+# whether or not Chromium and chromedriver are installed on this machine.
 
 
-def test_missing_browser_fails_with_what_to_install(monkeypatch, tmp_path):
-    monkeypatch.setenv("CNNBENCH_CHROMIUM", str(tmp_path / "no-such-chromium"))
+def _executable(path: Path, script: str) -> Path:
+    path.write_text(script)
+    path.chmod(0o755)
+    return path
+
+
+@pytest.mark.parametrize("missing", ["Chromium", "chromedriver", "both", "nothing on PATH"])
+def test_missing_browser_fails_with_what_to_install(monkeypatch, tmp_path, missing):
+    present = _executable(tmp_path / "present", "#!/bin/sh\nexit 0\n")
+    absent = tmp_path / "no-such-file"
+    if missing == "nothing on PATH":  # a fresh machine: neither variable set, neither program installed
+        monkeypatch.delenv("CNNBENCH_CHROMIUM", raising=False)
+        monkeypatch.delenv("CNNBENCH_CHROMEDRIVER", raising=False)
+        monkeypatch.setenv("PATH", str(tmp_path))
+        expected = ("Chromium (looked for chromium, chromium-browser, google-chrome, google-chrome-stable on PATH) "
+                    "and chromedriver (looked for chromedriver on PATH) not found")
+    else:
+        chromium = present if missing == "chromedriver" else absent
+        driver = present if missing == "Chromium" else absent
+        monkeypatch.setenv("CNNBENCH_CHROMIUM", str(chromium))
+        monkeypatch.setenv("CNNBENCH_CHROMEDRIVER", str(driver))
+        expected = {"Chromium": f"Chromium (looked for CNNBENCH_CHROMIUM={absent}) not found",
+                    "chromedriver": f"chromedriver (looked for CNNBENCH_CHROMEDRIVER={absent}) not found",
+                    "both": f"Chromium (looked for CNNBENCH_CHROMIUM={absent}) and "
+                            f"chromedriver (looked for CNNBENCH_CHROMEDRIVER={absent}) not found"}[missing]
     with pytest.raises(pytest.fail.Exception) as failed:
         start_chromium()
     message = str(failed.value)
-    assert f"Chromium (looked for CNNBENCH_CHROMIUM={tmp_path / 'no-such-chromium'}) not found" in message
+    assert expected in message
     assert "apt-get install chromium chromium-driver" in message
 
 
-def test_browser_that_does_not_start_fails_with_what_to_install(monkeypatch, tmp_path):
-    fake = tmp_path / "chromium"
-    fake.write_text("#!/bin/sh\necho 'not a browser' >&2\nexit 1\n")
-    fake.chmod(0o755)
+# A stand-in chromedriver that does what the real one does with a browser that will not run: it
+# serves the WebDriver protocol on --port, starts the binary named in the new-session request and,
+# when that exits, refuses the session with chromedriver's error.
+FAKE_DRIVER = """\
+import http.server, json, subprocess, sys
+port = int(next(a for a in sys.argv if a.startswith("--port=")).split("=")[1])
+
+class Driver(http.server.BaseHTTPRequestHandler):
+    def reply(self, status, value):
+        body = json.dumps({"value": value}).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_GET(self):
+        self.reply(200, {"ready": True, "message": "fake chromedriver"})
+        if self.path == "/shutdown":
+            raise SystemExit(0)
+
+    def do_POST(self):
+        request = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        binary = request["capabilities"]["alwaysMatch"]["goog:chromeOptions"]["binary"]
+        proc = subprocess.run([binary, "--headless=new"], capture_output=True, text=True)
+        self.reply(500, {"error": "session not created", "stacktrace": "",
+                         "message": f"session not created: Chrome failed to start: exited with {proc.returncode}; "
+                                    f"{proc.stderr.strip()}"})
+
+    def log_message(self, *args):
+        pass
+
+http.server.HTTPServer(("127.0.0.1", port), Driver).serve_forever()
+"""
+
+
+@pytest.mark.parametrize("broken", ["browser", "driver"])
+def test_browser_that_does_not_start_fails_with_what_to_install(monkeypatch, tmp_path, broken):
+    fake = _executable(tmp_path / "chromium", "#!/bin/sh\necho 'not a browser' >&2\nexit 1\n")
+    if broken == "browser":  # the driver runs, the browser it starts exits at once
+        (tmp_path / "fake_chromedriver.py").write_text(FAKE_DRIVER)
+        driver = _executable(tmp_path / "chromedriver",
+                             f'#!/bin/sh\nexec "{sys.executable}" "{tmp_path / "fake_chromedriver.py"}" "$@"\n')
+    else:  # the driver itself exits at once (a broken or foreign binary)
+        driver = _executable(tmp_path / "chromedriver", "#!/bin/sh\necho 'not a driver' >&2\nexit 1\n")
     monkeypatch.setenv("CNNBENCH_CHROMIUM", str(fake))
+    monkeypatch.setenv("CNNBENCH_CHROMEDRIVER", str(driver))
     with pytest.raises(pytest.fail.Exception) as failed:
         start_chromium()
     message = str(failed.value)
-    assert f"headless Chromium did not start ({fake} via " in message
+    assert f"headless Chromium did not start ({fake} via {driver}): " in message
+    if broken == "browser":
+        assert "Chrome failed to start: exited with 1; not a browser" in message
+    else:
+        assert "unexpectedly exited. Status code was: 1" in message
     assert "apt-get install chromium chromium-driver" in message
