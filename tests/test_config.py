@@ -48,9 +48,16 @@ def test_repo_params_valid_for_every_profile():
             assert resolved.model in model_names() and resolved.recipe == recipe
 
 
-def test_schema_model_enum_matches_registry():
+def test_schema_keeps_no_second_list_of_models_or_their_arguments():
+    """The model builders are the one description of models and their arguments; the config check asks them."""
     schema = yaml.safe_load((REPO / "workflow/schemas/params.schema.yaml").read_text())
-    assert sorted(schema["$defs"]["variant"]["properties"]["model"]["enum"]) == model_names()
+    model = schema["$defs"]["variant"]["properties"]["model"]
+    assert model["type"] == "string" and "enum" not in model
+    args = schema["$defs"]["model_args"]
+    assert args["type"] == "object" and not {"properties", "additionalProperties", "patternProperties"} & set(args)
+    text = (REPO / "workflow/schemas/params.schema.yaml").read_text()
+    for name in model_names():
+        assert name not in text
 
 
 def test_profile_wins_over_variant_and_defaults():
@@ -195,6 +202,28 @@ def test_spec_hash_is_the_hash_of_its_plain_data():
           "allowed keys: width_mult, stem_kernel_size"]),
         (lambda d: d["variants"]["cifar10"]["resnet18"].update(model_args={"width_mult": 0}),
          ["variants.cifar10.resnet18.model_args.width_mult", "allowed: > 0"]),
+        # model names and model_args are the registry's to check (the schema keeps no copy)
+        (lambda d: d["variants"]["cifar10"]["resnet18"].update(model="resnet_18"),
+         ["variants.cifar10.resnet18.model: 'resnet_18' is not allowed; allowed values: mobilenet_v2, resnet18,",
+          "did you mean resnet18"]),
+        (lambda d: d["variants"]["cifar10"]["resnet18"].update(model=18), ["variants.cifar10.resnet18.model",
+                                                                         "expected string, got 18 (int)"]),
+        (lambda d: d["variants"]["cifar10"]["resnext18_3stage-dropout35"]["model_args"].update(dropout=0.3),
+         ["variants.cifar10.resnext18_3stage-dropout35.model_args.dropout: expected a list of 2 numbers, "
+          "each >= 0 and < 1, got 0.3 (float)", "model 'resnext18_3stage'"]),
+        (lambda d: d["variants"]["cifar10"]["mobilenet_v2"]["model_args"].update(dropout=[0.2, 0.4]),
+         ["variants.cifar10.mobilenet_v2.model_args.dropout: expected a number >= 0 and < 1, got [0.2, 0.4] (list)",
+          "model 'mobilenet_v2'"]),
+        (lambda d: d["variants"]["butterflies"]["resnet18_deep_stem"]["model_args"].update(stem_stride=1.5),
+         ["variants.butterflies.resnet18_deep_stem.model_args.stem_stride: expected an integer >= 1 and <= 4, "
+          "got 1.5 (float)"]),
+        (lambda d: d["variants"]["cifar10"]["resnet18"].update(model_args=[1]),
+         ["variants.cifar10.resnet18.model_args", "expected object"]),
+        # every profile's model_args, not only the chosen one's (load() below uses the file's profile)
+        (lambda d: d["profiles"]["quick"]["model_args"].update(width_mult=0),
+         ["profiles.quick.model_args.width_mult: 0 is out of range; allowed: > 0 and <= 4"]),
+        (lambda d: d["profiles"]["smoke"]["model_args"].update(cifar=True),
+         ["profiles.smoke.model_args.cifar: model 'resnet18' does not take 'cifar'; allowed keys: width_mult"]),
         (lambda d: d["variants"]["cifar10"]["resnet18"].update(recipe="turbo"),
          ["variants.cifar10.resnet18", "unknown key 'recipe'", "allowed keys:"]),
         (lambda d: d["recipes"]["fast"].update(precision="fp8"),
@@ -256,3 +285,52 @@ def test_runs_differ_only_in_recipe_and_seed():
     assert dataclasses.replace(a, seed=1) == b and a.hash != b.hash
     with pytest.raises(ConfigError, match="unknown recipe 'turbo'"):
         cfg.run("cifar10-resnet18", "turbo")
+
+
+def test_model_errors_through_from_raw_name_the_key_path():
+    from cnnbench.config import from_raw
+
+    raw = yaml.safe_load((REPO / "params.yaml").read_text())
+    raw["variants"]["cifar10"]["resnext18_3stage-dropout35"]["model_args"]["dropout"] = 0.3
+    with pytest.raises(ConfigError, match=r"^src: variants\.cifar10\.resnext18_3stage-dropout35\.model_args\.dropout: "
+                                          r"expected a list of 2 numbers"):
+        from_raw(raw, REPO / "params.yaml", source="src")
+
+
+@pytest.mark.parametrize(
+    "edit, argv, expected",
+    [
+        (lambda d: d["variants"]["cifar10"]["resnext18_3stage-dropout35"]["model_args"].update(dropout=0.3),
+         ["validate"], "variants.cifar10.resnext18_3stage-dropout35.model_args.dropout: expected a list of 2 numbers"),
+        (lambda d: d["variants"]["cifar10"]["mobilenet_v2"]["model_args"].update(dropout=[0.2, 0.4]),
+         ["validate"], "variants.cifar10.mobilenet_v2.model_args.dropout: expected a number >= 0 and < 1"),
+        (lambda d: d["variants"]["cifar10"]["resnet18"].update(model="resnet99"),
+         ["models"], "variants.cifar10.resnet18.model: 'resnet99' is not allowed; allowed values: mobilenet_v2"),
+        (None, ["models", "--dataset", "nope"], "unknown dataset 'nope'; datasets in "),
+        (None, ["models", "--dataset", ""], "unknown dataset ''; datasets in "),
+    ],
+)
+def test_model_errors_through_the_cli_are_one_config_error_line(params_copy, capsys, edit, argv, expected):
+    from cnnbench.cli import main
+
+    path = params_copy(edit)
+    assert main([*argv, "--params", str(path)]) == 2
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("cnnbench: config error: "), captured.err
+    assert expected in lines[0], lines[0]
+    assert "Traceback" not in captured.err and captured.out == ""
+    if "--dataset" in argv:
+        assert sorted(lines[0].rsplit(": ", 1)[1].split(", ")) == ["butterflies", "cifar10"]  # the data sets
+
+
+def test_models_lists_the_arguments_the_registry_describes(capsys):
+    from cnnbench.cli import main
+
+    assert main(["models", "--arguments", "--params", str(REPO / "params.yaml")]) == 0
+    out = capsys.readouterr().out
+    assert out.splitlines()[0] == model_names()[0]
+    assert all(name in out.splitlines() for name in model_names())
+    dropout = [ln.split() for ln in out.splitlines() if ln.strip().startswith("dropout")]
+    assert any("[0.2, 0.4]" in " ".join(ln) and "list" in ln for ln in dropout)
+    assert any(ln[1:4] == ["a", "number", ">="] for ln in dropout)

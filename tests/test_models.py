@@ -6,7 +6,7 @@ import pytest
 import torch
 import torchvision
 
-from cnnbench.models import build_model, model_names
+from cnnbench.models import argument_specs, build_model, check_model, check_model_args, model_arguments, model_names
 
 
 def n_params(m: torch.nn.Module) -> int:
@@ -193,3 +193,132 @@ def test_zero_init_residual_covers_resnext_blocks():
     blocks = [m for m in model.modules() if isinstance(m, ResNeXtBlock)]
     assert blocks and zero_init_residual(model) == len(blocks)
     assert all(b.bn3.weight.eq(0).all() and b.bn2.weight.eq(1).all() for b in blocks)
+
+
+# --- the registry's description of each builder's arguments ------------------------------------
+def _edges(spec) -> list:
+    """The values at the edges of an argument's declared range (the nearest accepted ones where a
+    bound is exclusive); for a list, all items at either edge and one of each."""
+    import math
+
+    if spec.kind is bool:
+        values = [False, True]
+    else:
+        step = (lambda x, d: math.nextafter(x, d)) if spec.kind is float else (lambda x, d: x + (1 if d > x else -1))
+        lo = spec.ge if spec.ge is not None else step(spec.gt, math.inf)
+        hi = spec.le if spec.le is not None else step(spec.lt, -math.inf)
+        values = [spec.kind(lo), spec.kind(hi)]
+    if spec.length is not None:
+        values = [[v] * spec.length for v in values] + [values + [values[-1]] * (spec.length - 2)]
+    return values
+
+
+EDGE_CASES = [(name, spec.name, value) for name in model_names() for spec in argument_specs(name).values()
+              for value in _edges(spec)]
+
+
+def test_every_builder_describes_every_argument():
+    import inspect
+
+    from cnnbench.models.registry import _REGISTRY
+
+    for name in model_names():
+        specs = argument_specs(name)
+        params = [p for p in inspect.signature(_REGISTRY[name].builder).parameters if p != "num_classes"]
+        assert list(specs) == params == model_arguments(name)
+        for arg, spec in specs.items():
+            assert spec.name == arg and spec.help and spec.kind in (bool, int, float)
+            assert spec.problem(spec.default) is None
+            assert spec.kind is bool or (spec.ge is not None or spec.gt is not None) and (
+                spec.le is not None or spec.lt is not None), f"{name}.{arg}: a number needs both bounds"
+
+
+@pytest.mark.parametrize("name, arg, value", EDGE_CASES, ids=[f"{n}-{a}={v}" for n, a, v in EDGE_CASES])
+def test_every_accepted_value_builds_and_runs(name, arg, value):
+    """What the config check accepts builds and runs forward, at the smallest image the schema allows
+    (datasets.butterflies.image_size 8 px: every conv is padded, so larger inputs only get larger maps)."""
+    check_model_args(name, {arg: value}, "model_args")
+    torch.manual_seed(0)
+    model = build_model(name, 3, **{arg: value}).eval()
+    with torch.no_grad():
+        out = model(torch.randn(2, 3, 8, 8))
+    assert out.shape == (2, 3) and torch.isfinite(out).all()
+
+
+@pytest.mark.parametrize("width_mult, bot_mul, group_width", [(1.5625, 1.0, 32), (0.78, 0.3, 7), (1.0, 0.7, 48)])
+def test_resnext_takes_the_largest_group_count_that_divides_odd_widths(width_mult, bot_mul, group_width):
+    from cnnbench.models.resnext import ResNeXtBlock
+
+    model = build_model("resnext18_4stage", 10, width_mult=width_mult, bot_mul=bot_mul,
+                        group_width=group_width).eval()
+    blocks = [m for m in model.modules() if isinstance(m, ResNeXtBlock)]
+    for b in blocks:
+        bot = b.conv2.in_channels
+        assert bot % b.groups == 0 and 1 <= b.groups <= max(1, bot // group_width)
+        assert not any(bot % g == 0 for g in range(b.groups + 1, max(1, bot // group_width) + 1))
+    assert any(b.conv2.in_channels // group_width != b.groups for b in blocks)  # an odd width was met
+    with torch.no_grad():
+        assert model(torch.randn(1, 3, 32, 32)).shape == (1, 10)
+
+
+@pytest.mark.parametrize(
+    "model, args, expected",
+    [
+        ("resnext18_3stage", {"dropout": 0.3},
+         ["m.model_args.dropout: expected a list of 2 numbers, each >= 0 and < 1, got 0.3 (float)",
+          "model 'resnext18_3stage'", "default [0.2, 0.4]"]),
+        ("mobilenet_v2", {"dropout": [0.2, 0.4]},
+         ["m.model_args.dropout: expected a number >= 0 and < 1, got [0.2, 0.4] (list)", "model 'mobilenet_v2'"]),
+        ("resnext18_4stage", {"dropout": [0.3, 1.0]},
+         ["m.model_args.dropout: [0.3, 1.0] is out of range; allowed: a list of 2 numbers, each >= 0 and < 1"]),
+        ("resnext18_4stage", {"dropout": [0.3]}, ["expected a list of 2 numbers", "got [0.3] (list)"]),
+        ("resnet18", {"width_mult": 0}, ["m.model_args.width_mult: 0 is out of range; allowed: > 0 and <= 4"]),
+        ("resnet18", {"width_mult": float("inf")}, ["width_mult: inf is out of range"]),
+        ("resnet18", {"width_mult": "half"}, ["expected a number > 0 and <= 4, got 'half' (str)"]),
+        ("resnet18_deep_stem", {"stem_stride": 2.0}, ["stem_stride: expected an integer >= 1 and <= 4, got 2.0"]),
+        ("resnet18_deep_stem", {"stem_stride": True}, ["stem_stride: expected an integer", "got True (bool)"]),
+        ("mobilenet_v2", {"cifar": "yes"}, ["cifar: expected true or false, got 'yes' (str)"]),
+        ("resnext18_5stage", {"group_width": 0}, ["group_width: 0 is out of range; allowed: >= 1 and <= 4096"]),
+        ("resnet18", {"stem_strde": 2}, ["m.model_args.stem_strde: model 'resnet18' does not take 'stem_strde'; "
+                                         "allowed keys: width_mult, stem_kernel_size"]),
+        ("resnet18_deep_stem", {"stem_strde": 2}, ["does not take 'stem_strde'", "did you mean stem_stride?"]),
+        ("resnet18", [0.5], ["m.model_args: expected a mapping"]),
+    ],
+)
+def test_check_model_args_names_the_key_and_what_is_allowed(model, args, expected):
+    from cnnbench.config import ConfigError
+
+    with pytest.raises(ConfigError) as info:
+        check_model_args(model, args, "m.model_args")
+    msg = str(info.value)
+    assert "\n" not in msg
+    for part in expected:
+        assert part in msg, f"{part!r} not in {msg!r}"
+
+
+def test_unknown_model_lists_the_registered_ones_and_the_closest():
+    from cnnbench.config import ConfigError
+
+    with pytest.raises(ConfigError, match=r"^v.model: 'resnet_18' is not allowed; allowed values: mobilenet_v2, "
+                                          r"resnet18, .*resnext18_5stage; did you mean resnet18\b"):
+        check_model("resnet_18", "v.model")
+    with pytest.raises(ConfigError, match=r"'mobilenet_v3' is not allowed.*did you mean mobilenet_v2\?"):
+        check_model("mobilenet_v3", "v.model")
+    with pytest.raises(ConfigError, match=r"^v.model: 'xyz' is not allowed; allowed values: [a-z0-9_, ]+$"):
+        check_model("xyz", "v.model")
+
+
+def test_build_model_refuses_what_the_check_refuses():
+    with pytest.raises(ValueError, match=r"model 'resnext18_3stage', argument dropout: expected a list of 2 numbers"):
+        build_model("resnext18_3stage", 10, dropout=0.3)
+    with pytest.raises(ValueError, match=r"model 'mobilenet_v2', argument dropout: expected a number"):
+        build_model("mobilenet_v2", 10, dropout=(0.2, 0.4))
+
+
+def test_a_builder_without_a_described_argument_is_refused_at_registration():
+    from cnnbench.models import register
+
+    with pytest.raises(TypeError, match="'depth' needs a default and an Annotated"):
+        @register("test_undescribed")
+        def undescribed(num_classes: int, depth: int = 18):  # pragma: no cover - never built
+            raise AssertionError

@@ -26,7 +26,8 @@ Compare CNN variants reproducibly. Each subcommand is one stage of the pipeline:
 
 Normally you do not call the stages yourself: `snakemake --cores 4` or `dvc repro` runs
 them in order and skips what is up to date. Every stage reads params.yaml (validated
-against workflow/schemas/params.schema.yaml) with the chosen profile applied.
+against workflow/schemas/params.schema.yaml, and model_args against each model builder's own
+description of its arguments) with the chosen profile applied.
 """
 
 EPILOG = """\
@@ -184,9 +185,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("models", help="table of every variant's network: parameters, FLOPs, output shape",
                        description="Build every variant's network (with the profile's model_args) and print "
                        "its parameter count, forward FLOPs for one image at the data set's resolution "
-                       "(torch.utils.flop_counter; a multiply-add counts as 2 FLOPs) and output shape.")
+                       "(torch.utils.flop_counter; a multiply-add counts as 2 FLOPs) and output shape. "
+                       "--arguments instead lists the model_args every registered model takes.")
     _common(p)
-    p.add_argument("--dataset", help="only variants of this data set")
+    p.add_argument("--dataset", help="only variants of this data set (a key of datasets in params.yaml)")
+    p.add_argument("--arguments", action="store_true",
+                   help="list every registered model's arguments (type and allowed values, default, meaning) "
+                   "instead of the table")
     p.add_argument("--json", type=Path, help="also write the table as JSON to this file")
     p.set_defaults(func=cmd_models)
 
@@ -386,6 +391,8 @@ def model_table(cfg: Config, dataset: str | None = None) -> list[dict]:
 
     from .models import build_model
 
+    if dataset is not None:
+        cfg.dataset(dataset)  # an unknown data set: a config error listing the known ones
     rows = []
     for name in cfg.variants_of(dataset) if dataset else cfg.variants:
         v = cfg.variant(name)
@@ -403,12 +410,31 @@ def model_table(cfg: Config, dataset: str | None = None) -> list[dict]:
     return rows
 
 
+def argument_table() -> list[str]:
+    """Every registered model's arguments as the registry describes them, one line each."""
+    from .models import argument_specs, model_names
+
+    lines = []
+    for name in model_names():
+        specs = list(argument_specs(name).values())
+        w_name = max((len(s.name) for s in specs), default=0)
+        w_allowed = max((len(s.allowed()) for s in specs), default=0)
+        w_default = max((len(json.dumps(s.default)) for s in specs), default=0)
+        lines.append(name)
+        lines += [f"  {s.name:<{w_name}}  {s.allowed():<{w_allowed}}  default {json.dumps(s.default):<{w_default}}  "
+                  f"{s.help}" for s in specs]
+    return lines
+
+
 def cmd_models(cfg: Config, args) -> None:
+    if args.arguments:
+        print("\n".join(argument_table()))
+        return
     rows = model_table(cfg, args.dataset)
     head = ("variant", "model", "input", "params", "GFLOPs", "output")
     cells = [(r["variant"], r["model"], r["input"], f"{r['params']:,}", f"{r['flops'] / 1e9:.3f}", r["output"])
              for r in rows]
-    widths = [max(len(h), *(len(c[i]) for c in cells)) for i, h in enumerate(head)]
+    widths = [max([len(h)] + [len(c[i]) for c in cells]) for i, h in enumerate(head)]
     right = {3, 4}
     fmt = lambda cols: "  ".join(c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(cols, widths)))
     print(f"profile {cfg.profile}: forward FLOPs of one image (multiply-add = 2 FLOPs)")
@@ -501,7 +527,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         cfg = load(args.params, profile=args.profile)
-        if getattr(args, "dataset", None) and args.command in ("download", "preprocess", "variants"):
+        if getattr(args, "dataset", None) and args.command in ("download", "preprocess", "variants", "models"):
             cfg.dataset(args.dataset)  # unknown data set: clear error before any work
         args.func(cfg, args)
     except ConfigError as exc:

@@ -73,6 +73,15 @@ CASES = {
                         f"{P}variants: unknown key 'imagenet'; allowed keys: butterflies, cifar10"),
     "model-arg-not-taken": (_variant("model_args", {"cifar": True}),
                             f"{P}{VK}.model_args.cifar: model 'resnet18_small_stem_3stage' does not take 'cifar'"),
+    # model_args are checked against each builder's own description of its arguments
+    "resnext-dropout-not-a-pair": (_set("variants.cifar10.resnext18_3stage-dropout35.model_args.dropout", 0.3),
+                                   f"{P}variants.cifar10.resnext18_3stage-dropout35.model_args.dropout: "
+                                   "expected a list of 2 numbers, each >= 0 and < 1, got 0.3 (float)"),
+    "mobilenet-dropout-pair": (_set("variants.cifar10.mobilenet_v2.model_args.dropout", [0.2, 0.4]),
+                               f"{P}variants.cifar10.mobilenet_v2.model_args.dropout: "
+                               "expected a number >= 0 and < 1, got [0.2, 0.4] (list)"),
+    "profile-width-out-of-range": (_set("profiles.smoke.model_args.width_mult", 0),
+                                   f"{P}profiles.smoke.model_args.width_mult: 0 is out of range; allowed: > 0 and <= 4"),
     "label-smoothing-too-big": (_set("recipes.lab.label_smoothing", 1.5), f"{P}recipes.lab.label_smoothing: 1.5 is out of range"),
     "device-unknown": (_set("profiles.smoke.train.device", "gpu"),
                        f"{P}profiles.smoke.train.device: 'gpu' does not match the required pattern"),

@@ -3,11 +3,21 @@
 from torch import nn
 
 from .mobilenetv2 import InvertedResidual
-from .registry import build_model, model_arguments, model_names, register
+from .registry import (
+    ArgSpec,
+    argument_specs,
+    build_model,
+    check_model,
+    check_model_args,
+    model_arguments,
+    model_names,
+    register,
+)
 from .resnet import BasicBlock
 from .resnext import ResNeXtBlock
 
-__all__ = ["build_model", "model_arguments", "model_names", "register", "residual_branch_norms", "zero_init_residual"]
+__all__ = ["ArgSpec", "argument_specs", "build_model", "check_model", "check_model_args", "model_arguments",
+           "model_names", "register", "residual_branch_norms", "zero_init_residual"]
 
 
 def residual_branch_norms(model: nn.Module) -> list[nn.BatchNorm2d]:
