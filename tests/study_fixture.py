@@ -115,7 +115,7 @@ def make_study(root: Path, *, profile: str = "smoke", seeds: list[int] | None = 
     for index, variant in enumerate(cfg.variants):
         for recipe in cfg.recipes:
             for seed in cfg.seeds:
-                spec = cfg.variant(variant, recipe, seed)
+                spec = cfg.variant(variant)
                 dataset = spec["dataset"]
                 if dataset == "cifar10":
                     classes = [f"class {i}" for i in range(10)]

@@ -84,10 +84,10 @@ def test_in_fresh_process_returns_the_answer_or_the_child_error():
 
 
 def test_reference_transform_is_the_reports_pipeline(cfg):
-    t = bench.reference_transform(cfg.variant("cifar10-resnet18")["train"], 32)
+    t = bench.reference_transform(cfg.run("cifar10-resnet18").train, 32)
     names = [type(x).__name__ for x in t.transforms]
     assert names == ["RandomCrop", "RandomHorizontalFlip", "ToTensor", "Normalize"]
-    t = bench.reference_transform(cfg.variant("butterflies-resnet18")["train"], 224)
+    t = bench.reference_transform(cfg.run("butterflies-resnet18").train, 224)
     assert [type(x).__name__ for x in t.transforms][0] == "RandomResizedCrop"
 
 

@@ -46,7 +46,7 @@ def _snakemake_commands(repo: Path, env: dict) -> list[str]:
     proc = subprocess.run(["snakemake", "-n", "-p", "--forceall", "--cores", "1", "--config", "profile=smoke"],
                           cwd=repo, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    commands = re.findall(r"^\s*(cnnbench --profile smoke (?:train|evaluate) .*?)\s*> logs/\S+ 2>&1\s*$",
+    commands = re.findall(r"^(?:Shell command: )?\s*(cnnbench --profile smoke (?:train|evaluate) .*?)\s*> logs/\S+ 2>&1\s*$",
                           proc.stdout + proc.stderr, flags=re.M)
     return sorted(" ".join(c.split()) for c in commands)
 
@@ -70,3 +70,48 @@ def test_every_train_and_evaluate_job_runs_the_same_command_under_both_drivers(t
     for variant, recipe, seed in runs:
         assert (f"cnnbench --profile smoke train --variant {variant} --recipe {recipe} --seed {seed} --data "
                 f"data/prepared/{variant.split('-')[0]} --out results/runs/{variant}/{recipe}/seed{seed}") in snake
+
+
+@pytest.mark.parametrize("profile", ["full", "quick", "smoke"])
+def test_exp_run_sets_the_profile_and_its_seeds_so_the_dvc_stages_are_the_profiles_runs(profile, tmp_path):
+    import yaml
+
+    from cnnbench.cli import exp_run_command
+    from cnnbench.config import from_raw
+
+    cmd = exp_run_command(load(REPO / "params.yaml", profile=profile), ["--", "--name", "try"])
+    assert cmd[:3] == ["dvc", "exp", "run"] and cmd[3::2][:2] == ["-S", "-S"] and cmd[-2:] == ["--name", "try"]
+    sets = dict(arg.split("=", 1) for arg in cmd[4:8:2])
+    raw = yaml.safe_load((REPO / "params.yaml").read_text())
+    raw.update(profile=sets["profile"], seeds=yaml.safe_load(sets["seeds"]))  # what `-S` does to params.yaml
+    cfg = from_raw(raw, REPO / "params.yaml")
+    written = pipeline.write_specs(cfg, tmp_path / "specs")
+    assert len(written) == len(cfg.runs) + 2 * len(cfg.raw["datasets"])
+    if profile != "full":  # the profile alone, as `dvc exp run -S profile=...` would leave it: refused at once
+        raw["seeds"] = [0, 1, 2]
+        with pytest.raises(ConfigError, match=rf"cnnbench exp-run --profile {profile}"):
+            pipeline.write_specs(from_raw(raw, REPO / "params.yaml"), tmp_path / "specs")
+
+
+def test_make_dvc_study_runs_the_profile_through_exp_run():
+    out = subprocess.run(["make", "-n", "dvc-study", "PROFILE=smoke"], cwd=REPO, capture_output=True, text=True)
+    assert out.returncode == 0 and "cnnbench --profile smoke exp-run" in out.stdout, out.stdout + out.stderr
+
+
+def test_specs_keeps_unchanged_files_and_removes_runs_no_longer_in_the_study(tmp_path):
+    import yaml
+
+    from cnnbench.config import from_raw
+
+    raw = yaml.safe_load((REPO / "params.yaml").read_text())
+    cfg = from_raw(dict(raw, profile="smoke", seeds=[0]), REPO / "params.yaml")
+    first = pipeline.write_specs(cfg, tmp_path)
+    spec = tmp_path / "runs/cifar10-resnet18/lab/seed0.json"
+    stamp = spec.stat().st_mtime_ns
+    extra = tmp_path / "runs/gone/lab/seed0.json"
+    extra.parent.mkdir(parents=True)
+    extra.write_text("{}")
+    assert pipeline.write_specs(cfg, tmp_path) == first
+    assert spec.stat().st_mtime_ns == stamp and not extra.exists()
+    doc = __import__("json").loads(spec.read_text())
+    assert doc["hash"] == cfg.run("cifar10-resnet18", "lab", 0).hash and doc["run"] == "cifar10-resnet18/lab/seed0"

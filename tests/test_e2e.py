@@ -2,12 +2,16 @@
 
 Each driver runs in its own temporary copy of the repository (a git repo, for DVC). The tests
 check: every output exists and the report names every variant; a second run does nothing;
-changing one variant's learning rate plans exactly that variant's train and evaluate plus plot
-and report; `dvc exp show --csv` lists params and test accuracy per variant.
+changing one variant's learning rate reruns exactly that variant's train and evaluate plus the
+stages after them; a lab-report figure or a description retrains nothing; both drivers ran the
+same command with the same run hash for every job; under DVC every module a stage's command
+imported is among its deps, and a change to one makes the stages that import it stale;
+`dvc exp show --csv` lists params and test accuracy per variant.
 """
 
 from __future__ import annotations
 
+import base64
 import csv
 import io
 import json
@@ -17,6 +21,7 @@ import shutil
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -84,6 +89,34 @@ def change_one_lr(repo: Path) -> None:
     train = doc["variants"]["cifar10"][CHANGED_VARIANT.split("-", 1)[1]].setdefault("train", {})
     train.setdefault("optimizer", {})["lr"] = 0.02
     (repo / "params.yaml").write_text(yaml.safe_dump(doc, sort_keys=False))
+
+
+def edit_lab_report(doc: dict) -> None:
+    doc["variants"]["cifar10"]["resnet18"]["lab_report"][0]["accuracy"] = 84.0  # a corrected figure
+
+
+def edit_descriptions(doc: dict) -> None:
+    for profile in doc["profiles"].values():
+        profile["description"] = "edited"
+    doc["variants"]["butterflies"]["resnet18-unfiltered"]["description"] = "edited"
+
+
+@contextmanager
+def params_edited(repo: Path, *edits):
+    """params.yaml with ``edits`` applied, restored afterwards."""
+    original = (repo / "params.yaml").read_text()
+    doc = yaml.safe_load(original)
+    for edit in edits:
+        edit(doc)
+    (repo / "params.yaml").write_text(yaml.safe_dump(doc, sort_keys=False))
+    try:
+        yield
+    finally:
+        (repo / "params.yaml").write_text(original)
+
+
+def ran_stages(dvc_output: str) -> list[str]:
+    return sorted(re.findall(r"Running stage '([^']+)'", dvc_output))
 
 
 def assert_study_complete(repo: Path) -> None:
@@ -173,6 +206,23 @@ def test_snakemake_second_run_does_nothing(snakemake_study):
     assert "Nothing to be done" in out.stdout + out.stderr
 
 
+def _planned(repo: Path, env: dict) -> list[str]:
+    out = sh(["snakemake", "-n", "--cores", "2", "--config", "profile=smoke"], repo, env)
+    return [j for j in planned_jobs(out.stdout + out.stderr) if j != "all"]  # `all` is the no-op target
+
+
+def test_snakemake_lab_report_edit_reruns_only_what_shows_it(snakemake_study):
+    repo, env = snakemake_study
+    with params_edited(repo, edit_lab_report):
+        assert _planned(repo, env) == ["plot", "report"]  # the figures draw it, the report prints it
+
+
+def test_snakemake_description_edits_retrain_nothing(snakemake_study):
+    repo, env = snakemake_study
+    with params_edited(repo, edit_descriptions):
+        assert _planned(repo, env) == ["report"]
+
+
 def test_snakemake_one_variant_change_reruns_exactly_its_jobs(snakemake_study):
     repo, env = snakemake_study
     change_one_lr(repo)
@@ -199,6 +249,9 @@ def test_snakemake_rejects_bad_config_before_any_job(snakemake_study, tmp_path):
 def dvc_study(tmp_path_factory, mirror):
     repo = copy_repo(tmp_path_factory.mktemp("dvc-study"))
     env = env_for(mirror)
+    # every cnnbench process logs the modules it imported (test_dvc_stage_deps_hold_every_module_...)
+    env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).parent / "importlog"), env.get("PYTHONPATH", "")])
+    env["CNNBENCH_IMPORT_LOG"] = str(repo / "imports.jsonl")
     t0 = time.perf_counter()
     sh(["dvc", "repro"], repo, env)
     print(f"\nsmoke study under dvc repro: {time.perf_counter() - t0:.1f} s wall")
@@ -239,13 +292,83 @@ def test_dvc_exp_show_lists_params_and_accuracy(dvc_study):
     assert workspace.get("train.optimizer.lr", workspace.get("params.yaml:train.optimizer.lr")) == "0.01"
 
 
+def test_dvc_stage_deps_hold_every_module_its_command_imported(dvc_study):
+    """Every cnnbench process of the study logged the cnnbench modules it had imported (see
+    importlog/sitecustomize.py); each must be a dep of the stage that ran it."""
+    repo, _ = dvc_study
+    stages = yaml.safe_load((repo / "dvc.yaml").read_text())["stages"]
+
+    def deps_of(command: str) -> set[str]:
+        name = command.split()[3]  # cnnbench --profile smoke <stage> ...
+        stage = stages.get(name) or stages.get(f"{name}-{command.split('--data data/prepared/')[-1].split()[0]}")
+        return set((stage.get("do") or stage)["deps"])
+
+    records = [json.loads(line) for line in (repo / "imports.jsonl").read_text().splitlines()]
+    commands = {" ".join(r["argv"]).split(" ", 1)[1] for r in records}
+    assert {c.split()[3] for c in commands} == {"download", "preprocess", "specs", "train", "evaluate", "aggregate",
+                                                "plot", "report"}
+    for r in records:
+        command = "cnnbench " + " ".join(r["argv"][1:])
+        missing = {m for m in r["modules"] if m.startswith("src/cnnbench/")} - deps_of(command)
+        assert not missing, f"{command} imported {sorted(missing)}, which its stage does not list as deps"
+
+
+def test_dvc_module_change_makes_the_stages_that_import_it_stale(dvc_study):
+    repo, env = dvc_study
+    engine = repo / "src/cnnbench/engine.py"
+    original = engine.read_text()
+    engine.write_text(original + "\n# an edit\n")
+    try:
+        stale = set(json.loads(sh(["dvc", "status", "--json"], repo, env).stdout))
+    finally:
+        engine.write_text(original)
+    expected = set()
+    for variant, recipe, seed in study_of(repo).runs:
+        dataset, name = variant.split("-", 1)
+        expected |= {f"train-{dataset}@{name}-{recipe}-{seed}", f"evaluate-{dataset}@{name}-{recipe}-{seed}"}
+    assert len(expected) == 68 and stale == expected  # not download, preprocess, specs, aggregate, plot, report
+
+
+def test_dvc_report_only_edits_retrain_nothing(dvc_study):
+    repo, env = dvc_study
+    with params_edited(repo, edit_lab_report, edit_descriptions):
+        out = sh(["dvc", "repro"], repo, env)
+    # the specs stage reruns (its params changed) and rewrites no run's file; only what shows the edits follows
+    assert ran_stages(out.stdout) == ["aggregate", "plot", "report", "specs"], out.stdout
+    sh(["dvc", "repro"], repo, env)  # back to the committed params
+
+
+def _snakemake_record(repo: Path, output: str) -> dict:
+    """Snakemake's own record of the job that made ``output`` (its file persistence backend)."""
+    name = base64.urlsafe_b64encode(output.encode()).decode()
+    return json.loads((repo / ".snakemake" / "metadata" / name).read_text())
+
+
+def test_both_drivers_ran_the_same_command_with_the_same_run_hash(snakemake_study, dvc_study):
+    (snake, _), (dvc, _) = snakemake_study, dvc_study
+    lock = yaml.safe_load((dvc / "dvc.lock").read_text())["stages"]
+    runs = study_of(dvc).runs
+    for variant, recipe, seed in runs:
+        dataset, name = variant.split("-", 1)
+        run = f"results/runs/{variant}/{recipe}/seed{seed}"
+        spec = json.loads((dvc / "results/specs/runs" / variant / recipe / f"seed{seed}.json").read_text())
+        for kind, output in (("train", "model.pt"), ("evaluate", "metrics.json")):
+            record = _snakemake_record(snake, f"{run}/{output}")
+            snake_cmd = re.sub(r"\s*>\s*logs/\S+ 2>&1\s*$", "", record["shellcmd"]).split()
+            assert snake_cmd == lock[f"{kind}-{dataset}@{name}-{recipe}-{seed}"]["cmd"].split()
+            assert spec["hash"] in record["params"]  # the rule's params: the run's hash
+        for repo in (snake, dvc):
+            assert json.loads((repo / run / "train.json").read_text())["settings_hash"] == spec["hash"]
+    assert len(runs) == 34
+
+
 def test_dvc_one_variant_change_reruns_exactly_its_stages(dvc_study):
     repo, env = dvc_study
     change_one_lr(repo)
-    status = json.loads(sh(["dvc", "status", "--json"], repo, env).stdout)
+    out = sh(["dvc", "repro"], repo, env)
     name = CHANGED_VARIANT.split("-", 1)[1]
     stages = [f"{kind}-cifar10@{name}-{recipe}-0" for kind in ("train", "evaluate") for recipe in ("lab", "fast")]
-    assert sorted(status) == sorted([*stages, "aggregate", "plot", "report"])
+    assert ran_stages(out.stdout) == sorted([*stages, "specs", "aggregate", "plot", "report"]), out.stdout
 
 
 def test_dvc_plots_show_renders_every_run(dvc_study, tmp_path):

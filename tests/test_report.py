@@ -132,13 +132,13 @@ def test_number_formats():
 
 
 def test_report_command_and_reproduce_line(tmp_path):
-    study = make_study(tmp_path, seeds=[0, 1])  # not the top-level seeds: DVC needs them set too
+    study = make_study(tmp_path, seeds=[0, 1])  # not the top-level seeds: exp-run sets them for DVC
     fake_figures(study.plots)
     assert main(["report", "--params", str(study.params), "--summary", str(study.summary), "--plots",
                  str(study.plots), "--runs", str(study.runs), "--prepared", str(study.prepared), "--out",
                  str(study.report), "--driver", "dvc"]) == 0
     html = (study.report / "report.html").read_text()
-    assert "dvc exp run -S profile=smoke -S &#39;seeds=[0, 1]&#39;" in html
+    assert "cnnbench --profile smoke exp-run" in html
     assert reproduce_command(study.cfg, "snakemake") == "snakemake --cores 4 --config profile=smoke"
 
 

@@ -17,7 +17,8 @@ from cnnbench.config import load
 from cnnbench.data import packed
 from cnnbench.evaluate import ModelMismatch, evaluate_variant
 from cnnbench.spec import OptimizerSpec, ScheduleSpec
-from cnnbench.train import CheckpointMismatch, TrainingDiverged, lr_factor, train_variant
+from cnnbench.checkpoint import CheckpointMismatch
+from cnnbench.train import TrainingDiverged, lr_factor, train_variant
 
 REPO = Path(__file__).resolve().parents[1]
 CIFAR_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]

@@ -510,7 +510,8 @@ def _user_errors() -> tuple[type[BaseException], ...]:
 
     from .data.fetch import DownloadError
     from .evaluate import ModelMismatch
-    from .train import CheckpointError, TrainingDiverged
+    from .checkpoint import CheckpointError
+    from .train import TrainingDiverged
 
     return (FileNotFoundError, ValueError, DownloadError, TrainingDiverged, CheckpointError, ModelMismatch,
             pickle.UnpicklingError, zipfile.BadZipFile, tarfile.TarError)

@@ -289,6 +289,7 @@ class Config:
         return canonical_hash(
             {
                 "profile": self.profile,
+                "profile_settings": self.profile_block,  # its description is in the report
                 "datasets": {d: self.dataset(d) for d in self.raw["datasets"]},
                 "runs": {f"{v}/{r}/seed{s}": self.run(v, r, s).hash for v, r, s in self.runs},
                 "variants": {v: self.variant(v) for v in self.variants},

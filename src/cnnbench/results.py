@@ -1,14 +1,12 @@
-"""Read what the train and evaluate stages wrote for each variant (input of plot and report)."""
+"""Read what the train stage wrote (history.csv), and the helpers aggregate, plot and report share."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pandas as pd
 
 HISTORY_COLUMNS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc")
-METRICS_KEYS = ("test_top1", "params", "epochs", "device")
 
 DATASET_TITLES = {"cifar10": "CIFAR-10", "butterflies": "Butterflies & moths"}
 
@@ -49,42 +47,3 @@ def read_history(path: Path, variant: str) -> pd.DataFrame:
     if history.empty:
         raise ValueError(f"{path}: no epochs recorded; re-run `{train}`")
     return history
-
-
-def load_run(name: str, spec: dict, run_dir: Path) -> dict:
-    """Load one variant's run directory; errors name the file and the stage that writes it."""
-    train, evaluate = f"cnnbench train --variant {name}", f"cnnbench evaluate --variant {name}"
-    history = read_history(run_dir / "history.csv", name)
-    metrics_path = need_file(run_dir / "metrics.json", evaluate)
-    confusion_path = need_file(run_dir / "confusion.csv", evaluate)
-    metrics = json.loads(metrics_path.read_text())
-    missing = [k for k in METRICS_KEYS if k not in metrics]
-    if missing:
-        raise ValueError(f"{metrics_path}: no key(s) {', '.join(missing)}; re-run `{evaluate}`")
-    # A run left over from an earlier configuration must not be reported under the new one.
-    if metrics.get("dataset", spec["dataset"]) != spec["dataset"]:
-        raise ValueError(f"{metrics_path}: evaluated on {metrics['dataset']!r} but variant {name!r} "
-                         f"now uses {spec['dataset']!r}; re-run `{train}` and `{evaluate}`")
-    confusion = pd.read_csv(confusion_path, index_col=0)
-    return {"variant": name, "dataset": spec["dataset"], "spec": spec,
-            "history": history, "metrics": metrics, "confusion": confusion}
-
-
-def load_runs(variants: dict[str, dict], results_dir: Path) -> list[dict]:
-    """One dict per variant, in the given order.
-
-    Each holds ``variant``, ``dataset``, ``spec`` (the variant's settings), ``history``
-    (DataFrame of history.csv), ``metrics`` (metrics.json) and ``confusion`` (DataFrame,
-    rows = true class, columns = predicted class), read from ``results_dir/<variant>/``.
-    """
-    if not variants:
-        raise ValueError("no variants to load: the configuration lists none")
-    return [load_run(name, spec, Path(results_dir) / name) for name, spec in variants.items()]
-
-
-def by_dataset(runs: list[dict]) -> dict[str, list[dict]]:
-    """Runs grouped by data set, both in first-seen order."""
-    out: dict[str, list[dict]] = {}
-    for run in runs:
-        out.setdefault(run["dataset"], []).append(run)
-    return out

@@ -24,7 +24,6 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -34,8 +33,6 @@ from . import __version__
 from .atomic import atomic_write_text
 from .augment import ResizedCropFlip, augment_batch, augment_kernel, make_augmenter, normalize
 from .checkpoint import (
-    CheckpointError,  # noqa: F401 - raised through this module's API (cli, tests)
-    CheckpointMismatch,  # noqa: F401
     atomic_torch_save,
     checkpoint_path,
     load_checkpoint,
@@ -279,11 +276,11 @@ def check_finite_loss(first_bad: torch.Tensor, spec: RunSpec, epoch: int) -> Non
 
 
 def check_finite_weights(trainer: Trainer, spec: RunSpec, epoch: int, last_step: int) -> None:
-    """The weights after an epoch's last step (a non-finite update earlier in the epoch already
-    made a later step's loss non-finite): nothing non-finite may reach a checkpoint."""
-    tensors = [p.detach() for p in trainer.model.parameters()]
-    if trainer.ema is not None:
-        tensors += [t.detach() for t in trainer.ema.module.state_dict().values() if t.is_floating_point()]
+    """The weights and buffers (BatchNorm statistics) after an epoch's last step, the EMA's too: a
+    non-finite update earlier in the epoch already made a later step's loss non-finite, and nothing
+    non-finite may reach a checkpoint."""
+    modules = [trainer.model] + ([trainer.ema.module] if trainer.ema is not None else [])
+    tensors = [t.detach() for m in modules for t in m.state_dict().values() if t.is_floating_point()]
     if not bool(torch.stack([torch.isfinite(t).all() for t in tensors]).all()):  # one host sync
         raise diverged("the weights", spec, epoch, last_step)
 

@@ -34,7 +34,6 @@ log = logging.getLogger("cnnbench.cifar10")
 TRAIN_BATCHES = tuple(f"data_batch_{i}" for i in range(1, 6))
 TEST_BATCH = "test_batch"
 META = "batches.meta"
-IMAGE_SHAPE = (32, 32, 3)
 _MAX_MEMBER_BYTES = 256 * 1024 * 1024  # an official batch is ~31 MB; refuse absurd members
 _OFFICIAL = {"train": 50000, "test": 10000}
 
