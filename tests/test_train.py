@@ -13,6 +13,7 @@ import torch
 from cnnbench import train as train_mod
 from cnnbench.config import load
 from cnnbench.data import packed
+from cnnbench.errors import DataError
 from cnnbench.evaluate import ModelMismatch, evaluate_variant
 from cnnbench.train import CheckpointMismatch, TrainingDiverged, lr_factor, train_variant
 
@@ -138,7 +139,7 @@ def test_nan_loss_stops_with_epoch_and_step_and_writes_nothing(cfg, prepared, tm
 
 def test_batch_larger_than_dataset_is_an_error(cfg, prepared, tmp_path):
     cfg.raw["profiles"]["smoke"]["train"]["batch_size"] = 1000
-    with pytest.raises(ValueError, match="batch_size 1000 is larger than the 160 training images"):
+    with pytest.raises(DataError, match="batch_size 1000 is larger than the 160 training images"):
         run(cfg, prepared, tmp_path / "run")
 
 

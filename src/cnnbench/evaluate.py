@@ -8,12 +8,13 @@ from pathlib import Path
 
 import torch
 
-from .config import Config, canonical_hash
 from .atomic import atomic_write_text
+from .config import Config, canonical_hash
 from .data import packed
+from .errors import DataError, ModelMismatch
 from .models import build_model
+from .results import read_json
 from .train import (
-    CheckpointError,
     DeviceData,
     Engine,
     configure_determinism,
@@ -26,13 +27,9 @@ from .train import (
 log = logging.getLogger("cnnbench.evaluate")
 
 
-class ModelMismatch(CheckpointError):
-    """model.pt was trained for another variant, data set or settings."""
-
-
 def load_trained(model_path: Path, variant: dict) -> tuple[torch.nn.Module, dict]:
     if not model_path.exists():
-        raise FileNotFoundError(f"{model_path}: no trained model; run `cnnbench train --variant {variant['variant']}` first")
+        raise DataError(f"{model_path}: no trained model; run `cnnbench train --variant {variant['variant']}` first")
     retrain = f"Retrain it: `cnnbench train --variant {variant['variant']}`."
     blob = load_plain(model_path, "trained model", retrain)
     if blob.get("variant") != variant["variant"] or blob.get("dataset") != variant["dataset"]:
@@ -78,7 +75,7 @@ def evaluate_variant(cfg: Config, name: str, prepared_dir: Path, run_dir: Path, 
         c: (confusion[i, i].item() / per_class_total[i].item()) if per_class_total[i] > 0 else None
         for i, c in enumerate(classes)
     }
-    train_summary = json.loads((run_dir / "train.json").read_text())
+    train_summary = read_json(run_dir / "train.json", f"cnnbench train --variant {name}")
     metrics = {
         "variant": name,
         "dataset": variant["dataset"],

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from .errors import DataError
+
 HISTORY_COLUMNS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc")
 METRICS_KEYS = ("test_top1", "params", "epochs", "device")
 
@@ -33,21 +35,39 @@ def lab_rows(spec: dict) -> list[dict]:
 
 
 def need_file(path: Path, stage: str) -> Path:
-    """``path`` if it is a file, else an error that names it and the stage that writes it."""
+    """``path`` if it is a file, else a DataError that names it and the stage that writes it."""
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: missing; it is written by `{stage}`")
+        raise DataError(f"{path}: missing; it is written by `{stage}`")
     return path
+
+
+def read_json(path: Path, stage: str):
+    """The JSON in ``path`` (written by ``stage``); a DataError names the file and the stage to re-run
+    when it is missing or not valid JSON."""
+    try:
+        return json.loads(need_file(Path(path), stage).read_text(encoding="utf-8"))
+    except ValueError as e:  # JSONDecodeError, UnicodeDecodeError
+        raise DataError(f"{path}: not valid JSON ({e}); re-run `{stage}`") from e
+
+
+def read_table(path: Path, stage: str, **kwargs) -> pd.DataFrame:
+    """``pandas.read_csv(path, **kwargs)`` of a CSV written by ``stage``; a DataError names the file and
+    the stage to re-run when it is missing or not readable CSV."""
+    try:
+        return pd.read_csv(need_file(Path(path), stage), **kwargs)
+    except (ValueError, pd.errors.ParserError, pd.errors.EmptyDataError) as e:
+        raise DataError(f"{path}: not readable CSV ({type(e).__name__}: {e}); re-run `{stage}`") from e
 
 
 def read_history(path: Path, variant: str) -> pd.DataFrame:
     """A run's history.csv, checked for the columns the later stages read."""
     train = f"cnnbench train --variant {variant}"
-    history = pd.read_csv(need_file(Path(path), train))
+    history = read_table(Path(path), train)
     missing = [c for c in HISTORY_COLUMNS if c not in history.columns]
     if missing:
-        raise ValueError(f"{path}: no column(s) {', '.join(missing)}; re-run `{train}`")
+        raise DataError(f"{path}: no column(s) {', '.join(missing)}; re-run `{train}`")
     if history.empty:
-        raise ValueError(f"{path}: no epochs recorded; re-run `{train}`")
+        raise DataError(f"{path}: no epochs recorded; re-run `{train}`")
     return history
 
 
@@ -55,17 +75,18 @@ def load_run(name: str, spec: dict, run_dir: Path) -> dict:
     """Load one variant's run directory; errors name the file and the stage that writes it."""
     train, evaluate = f"cnnbench train --variant {name}", f"cnnbench evaluate --variant {name}"
     history = read_history(run_dir / "history.csv", name)
-    metrics_path = need_file(run_dir / "metrics.json", evaluate)
-    confusion_path = need_file(run_dir / "confusion.csv", evaluate)
-    metrics = json.loads(metrics_path.read_text())
+    metrics_path = run_dir / "metrics.json"
+    metrics = read_json(metrics_path, evaluate)
+    if not isinstance(metrics, dict):
+        raise DataError(f"{metrics_path}: not a JSON object; re-run `{evaluate}`")
     missing = [k for k in METRICS_KEYS if k not in metrics]
     if missing:
-        raise ValueError(f"{metrics_path}: no key(s) {', '.join(missing)}; re-run `{evaluate}`")
+        raise DataError(f"{metrics_path}: no key(s) {', '.join(missing)}; re-run `{evaluate}`")
     # A run left over from an earlier configuration must not be reported under the new one.
     if metrics.get("dataset", spec["dataset"]) != spec["dataset"]:
-        raise ValueError(f"{metrics_path}: evaluated on {metrics['dataset']!r} but variant {name!r} "
-                         f"now uses {spec['dataset']!r}; re-run `{train}` and `{evaluate}`")
-    confusion = pd.read_csv(confusion_path, index_col=0)
+        raise DataError(f"{metrics_path}: evaluated on {metrics['dataset']!r} but variant {name!r} "
+                        f"now uses {spec['dataset']!r}; re-run `{train}` and `{evaluate}`")
+    confusion = read_table(run_dir / "confusion.csv", evaluate, index_col=0)
     return {"variant": name, "dataset": spec["dataset"], "spec": spec,
             "history": history, "metrics": metrics, "confusion": confusion}
 

@@ -38,16 +38,7 @@ log = logging.getLogger("cnnbench.train")
 HISTORY_COLUMNS = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds", "peak_memory_mb"]
 
 
-class TrainingDiverged(RuntimeError):
-    """The loss became NaN or infinite."""
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint or model file cannot be used: unreadable, not plain data, or another run's."""
-
-
-class CheckpointMismatch(CheckpointError):
-    """A checkpoint belongs to another variant or data set."""
+from .errors import CheckpointError, CheckpointMismatch, DataError, TrainingDiverged  # noqa: E402 - importable from here too
 
 
 # --- small utilities --------------------------------------------------------------------
@@ -400,9 +391,9 @@ def load_training_data(variant: dict, prepared_dir: Path, device: torch.device) 
         idx = torch.randperm(len(y_tr), generator=g)[: settings["train_limit"]].sort().values.numpy()
         x_tr, y_tr = x_tr[idx], y_tr[idx]
     if len(y_tr) == 0:
-        raise ValueError(f"{prepared_dir}: no training images left for variant {variant['variant']!r}")
+        raise DataError(f"{prepared_dir}: no training images left for variant {variant['variant']!r}")
     if settings["batch_size"] > len(y_tr):
-        raise ValueError(
+        raise DataError(
             f"train.batch_size {settings['batch_size']} is larger than the {len(y_tr)} training images of "
             f"variant {variant['variant']!r}; lower batch_size or raise train_limit"
         )

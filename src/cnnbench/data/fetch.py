@@ -37,6 +37,7 @@ from typing import IO, Any
 from tqdm import tqdm
 
 from cnnbench.data.packed import replace_dir, staging_dir
+from cnnbench.errors import ChecksumError, ConfigError, DataError, DownloadError
 
 __all__ = [
     "locate_archive",
@@ -60,14 +61,6 @@ TIMEOUT_S = 60.0  # seconds for connect and for each read; a stalled server fail
 _CHUNK = 1 << 20
 _USER_AGENT = "cnnbench-fetch/0.1 (+python-urllib)"
 _ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)  # earliest DOS timestamp: fixed so repacked zips are reproducible
-
-
-class DownloadError(RuntimeError):
-    """An archive could not be obtained or failed its checksum."""
-
-
-class ChecksumError(DownloadError):
-    """A file's checksum differs from the expected one (the message gives both)."""
 
 
 # --------------------------------------------------------------------------- checksums
@@ -137,7 +130,7 @@ def resolve_mirror(param_value: str | None) -> Path | None:
     against the current working directory.
 
     Raises:
-        NotADirectoryError: the configured mirror is not an existing directory.
+        ConfigError: the configured mirror is not an existing directory.
     """
     env = os.environ.get(MIRROR_ENV, "").strip()
     if env:
@@ -150,7 +143,7 @@ def resolve_mirror(param_value: str | None) -> Path | None:
     if not path.is_absolute():
         path = Path.cwd() / path
     if not path.is_dir():
-        raise NotADirectoryError(
+        raise ConfigError(
             f"data mirror {value!r} from {origin} (resolved to {path}) is not a directory; "
             f"point {origin} at a folder laid out as <mirror>/<dataset>/<file> with a SHA256SUMS, "
             "or unset it to download from the official sources"
@@ -166,7 +159,7 @@ def read_sha256sums(mirror: Path) -> dict[str, str]:
 
     Raises:
         FileNotFoundError: no SHA256SUMS in the mirror.
-        ValueError: a malformed line (the message names file and line number).
+        DownloadError: a malformed line (the message names file and line number).
     """
     sums_path = Path(mirror) / "SHA256SUMS"
     text = sums_path.read_text(encoding="utf-8")
@@ -178,7 +171,7 @@ def read_sha256sums(mirror: Path) -> dict[str, str]:
             continue
         m = line_re.match(line)
         if not m:
-            raise ValueError(
+            raise DownloadError(
                 f"{sums_path}:{lineno}: malformed line {line!r}; expected '<64 hex digits>  <path>' "
                 "as written by `sha256sum`"
             )
@@ -423,7 +416,7 @@ def fetch_dataset(name: str, ds_cfg: Mapping[str, Any], out_dir: Path, mirror: P
     out_dir = Path(out_dir)
     filename = ds_cfg.get("filename")
     if not isinstance(filename, str) or not filename or "/" in filename or "\\" in filename or filename in (".", ".."):
-        raise ValueError(f"datasets.{name}.source.filename must be a plain file name, got {filename!r}")
+        raise ConfigError(f"datasets.{name}.source.filename must be a plain file name, got {filename!r}")
     tmp = staging_dir(out_dir)
     dest = tmp / filename
     try:
@@ -523,17 +516,17 @@ def read_source(raw_dir: Path, dataset: str) -> dict[str, Any]:
     """Read the ``source.json`` that `fetch_dataset` wrote into `raw_dir`.
 
     Raises:
-        FileNotFoundError: it is missing (the message says to run the download stage).
+        DataError: it is missing or not a JSON object (the message says to run the download stage).
     """
     path = Path(raw_dir) / "source.json"
     if not path.is_file():
-        raise FileNotFoundError(f"{path} not found; run `cnnbench download --dataset {dataset}` first")
+        raise DataError(f"{path} not found; run `cnnbench download --dataset {dataset}` first")
     try:
         source = json.loads(path.read_text(encoding="utf-8"))
     except ValueError as e:
-        raise ValueError(f"{path} is not valid JSON ({e}); run `cnnbench download --dataset {dataset}` again") from e
+        raise DataError(f"{path} is not valid JSON ({e}); run `cnnbench download --dataset {dataset}` again") from e
     if not isinstance(source, dict):
-        raise ValueError(f"{path} must hold a JSON object; run `cnnbench download --dataset {dataset}` again")
+        raise DataError(f"{path} must hold a JSON object; run `cnnbench download --dataset {dataset}` again")
     return source
 
 
@@ -541,10 +534,10 @@ def locate_archive(raw_dir: Path, cfg: Mapping[str, Any], dataset: str) -> Path:
     """The downloaded archive ``raw_dir/<filename>``; errors say which key or stage to fix."""
     filename = cfg.get("filename")
     if not isinstance(filename, str) or not filename:
-        raise ValueError(
+        raise ConfigError(
             f"datasets.{dataset}.source.filename (the archive's file name) is missing or empty in {dict(cfg)!r}"
         )
     archive = Path(raw_dir) / filename
     if not archive.is_file():
-        raise FileNotFoundError(f"{archive} not found; run `cnnbench download --dataset {dataset}` first")
+        raise DataError(f"{archive} not found; run `cnnbench download --dataset {dataset}` first")
     return archive

@@ -35,6 +35,8 @@ from typing import Any
 
 import numpy as np
 
+from cnnbench.errors import ConfigError, DataError
+
 __all__ = [
     "SPLITS",
     "FORMAT",
@@ -164,10 +166,10 @@ def _validate(
         raise ValueError(f"classes must be a non-empty list of names, got {classes!r}")
     for name in classes:
         if not isinstance(name, str) or not name:
-            raise ValueError(f"class names must be non-empty strings, got {name!r} in classes")
+            raise DataError(f"class names must be non-empty strings, got {name!r} in classes")
     dupes = sorted({c for c in classes if classes.count(c) > 1})
     if dupes:
-        raise ValueError(f"duplicate class names {dupes} in classes")
+        raise DataError(f"duplicate class names {dupes} in classes")
     unknown = sorted(set(splits) - set(SPLITS))
     missing = [s for s in SPLITS if s not in splits]
     if unknown or missing:
@@ -233,8 +235,10 @@ def write_prepared(
             manifest in the same atomic rename (e.g. ``{"duplicates.json": {...}}``).
 
     Raises:
+        DataError: class names that are empty, not strings or repeated (they come from the data).
         ValueError: on wrong shapes/dtypes, labels out of range, an inconsistent manifest, or
-            an extra file name that is not a plain ``*.json`` name or clashes with the store's files.
+            an extra file name that is not a plain ``*.json`` name or clashes with the store's files
+            (the caller's mistakes).
     """
     out_dir = Path(out_dir)
     hw = _validate(splits, classes)
@@ -304,28 +308,35 @@ def _require(prepared_dir: Path, filename: str) -> Path:
     path = Path(prepared_dir) / filename
     if not path.is_file():
         dataset = _dataset_hint(Path(prepared_dir))
-        raise FileNotFoundError(
+        raise DataError(
             f"{path} not found: the prepared data set in {prepared_dir} is missing or incomplete. "
             f"Run `cnnbench preprocess --dataset {dataset}` first."
         )
     return path
 
 
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as e:  # JSONDecodeError, UnicodeDecodeError
+        raise DataError(f"{path} is not valid JSON ({e}); the store is corrupt, re-run `cnnbench preprocess`") from e
+
+
 def read_manifest(prepared_dir: Path) -> dict[str, Any]:
     """Return the parsed ``manifest.json`` of a packed data set."""
     path = _require(Path(prepared_dir), _MANIFEST)
-    manifest = json.loads(path.read_text(encoding="utf-8"))
+    manifest = _read_json(path)
     if not isinstance(manifest, dict):
-        raise ValueError(f"{path} must hold a JSON object; re-run `cnnbench preprocess`")
+        raise DataError(f"{path} must hold a JSON object; re-run `cnnbench preprocess`")
     return manifest
 
 
 def read_classes(prepared_dir: Path) -> list[str]:
     """Return the class names of a packed data set, in label order."""
     path = _require(Path(prepared_dir), _CLASSES)
-    classes = json.loads(path.read_text(encoding="utf-8"))
+    classes = _read_json(path)
     if not isinstance(classes, list) or not all(isinstance(c, str) for c in classes):
-        raise ValueError(f"{path} must hold a JSON list of class names; re-run `cnnbench preprocess`")
+        raise DataError(f"{path} must hold a JSON list of class names; re-run `cnnbench preprocess`")
     return classes
 
 
@@ -346,8 +357,9 @@ def load_split(
         copy (``np.array(images)``) before writing into them.
 
     Raises:
-        ValueError: unknown split, unknown class name, or every class excluded.
-        FileNotFoundError: the store is missing or incomplete.
+        ConfigError: an unknown class name to exclude, or every class excluded.
+        DataError: the store is missing, incomplete or corrupt.
+        ValueError: an unknown split, or ``exclude_classes`` given as one string.
     """
     prepared_dir = Path(prepared_dir)
     if split not in SPLITS:
@@ -360,16 +372,20 @@ def load_split(
     excluded = list(dict.fromkeys(exclude_classes))
     unknown = [c for c in excluded if c not in classes]
     if unknown:
-        raise ValueError(
+        raise ConfigError(
             f"cannot exclude unknown class(es) {unknown} from {prepared_dir}: they are not among its "
             f"{len(classes)} classes (see {prepared_dir / _CLASSES}); check the spelling"
         )
     images_path = _require(prepared_dir, f"{split}_images.npy")
     labels_path = _require(prepared_dir, f"{split}_labels.npy")
-    images = np.load(images_path, mmap_mode="r", allow_pickle=False)
-    labels = np.load(labels_path, allow_pickle=False).astype(np.int64, copy=False)
+    try:
+        images = np.load(images_path, mmap_mode="r", allow_pickle=False)
+        labels = np.load(labels_path, allow_pickle=False).astype(np.int64, copy=False)
+    except (OSError, ValueError, EOFError) as e:  # truncated, not .npy, or an object array
+        raise DataError(f"{images_path} or {labels_path} is not readable ({e}); the store is corrupt, "
+                        "re-run `cnnbench preprocess`") from e
     if images.ndim != 4 or images.shape[3] != 3 or images.dtype != np.uint8 or len(images) != len(labels):
-        raise ValueError(
+        raise DataError(
             f"{images_path} ({images.shape}, {images.dtype}) does not match {labels_path} "
             f"({labels.shape}); the store is corrupt, re-run `cnnbench preprocess`"
         )
@@ -377,7 +393,7 @@ def load_split(
         return images, labels, classes
     kept = [c for c in classes if c not in excluded]
     if not kept:
-        raise ValueError(f"exclude_classes {excluded} removes every class of {prepared_dir}")
+        raise ConfigError(f"exclude_classes {excluded} removes every class of {prepared_dir}")
     remap = np.full(len(classes), -1, dtype=np.int64)
     for new, name in enumerate(kept):
         remap[classes.index(name)] = new
