@@ -177,7 +177,7 @@ def test_leftovers_of_a_killed_run_are_removed_by_the_next_one(tmp_path: Path, c
     other = tmp_path / ".q.tmp-1@" / "x"
     for d in (elsewhere, legacy, other):
         d.mkdir(parents=True)
-    with caplog.at_level("WARNING", logger="cnnbench.data"):
+    with caplog.at_level("WARNING", logger="cnnbench.atomic"):
         packed.write_prepared(out, _splits(), CLASSES, _manifest())
     assert not left.exists()  # its process is gone: deleted, and said so
     assert f"removed {left}" in caplog.text and "interrupted run" in caplog.text

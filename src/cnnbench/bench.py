@@ -32,6 +32,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .atomic import atomic_write_text
 from .augment import ResizedCropFlip, augment_batch, make_augmenter
 from .config import Config, run_dir
 from .data import packed
@@ -446,10 +447,7 @@ def run_bench(cfg: Config, *, variants: list[str], prepared_root: Path, raw_root
             report["data_path"] = bench_data_path(cfg, image_dir, batch_size=batch_size or 64, warmup=warmup,
                                                   windows=windows, steps=steps, workers=workers, device=device,
                                                   tiles=tiles)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp_out = out.with_name(f".{out.name}.tmp")
-    tmp_out.write_text(json.dumps(report, indent=2) + "\n")
-    tmp_out.replace(out)
+    atomic_write_text(out, json.dumps(report, indent=2) + "\n")
     return report
 
 

@@ -381,7 +381,7 @@ def cmd_models(cfg: Config, args) -> None:
     for c in cells:
         print(fmt(c))
     if args.json:
-        args.json.write_text(json.dumps(rows, indent=2) + "\n")
+        atomic_write_text(args.json, json.dumps(rows, indent=2) + "\n")
 
 
 def cmd_bench(cfg: Config, args) -> None:

@@ -31,8 +31,8 @@ from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
+from .atomic import replace_dir, temp_dir  # noqa: E402
 from .config import Config, run_dir  # noqa: E402
-from .data.packed import replace_dir, staging_dir  # noqa: E402
 from .errors import DataError  # noqa: E402
 from .results import dataset_title, lab_rows, read_history, read_json, read_table  # noqa: E402
 
@@ -692,7 +692,7 @@ def plot_all(cfg: Config, runs_root: Path, summary_dir: Path, out_dir: Path) -> 
     if not figures:
         raise ValueError("no figures to draw: the configuration lists no variant")
     out_dir = Path(out_dir)
-    tmp = staging_dir(out_dir)
+    tmp = temp_dir(out_dir)
     try:
         for figure in figures:
             draw(figure, tmp / figure.file)

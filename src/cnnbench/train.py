@@ -27,7 +27,7 @@ from torch import nn
 from tqdm import tqdm
 
 from . import __version__
-from .atomic import atomic_write, atomic_write_text
+from .atomic import atomic_write, atomic_write_text, remove_leftovers
 from .augment import augment_batch, augment_kernel, make_augmenter, normalize
 from .config import Config, canonical_hash
 from .data import packed
@@ -338,12 +338,8 @@ def load_plain(path: Path, what: str, remedy: str) -> dict:
 
 
 def remove_partial_files(directory: Path) -> None:
-    """Delete temporary files a killed run left in ``directory`` (``.<name>.tmp-<pid>``)."""
-    if directory.is_dir():
-        for tmp in directory.glob(".*.tmp-*"):
-            if tmp.is_file():
-                log.info("removing %s, left by an interrupted run", tmp)
-                tmp.unlink(missing_ok=True)
+    """Delete the temporaries killed runs left in ``directory`` (see `cnnbench.atomic.remove_leftovers`)."""
+    remove_leftovers(directory)
 
 
 def load_checkpoint(path: Path, variant: dict, settings_hash: str) -> dict | None:

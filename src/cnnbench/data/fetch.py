@@ -24,7 +24,6 @@ import logging
 import os
 import re
 import shutil
-import tempfile
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -36,7 +35,7 @@ from typing import IO, Any
 
 from tqdm import tqdm
 
-from cnnbench.data.packed import replace_dir, staging_dir
+from cnnbench.atomic import atomic_write, replace_dir, temp_dir
 from cnnbench.errors import ChecksumError, ConfigError, DataError, DownloadError
 
 __all__ = [
@@ -217,12 +216,10 @@ def _receive(
     bytes) or a checksum mismatch raises DownloadError, and the temporary file is
     removed on any error.
     """
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
-    tmp = Path(tmp_name)
     hasher = _Hasher()
-    try:
-        with os.fdopen(fd, "wb") as out, _progress(total, dest.name) as bar:
+
+    def write(out: IO[bytes]) -> None:
+        with _progress(total, dest.name) as bar:
             while True:
                 chunk = src.read(_CHUNK)
                 if not chunk:
@@ -230,20 +227,15 @@ def _receive(
                 out.write(chunk)
                 hasher.update(chunk)
                 bar.update(len(chunk))
-            out.flush()
-            os.fsync(out.fileno())
         if total is not None and hasher.bytes != total:
             raise DownloadError(
                 f"incomplete transfer of {what} (for {dest.name}): got {hasher.bytes} of {total} bytes "
                 f"(the connection was closed early){_expected(md5, sha256)}; nothing was kept, retry"
             )
-        digest = hasher.digest()
-        _check(digest, f"{what} (for {dest.name})", md5=md5, sha256=sha256)
-        os.replace(tmp, dest)
-        return digest
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+        _check(hasher.digest(), f"{what} (for {dest.name})", md5=md5, sha256=sha256)
+
+    atomic_write(dest, write)
+    return hasher.digest()
 
 
 def _download(url: str, dest: Path, *, md5: str | None = None, sha256: str | None = None) -> _Digest:
@@ -320,12 +312,9 @@ def _repack_zip(src_dir: Path, dest: Path) -> _Digest:
     if not files:
         raise DownloadError(f"kagglehub returned {src_dir}, which holds no files to pack")
     files.sort(key=lambda item: item[0])
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
-        with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
+
+    def write(fh: IO[bytes]) -> None:
+        with zipfile.ZipFile(fh, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
             for rel, path in tqdm(files, desc=f"pack {dest.name}", unit="file", mininterval=0.5, leave=False):
                 info = zipfile.ZipInfo(rel, date_time=_ZIP_EPOCH)
                 info.compress_type = zipfile.ZIP_STORED
@@ -334,15 +323,13 @@ def _repack_zip(src_dir: Path, dest: Path) -> _Digest:
                 info.file_size = path.stat().st_size
                 with open(path, "rb") as src, zf.open(info, "w") as out:
                     shutil.copyfileobj(src, out, _CHUNK)
-        hasher = _Hasher()
-        with open(tmp, "rb") as f:
-            for chunk in iter(lambda: f.read(_CHUNK), b""):
-                hasher.update(chunk)
-        os.replace(tmp, dest)
-        return hasher.digest()
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+
+    atomic_write(dest, write)
+    hasher = _Hasher()  # of the bytes on disk: zipfile seeks back to fill in headers while writing
+    with open(dest, "rb") as f:
+        for chunk in iter(lambda: f.read(_CHUNK), b""):
+            hasher.update(chunk)
+    return hasher.digest()
 
 
 def _from_kaggle(handle: str, dest: Path) -> tuple[_Digest, str]:
@@ -417,7 +404,7 @@ def fetch_dataset(name: str, ds_cfg: Mapping[str, Any], out_dir: Path, mirror: P
     filename = ds_cfg.get("filename")
     if not isinstance(filename, str) or not filename or "/" in filename or "\\" in filename or filename in (".", ".."):
         raise ConfigError(f"datasets.{name}.source.filename must be a plain file name, got {filename!r}")
-    tmp = staging_dir(out_dir)
+    tmp = temp_dir(out_dir)
     dest = tmp / filename
     try:
         record = _fetch_into(name, ds_cfg, dest, None if mirror is None else Path(mirror))

@@ -24,17 +24,14 @@ from __future__ import annotations
 import csv
 import json
 import logging
-import os
-import re
 import shutil
-import socket
-import tempfile
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from cnnbench.atomic import replace_dir, temp_dir
 from cnnbench.errors import ConfigError, DataError
 
 __all__ = [
@@ -46,7 +43,6 @@ __all__ = [
     "read_classes",
     "staging_dir",
     "replace_dir",
-    "remove_stale_staging",
 ]
 
 SPLITS: tuple[str, ...] = ("train", "val", "test")
@@ -59,97 +55,7 @@ _CLASSES = "classes.json"
 _EXCLUDED = "excluded.csv"
 
 
-# --------------------------------------------------------------------------- atomic dirs
-def _owner_tag() -> str:
-    """``<pid>@<host>``: which process made a staging folder, so a later run can tell one left
-    behind by a killed process from one another process is still writing."""
-    return f"{os.getpid()}@{socket.gethostname()}"
-
-
-_OWNED = re.compile(r"^\.(?P<name>.+)\.(?:tmp|old)-(?P<pid>\d+)@(?P<host>.+)-[^-]+$")
-
-
-def _process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # alive, another user's
-        return True
-    return True
-
-
-def remove_stale_staging(dest: Path) -> list[Path]:
-    """Delete the hidden ``.{dest.name}.tmp-*`` / ``.old-*`` siblings of `dest` that a killed
-    process left behind: made on this host by a process that no longer runs. Folders of a live
-    process, of another host (a shared file system) or of an unknown owner are kept; the last are
-    named in a warning. Returns what was deleted."""
-    dest = Path(dest)
-    removed: list[Path] = []
-    if os.name != "posix" or not dest.parent.is_dir():
-        return removed
-    host = socket.gethostname()
-    for entry in dest.parent.iterdir():
-        if not entry.name.startswith((f".{dest.name}.tmp-", f".{dest.name}.old-")) or entry.is_symlink():
-            continue
-        m = _OWNED.match(entry.name)
-        if m is None or m["name"] != dest.name:
-            log.warning("%s: left by an earlier run (owner unknown); delete it if no cnnbench process is "
-                        "writing %s", entry, dest)
-            continue
-        if m["host"] != host or _process_alive(int(m["pid"])):
-            continue
-        size = sum(f.stat().st_size for f in entry.rglob("*") if f.is_file()) if entry.is_dir() else 0
-        if entry.is_dir():
-            shutil.rmtree(entry, ignore_errors=True)
-        else:
-            entry.unlink(missing_ok=True)
-        log.warning("removed %s (%.1f MB), left by an interrupted run (process %s)", entry, size / 1e6, m["pid"])
-        removed.append(entry)
-    return removed
-
-
-def staging_dir(dest: Path) -> Path:
-    """Create and return a fresh hidden sibling directory of `dest` to build it in.
-
-    The name is ``.{dest.name}.tmp-<pid>@<host>-<random>`` so it is never mistaken for `dest`
-    itself, and a later call can tell whether its maker still runs: the leftovers of killed
-    processes are deleted first (`remove_stale_staging`). Pass it to `replace_dir` when
-    complete, or delete it on failure.
-    """
-    dest = Path(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale_staging(dest)
-    path = Path(tempfile.mkdtemp(prefix=f".{dest.name}.tmp-{_owner_tag()}-", dir=dest.parent))
-    os.chmod(path, 0o777 & ~_umask())  # mkdtemp makes it 0700; give it the usual mode
-    return path
-
-
-def _umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-def replace_dir(src: Path, dest: Path) -> None:
-    """Move the complete directory `src` to `dest`, replacing an existing `dest`.
-
-    `src` must be on the same file system as `dest` (use `staging_dir`). An old
-    `dest` is first renamed aside and deleted afterwards, so at no time does a
-    partially written directory sit at `dest`.
-    """
-    src, dest = Path(src), Path(dest)
-    old: Path | None = None
-    if dest.exists() or dest.is_symlink():
-        old = Path(tempfile.mkdtemp(prefix=f".{dest.name}.old-{_owner_tag()}-", dir=dest.parent))
-        old.rmdir()
-        os.replace(dest, old)
-    os.replace(src, dest)
-    if old is not None:
-        if old.is_dir() and not old.is_symlink():
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            old.unlink(missing_ok=True)
+staging_dir = temp_dir  # the store's staging folder follows cnnbench.atomic's convention; old name kept
 
 
 # --------------------------------------------------------------------------- writing
@@ -272,7 +178,7 @@ def write_prepared(
         if not isinstance(row, dict) or not {"split", "file", "reason"} <= set(row):
             raise ValueError(f"manifest excluded[{i}] must be a dict with keys split, file, reason; got {row!r}")
 
-    tmp = staging_dir(out_dir)
+    tmp = temp_dir(out_dir)
     try:
         for split in SPLITS:
             images, labels = splits[split]
