@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import os
 import socket
 import subprocess
@@ -139,3 +141,9 @@ def test_files_and_folders_get_the_usual_permissions(tmp_path: Path) -> None:
     assert (tmp_path / "f.txt").stat().st_mode & 0o777 == 0o666 & ~mask
     assert atomic.temp_dir(tmp_path / "d").stat().st_mode & 0o777 == 0o777 & ~mask
 
+
+def test_csv_text_quotes_what_needs_quoting() -> None:
+    rows = [["a,b", 'say "hi"', "two\nlines", None], {"x": "plain", "y": 1.5, "extra": "ignored"}]
+    text = atomic.csv_text(rows, ["x", "y", "z", "w"])
+    back = list(csv.reader(io.StringIO(text, newline="")))
+    assert back == [["x", "y", "z", "w"], ["a,b", 'say "hi"', "two\nlines", ""], ["plain", "1.5", "", ""]]

@@ -180,6 +180,8 @@ def aggregate(cfg: Config, runs_root: Path, out_dir: Path) -> dict:
     claims = evaluate_claims(cfg, runs)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    # DataFrames: pandas' to_csv quotes like the csv module (atomic.csv_text) and writes NaN as an empty
+    # field, which plot and report read back as missing
     atomic_write_text(out_dir / "runs.csv", runs.to_csv(index=False))
     atomic_write_text(out_dir / "variants.csv", variants.to_csv(index=False))
     atomic_write_text(out_dir / "claims.csv", claims.to_csv(index=False))

@@ -11,21 +11,26 @@ that processes on this host left behind and that no longer run (with a warning n
 its size); those of a live process, of another host (a shared file system) or of an unknown owner
 (an older cnnbench) are kept, the last named in a warning.
 
-- `atomic_write` (and `atomic_write_bytes`/`atomic_write_text`): one file, flushed to disk before
-  the rename; a write that fails removes its own temporary file.
+- `atomic_write` (and `atomic_write_bytes`/`atomic_write_text`/`write_csv`): one file, flushed to
+  disk before the rename; a write that fails removes its own temporary file.
 - `temp_dir` + `replace_dir`: a folder built in a temporary sibling, then swapped in.
+- `csv_text` / `write_csv`: the one CSV writer (the csv module: quotes and commas in fields are
+  quoted as CSV readers expect).
 """
 
 from __future__ import annotations
 
+import csv
+import io
 import logging
 import os
 import re
 import secrets
 import shutil
 import socket
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import BinaryIO, Callable
+from typing import Any, BinaryIO, Callable
 
 log = logging.getLogger("cnnbench.atomic")
 
@@ -183,3 +188,19 @@ def replace_dir(src: Path, dest: Path) -> None:
         else:
             old.unlink(missing_ok=True)
 
+
+# --------------------------------------------------------------------------- CSV
+def csv_text(rows: Iterable[Mapping[str, Any] | Sequence[Any]], columns: Sequence[str]) -> str:
+    """CSV with a header row ``columns``, one line per row (``\\n`` line ends); a row is a mapping
+    (its values for ``columns``, missing ones empty, others ignored) or a sequence in column order."""
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(columns)
+    for row in rows:
+        writer.writerow([row.get(k) for k in columns] if isinstance(row, Mapping) else row)
+    return buf.getvalue()
+
+
+def write_csv(path: Path, rows: Iterable[Mapping[str, Any] | Sequence[Any]], columns: Sequence[str]) -> None:
+    """Write `csv_text` of ``rows`` to ``path`` atomically."""
+    atomic_write_text(path, csv_text(rows, columns))

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from .atomic import atomic_write_text
+from .atomic import atomic_write_text, write_csv
 from .config import Config, canonical_hash
 from .data import packed
 from .errors import DataError, ModelMismatch
@@ -108,19 +108,13 @@ def evaluate_variant(cfg: Config, name: str, prepared_dir: Path, run_dir: Path, 
         metrics["test_top1_kept"] = (pred[keep] == labels[keep]).float().mean().item() if keep.any() else None
         metrics["test_images_kept"] = int(keep.sum().item())
     # confusion.csv: rows = true class, columns = predicted class.
-    lines = ["true\\predicted," + ",".join(_csv_cell(c) for c in classes)]
-    for i, c in enumerate(classes):
-        lines.append(_csv_cell(c) + "," + ",".join(str(int(v)) for v in confusion[i].tolist()))
-    atomic_write_text(run_dir / "confusion.csv", "\n".join(lines) + "\n")
+    write_csv(run_dir / "confusion.csv", ([c, *(int(v) for v in confusion[i].tolist())] for i, c in enumerate(classes)),
+              ["true\\predicted", *classes])
     # predictions.csv: one row per test image, for `dvc plots` (confusion template).
-    names = [_csv_cell(c) for c in classes]
-    rows = [f"{names[a]},{names[b]}" for a, b in zip(labels.tolist(), pred.tolist())]
-    atomic_write_text(run_dir / "predictions.csv", "actual,predicted\n" + "\n".join(rows) + "\n")
+    write_csv(run_dir / "predictions.csv", ([classes[a], classes[b]] for a, b in zip(labels.tolist(), pred.tolist())),
+              ["actual", "predicted"])
     atomic_write_text(run_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
     log.info("%s: test top-1 %.4f%s on %d images", name, metrics["test_top1"],
              f", top-5 {metrics['test_top5']:.4f}" if "test_top5" in metrics else "", len(labels))
     return metrics
 
-
-def _csv_cell(text: str) -> str:
-    return f'"{text}"' if ("," in text or '"' in text) else text

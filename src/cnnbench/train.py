@@ -7,7 +7,6 @@ A checkpoint made with other settings is set aside, never silently reused.
 
 from __future__ import annotations
 
-import csv
 import json
 import logging
 import math
@@ -27,7 +26,7 @@ from torch import nn
 from tqdm import tqdm
 
 from . import __version__
-from .atomic import atomic_write, atomic_write_text, remove_leftovers
+from .atomic import atomic_write, atomic_write_text, remove_leftovers, write_csv
 from .augment import augment_batch, augment_kernel, make_augmenter, normalize
 from .config import Config, canonical_hash
 from .data import packed
@@ -44,17 +43,6 @@ from .errors import CheckpointError, CheckpointMismatch, DataError, TrainingDive
 # --- small utilities --------------------------------------------------------------------
 def atomic_torch_save(obj: Any, path: Path) -> None:
     atomic_write(path, lambda fh: torch.save(obj, fh))
-
-
-def write_csv(path: Path, rows: list[dict], columns: list[str]) -> None:
-    import io
-
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")
-    writer.writeheader()
-    for row in rows:
-        writer.writerow({k: row.get(k) for k in columns})
-    atomic_write_text(path, buf.getvalue())
 
 
 def select_device(name: str) -> torch.device:

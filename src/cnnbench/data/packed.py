@@ -21,7 +21,6 @@ complete, so a killed run never leaves something that looks finished.
 
 from __future__ import annotations
 
-import csv
 import json
 import logging
 import shutil
@@ -31,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from cnnbench.atomic import replace_dir, temp_dir
+from cnnbench.atomic import csv_text, replace_dir, temp_dir
 from cnnbench.errors import ConfigError, DataError
 
 __all__ = [
@@ -188,11 +187,7 @@ def write_prepared(
         (tmp / _MANIFEST).write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
         for name, obj in extra.items():
             (tmp / name).write_text(json.dumps(obj, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-        with open(tmp / _EXCLUDED, "w", newline="", encoding="utf-8") as f:
-            writer = csv.writer(f)
-            writer.writerow(["split", "file", "reason"])
-            for row in excluded:
-                writer.writerow([row["split"], row["file"], row["reason"]])
+        (tmp / _EXCLUDED).write_text(csv_text(excluded, ["split", "file", "reason"]), encoding="utf-8")
         replace_dir(tmp, out_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
