@@ -9,6 +9,7 @@ import pytest
 
 from cnnbench.aggregate import FAILS, HOLDS, INCONCLUSIVE, collect_runs, compare, instability
 from cnnbench.cli import main
+from cnnbench.errors import DataError
 from study_fixture import make_study
 
 RULE = {"alpha": 0.05, "margin": 2.0}
@@ -103,10 +104,10 @@ def test_missing_or_foreign_run_is_named(tmp_path):
     run = study.runs / "cifar10-resnet18" / "fast" / "seed0"
     metrics = json.loads((run / "metrics.json").read_text())
     (run / "metrics.json").write_text(json.dumps(dict(metrics, seed=5)))
-    with pytest.raises(ValueError, match=r"seed0/metrics.json: holds run cifar10-resnet18/fast/seed5"):
+    with pytest.raises(DataError, match=r"seed0/metrics.json: holds run cifar10-resnet18/fast/seed5"):
         collect_runs(study.cfg, study.runs)
     (run / "metrics.json").unlink()
-    with pytest.raises(FileNotFoundError, match=r"cifar10-resnet18/fast/seed0/metrics.json: missing.*"
+    with pytest.raises(DataError, match=r"cifar10-resnet18/fast/seed0/metrics.json: missing.*"
                                                 r"cnnbench evaluate --variant cifar10-resnet18 --recipe fast --seed 0"):
         collect_runs(study.cfg, study.runs)
 

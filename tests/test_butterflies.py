@@ -13,6 +13,7 @@ import pytest
 from PIL import Image
 
 from cnnbench.data import butterflies, packed
+from cnnbench.errors import ConfigError, DataError
 
 ZIP = "butterfly-images40-species.zip"
 NOISY = [
@@ -255,7 +256,7 @@ def test_skip_lists_every_bad_item_with_its_reason(tmp_path: Path) -> None:
 def test_fail_names_the_bad_file(tmp_path: Path, name: str) -> None:
     raw = _raw_dir(tmp_path / "raw")
     _make_zip(raw / ZIP, [name])
-    with pytest.raises(ValueError) as err:
+    with pytest.raises(DataError) as err:
         butterflies.prepare(raw, tmp_path / "out", _cfg(on_bad_image="fail"))
     assert BAD[name][0] in str(err.value) and f"{KEY}.on_bad_image" in str(err.value)
     assert not (tmp_path / "out").exists()
@@ -288,14 +289,14 @@ def test_inconsistent_class_id_rejected(tmp_path: Path) -> None:
             if info.filename.endswith(".csv"):
                 data = data.replace(b"\n0,train/ALPHA/0.jpg", b"\n1,train/ALPHA/0.jpg")
             dst.writestr(info, data)
-    with pytest.raises(ValueError, match="class id 1 of label 'ALPHA'"):
+    with pytest.raises(DataError, match="class id 1 of label 'ALPHA'"):
         butterflies.prepare(raw, tmp_path / "out", _cfg())
 
 
 def test_unknown_noisy_class(tmp_path: Path) -> None:
     raw = _raw_dir(tmp_path / "raw")
     _make_zip(raw / ZIP, [])
-    with pytest.raises(ValueError, match=f"{KEY}.noisy_classes.*'ALPHS'"):
+    with pytest.raises(ConfigError, match=f"{KEY}.noisy_classes.*'ALPHS'"):
         butterflies.prepare(raw, tmp_path / "out", _cfg(noisy_classes=["ALPHA", "ALPHS"]))
 
 
@@ -313,7 +314,7 @@ def test_unsafe_member_paths_rejected(tmp_path: Path, member: str, problem: str)
     path = _make_zip(raw / ZIP, [])
     with zipfile.ZipFile(path, "a") as zf:
         zf.writestr(zipfile.ZipInfo(member), _jpeg())
-    with pytest.raises(ValueError, match="unsafe member") as err:
+    with pytest.raises(DataError, match="unsafe member") as err:
         butterflies.prepare(raw, tmp_path / "work" / "out", _cfg())
     assert member in str(err.value) and problem in str(err.value)
     assert not (tmp_path / "work" / "out").exists()
@@ -328,7 +329,7 @@ def test_symlink_member_rejected(tmp_path: Path) -> None:
         info.create_system = 3
         info.external_attr = (stat.S_IFLNK | 0o777) << 16
         zf.writestr(info, "/etc/passwd")
-    with pytest.raises(ValueError, match="'train/ALPHA/link.jpg'.*symbolic link"):
+    with pytest.raises(DataError, match="'train/ALPHA/link.jpg'.*symbolic link"):
         butterflies.prepare(raw, tmp_path / "out", _cfg())
 
 
@@ -336,7 +337,7 @@ def test_zip_bomb_refused(tmp_path: Path) -> None:
     raw = _raw_dir(tmp_path / "raw")
     _make_zip(raw / ZIP, [], extra={"train/ALPHA/huge.jpg": b"\0" * 3_000_000})  # deflates to a few KB
     assert (raw / ZIP).stat().st_size < 1_000_000
-    with pytest.raises(ValueError, match=f"{KEY}.max_uncompressed_bytes = 2000000"):
+    with pytest.raises(DataError, match=f"{KEY}.max_uncompressed_bytes = 2000000"):
         butterflies.prepare(raw, tmp_path / "out", _cfg(max_uncompressed_bytes=2_000_000))
     assert not (tmp_path / "out").exists()
 
@@ -452,20 +453,20 @@ def test_duplicates_found_counted_and_dropped(tmp_path: Path, drop: bool) -> Non
 def test_drop_switch_must_be_boolean(tmp_path: Path, value: object) -> None:
     raw = _raw_dir(tmp_path / "raw")
     _make_zip(raw / ZIP, [])
-    with pytest.raises(ValueError, match=f"{KEY}.drop_train_duplicates_of_eval must be true or false, got {value!r}"):
+    with pytest.raises(ConfigError, match=f"{KEY}.drop_train_duplicates_of_eval must be true or false, got {value!r}"):
         butterflies.prepare(raw, tmp_path / "out", _cfg(drop_train_duplicates_of_eval=value))
     assert not (tmp_path / "out").exists()
 
 
 def test_bad_config_and_missing_inputs(tmp_path: Path) -> None:
-    with pytest.raises(FileNotFoundError, match="cnnbench download --dataset butterflies"):
+    with pytest.raises(DataError, match="cnnbench download --dataset butterflies"):
         butterflies.prepare(tmp_path, tmp_path / "out", _cfg())
     _make_zip(tmp_path / ZIP, [])
-    with pytest.raises(FileNotFoundError, match="source.json"):
+    with pytest.raises(DataError, match="source.json"):
         butterflies.prepare(tmp_path, tmp_path / "out", _cfg())
     _raw_dir(tmp_path)
-    with pytest.raises(ValueError, match=f"{KEY}.on_bad_image"):
+    with pytest.raises(ConfigError, match=f"{KEY}.on_bad_image"):
         butterflies.prepare(tmp_path, tmp_path / "out", _cfg(on_bad_image="ignore"))
     (tmp_path / ZIP).write_bytes(b"not a zip")
-    with pytest.raises(ValueError, match="not a readable zip"):
+    with pytest.raises(DataError, match="not a readable zip"):
         butterflies.prepare(tmp_path, tmp_path / "out", _cfg())

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from cnnbench.data import cifar10, packed
+from cnnbench.errors import ConfigError, DataError
 
 NAME = "cifar-10-python.tar.gz"
 CFG = {"url": "unused", "md5": "0" * 32, "filename": NAME, "val_fraction": 0.1, "split_seed": 0, "train": {}}
@@ -167,11 +168,11 @@ def test_malicious_pickle_is_refused_and_never_runs(tmp_path: Path) -> None:
     # The same payload hidden in an otherwise valid archive.
     raw = _raw_dir(tmp_path / "raw")
     _tar(raw / NAME, _members(data_batch_3=payloads[0]))
-    with pytest.raises(pickle.UnpicklingError, match=r"data_batch_3.*os\.system"):
+    with pytest.raises(DataError, match=r"data_batch_3.*os\.system"):
         cifar10.prepare(raw, tmp_path / "out", CFG)
     raw2 = _raw_dir(tmp_path / "raw2")
     _tar(raw2 / NAME, _members(**{"batches.meta": payloads[2]}))
-    with pytest.raises(pickle.UnpicklingError, match="builtins.exec"):
+    with pytest.raises(DataError, match="builtins.exec"):
         cifar10.prepare(raw2, tmp_path / "out", CFG)
     assert not marker.exists()
     assert not (tmp_path / "out").exists()
@@ -183,7 +184,7 @@ def test_unsafe_member_paths_rejected(tmp_path: Path, bad_name: str) -> None:
     members = _members()
     members[bad_name] = b"evil"
     _tar(raw / NAME, members)
-    with pytest.raises(ValueError, match="unsafe member path"):
+    with pytest.raises(DataError, match="unsafe member path"):
         cifar10.prepare(raw, tmp_path / "out", CFG)
     assert not (tmp_path / "out").exists() and not (tmp_path / "evil").exists()
 
@@ -193,20 +194,20 @@ def test_incomplete_archive_and_bad_batches(tmp_path: Path) -> None:
     members = _members()
     del members["cifar-10-batches-py/test_batch"]
     _tar(raw / NAME, members)
-    with pytest.raises(ValueError, match="lacks \\['test_batch'\\]"):
+    with pytest.raises(DataError, match="lacks \\['test_batch'\\]"):
         cifar10.prepare(raw, tmp_path / "out", CFG)
     bad = pickle.dumps({"data": np.zeros((2, 100), np.uint8), "labels": [0, 1]}, protocol=2)
     _tar(raw / NAME, _members(data_batch_2=bad))
-    with pytest.raises(ValueError, match=r"data_batch_2.*\(N, 3072\)"):
+    with pytest.raises(DataError, match=r"data_batch_2.*\(N, 3072\)"):
         cifar10.prepare(raw, tmp_path / "out", CFG)
 
 
 def test_missing_inputs(tmp_path: Path) -> None:
-    with pytest.raises(FileNotFoundError, match="cnnbench download --dataset cifar10"):
+    with pytest.raises(DataError, match="cnnbench download --dataset cifar10"):
         cifar10.prepare(tmp_path, tmp_path / "out", CFG)
     _tar(tmp_path / NAME, _members())
-    with pytest.raises(FileNotFoundError, match="source.json.*cnnbench download --dataset cifar10"):
+    with pytest.raises(DataError, match="source.json.*cnnbench download --dataset cifar10"):
         cifar10.prepare(tmp_path, tmp_path / "out", CFG)
     (tmp_path / "source.json").write_text("{}")
-    with pytest.raises(ValueError, match="val_fraction"):
+    with pytest.raises(ConfigError, match="val_fraction"):
         cifar10.prepare(tmp_path, tmp_path / "out", {**CFG, "val_fraction": 1.0})

@@ -17,6 +17,7 @@ import pytest
 
 from cnnbench.data import fetch
 from cnnbench.data.fetch import ChecksumError, DownloadError
+from cnnbench.errors import ConfigError, DataError
 
 PAYLOAD = bytes(range(256)) * 4096 + b"tail"  # ~1 MiB, so it takes more than one chunk
 
@@ -158,11 +159,11 @@ def test_resolve_mirror(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None
 
 
 def test_resolve_mirror_not_a_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    with pytest.raises(NotADirectoryError, match="nowhere.*param data_mirror"):
+    with pytest.raises(ConfigError, match="nowhere.*param data_mirror"):
         fetch.resolve_mirror(str(tmp_path / "nowhere"))
     (tmp_path / "file").write_text("x")
     monkeypatch.setenv(fetch.MIRROR_ENV, str(tmp_path / "file"))
-    with pytest.raises(NotADirectoryError, match=f"file.*{fetch.MIRROR_ENV}"):
+    with pytest.raises(ConfigError, match=f"file.*{fetch.MIRROR_ENV}"):
         fetch.resolve_mirror(str(tmp_path))
 
 
@@ -177,7 +178,7 @@ def test_read_sha256sums_formats(tmp_path: Path) -> None:
         "other/f": h3,
     }
     (tmp_path / "SHA256SUMS").write_text(f"{h1}  ok\nnot a checksum line\n")
-    with pytest.raises(ValueError, match=r"SHA256SUMS:2"):
+    with pytest.raises(DownloadError, match=r"SHA256SUMS:2"):
         fetch.read_sha256sums(tmp_path)
 
 
@@ -368,7 +369,7 @@ def test_fetch_kagglehub_failure_is_download_error(tmp_path: Path, monkeypatch: 
 
 
 def test_read_source(tmp_path: Path) -> None:
-    with pytest.raises(FileNotFoundError, match="cnnbench download --dataset cifar10"):
+    with pytest.raises(DataError, match="cnnbench download --dataset cifar10"):
         fetch.read_source(tmp_path, "cifar10")
     (tmp_path / "source.json").write_text('{"source": "mirror"}')
     assert fetch.read_source(tmp_path, "cifar10") == {"source": "mirror"}

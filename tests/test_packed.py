@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from cnnbench.data import packed
+from cnnbench.errors import ConfigError, DataError
 
 CLASSES = ["ant", "bee", "cat", "dog"]
 
@@ -78,9 +79,9 @@ def test_load_split_excludes_and_remaps(tmp_path: Path) -> None:
 
 def test_load_split_errors(tmp_path: Path) -> None:
     packed.write_prepared(tmp_path / "p", _splits(), CLASSES, _manifest())
-    with pytest.raises(ValueError, match="'zebra'"):
+    with pytest.raises(ConfigError, match="'zebra'"):
         packed.load_split(tmp_path / "p", "train", exclude_classes=["bee", "zebra"])
-    with pytest.raises(ValueError, match="removes every class"):
+    with pytest.raises(ConfigError, match="removes every class"):
         packed.load_split(tmp_path / "p", "test", exclude_classes=CLASSES)
     with pytest.raises(ValueError, match="not the string"):
         packed.load_split(tmp_path / "p", "test", exclude_classes="bee")
@@ -89,13 +90,13 @@ def test_load_split_errors(tmp_path: Path) -> None:
 
 
 def test_missing_files_say_what_to_run(tmp_path: Path) -> None:
-    with pytest.raises(FileNotFoundError, match="cnnbench preprocess --dataset cifar10"):
+    with pytest.raises(DataError, match="cnnbench preprocess --dataset cifar10"):
         packed.load_split(tmp_path / "cifar10", "train")
-    with pytest.raises(FileNotFoundError, match="cnnbench preprocess --dataset butterflies"):
+    with pytest.raises(DataError, match="cnnbench preprocess --dataset butterflies"):
         packed.read_manifest(tmp_path / "butterflies")
     packed.write_prepared(tmp_path / "p", _splits(), CLASSES, _manifest())
     (tmp_path / "p" / "val_labels.npy").unlink()
-    with pytest.raises(FileNotFoundError, match=r"val_labels\.npy.*cnnbench preprocess --dataset toy"):
+    with pytest.raises(DataError, match=r"val_labels\.npy.*cnnbench preprocess --dataset toy"):
         packed.load_split(tmp_path / "p", "val")
 
 
@@ -122,7 +123,7 @@ def test_write_validates(tmp_path: Path, mutate, message: str) -> None:
 def test_write_rejects_inconsistent_manifest_and_classes(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="splits.train.count"):
         packed.write_prepared(tmp_path / "p", _splits(), CLASSES, _manifest(splits={"train": {"count": 3}}))
-    with pytest.raises(ValueError, match="duplicate class names"):
+    with pytest.raises(DataError, match="duplicate class names"):
         packed.write_prepared(tmp_path / "p", _splits(), ["a", "a", "b", "c"], _manifest())
     with pytest.raises(ValueError, match="excluded\\[0\\]"):
         packed.write_prepared(tmp_path / "p", _splits(), CLASSES, _manifest(excluded=[{"file": "x"}]))
@@ -176,7 +177,7 @@ def test_leftovers_of_a_killed_run_are_removed_by_the_next_one(tmp_path: Path, c
     other = tmp_path / ".q.tmp-1@" / "x"
     for d in (elsewhere, legacy, other):
         d.mkdir(parents=True)
-    with caplog.at_level("WARNING", logger="cnnbench.data"):
+    with caplog.at_level("WARNING", logger="cnnbench.atomic"):
         packed.write_prepared(out, _splits(), CLASSES, _manifest())
     assert not left.exists()  # its process is gone: deleted, and said so
     assert f"removed {left}" in caplog.text and "interrupted run" in caplog.text

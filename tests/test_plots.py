@@ -14,6 +14,7 @@ from PIL import Image
 from study_fixture import make_study
 
 from cnnbench import plots as plots_mod
+from cnnbench.errors import DataError
 from cnnbench.plots import best_model, curve_stats, pareto_frontier, plan_figures, plot_all, unfiltered_variant
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -314,9 +315,9 @@ def test_a_stale_summary_is_refused(study3, tmp_path):
     runs = pd.read_csv(study3.summary / "runs.csv")
     runs.iloc[1:].to_csv(summary / "runs.csv", index=False)
     (summary / "variants.csv").write_text((study3.summary / "variants.csv").read_text())
-    with pytest.raises(ValueError, match=r"no row for cifar10-resnet18/lab/seed0.*cnnbench aggregate"):
+    with pytest.raises(DataError, match=r"no row for cifar10-resnet18/lab/seed0.*cnnbench aggregate"):
         plot_all(study3.cfg, study3.runs, summary, tmp_path / "plots")
-    with pytest.raises(FileNotFoundError, match="cnnbench aggregate"):
+    with pytest.raises(DataError, match="cnnbench aggregate"):
         plot_all(study3.cfg, study3.runs, tmp_path / "nowhere", tmp_path / "plots")
     assert not (tmp_path / "plots").exists()
 

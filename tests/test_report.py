@@ -14,6 +14,7 @@ from PIL import Image
 
 from cnnbench import report as report_mod
 from cnnbench.cli import main, reproduce_command
+from cnnbench.errors import DataError
 from cnnbench.provenance import report_context
 from cnnbench.report import NOT_A_CHECKOUT, build_report, git_commit, lab_figure, mean_std
 from study_fixture import make_study
@@ -94,10 +95,10 @@ def test_banner_only_outside_the_full_profile(tmp_path, profile, text):
 
 def test_report_needs_aggregate_and_figures(study):
     (study.plots / "fig_cifar10.png").unlink()
-    with pytest.raises(FileNotFoundError, match="fig_cifar10.png: missing; it is written by `cnnbench plot`"):
+    with pytest.raises(DataError, match="fig_cifar10.png: missing; it is written by `cnnbench plot`"):
         build(study)
     (study.summary / "claims.csv").unlink()
-    with pytest.raises(FileNotFoundError, match="claims.csv: missing; it is written by `cnnbench aggregate`"):
+    with pytest.raises(DataError, match="claims.csv: missing; it is written by `cnnbench aggregate`"):
         build(study)
 
 

@@ -15,6 +15,7 @@ from cnnbench import engine as engine_mod
 from cnnbench import train as train_mod
 from cnnbench.config import load
 from cnnbench.data import packed
+from cnnbench.errors import DataError
 from cnnbench.evaluate import ModelMismatch, evaluate_variant
 from cnnbench.spec import OptimizerSpec, ScheduleSpec
 from cnnbench.checkpoint import CheckpointMismatch
@@ -171,7 +172,7 @@ def test_weights_that_diverge_in_an_epochs_last_step_never_reach_a_checkpoint(cf
 
 def test_batch_larger_than_dataset_is_an_error(cfg, prepared, tmp_path):
     cfg.raw["profiles"]["smoke"]["train"]["batch_size"] = 1000
-    with pytest.raises(ValueError, match="batch_size 1000 is larger than the 160 training images"):
+    with pytest.raises(DataError, match="batch_size 1000 is larger than the 160 training images"):
         run(cfg, prepared, tmp_path / "run")
 
 
@@ -203,6 +204,35 @@ def test_evaluate_writes_metrics_and_confusion(cfg, prepared, tmp_path):
     assert sum(map(sum, counts)) == 40 == saved["test_images"]
     diag = sum(counts[i][i] for i in range(10))
     assert saved["test_top1"] == pytest.approx(diag / 40)
+
+
+def test_evaluate_csv_files_are_valid_csv_for_any_class_name(cfg, tmp_path):
+    """Class names with commas, quotes and line breaks survive confusion.csv and predictions.csv."""
+    import pandas as pd
+
+    classes = ["plain", "with, comma", 'with "quotes"', 'both, "quoted", and comma', '"', ",", "two\nlines",
+               "  padded  ", "ünïcode", "last"]
+    prepared = make_prepared(tmp_path, classes)
+    out = tmp_path / "run"
+    run(cfg, prepared, out)
+    metrics = evaluate_variant(cfg, "cifar10-resnet18", prepared, out)
+
+    with open(out / "confusion.csv", newline="", encoding="utf-8") as fh:
+        rows = list(csv.reader(fh))
+    assert rows[0] == ["true\\predicted", *classes]
+    assert [r[0] for r in rows[1:]] == classes and all(len(r) == 1 + len(classes) for r in rows)
+    assert sum(int(v) for r in rows[1:] for v in r[1:]) == metrics["test_images"] == 40
+    frame = pd.read_csv(out / "confusion.csv", index_col=0)  # as aggregate, plot and report read it
+    assert list(frame.index) == classes and list(frame.columns) == classes
+    assert int(frame.to_numpy().trace()) == round(metrics["test_top1"] * 40)
+
+    with open(out / "predictions.csv", newline="", encoding="utf-8") as fh:
+        preds = list(csv.DictReader(fh))
+    labels = packed.load_split(prepared, "test")[1]
+    assert [p["actual"] for p in preds] == [classes[i] for i in labels]
+    assert {p["predicted"] for p in preds} <= set(classes)
+    frame = pd.read_csv(out / "predictions.csv", keep_default_na=False)
+    assert list(frame.columns) == ["actual", "predicted"] and list(frame["actual"]) == [classes[i] for i in labels]
 
 
 def test_butterfly_variant_filters_classes_and_reports_top5(cfg, tmp_path):

@@ -25,7 +25,8 @@ from scipy import stats
 
 from .atomic import atomic_write_text
 from .config import Config, run_dir
-from .results import need_file, read_history
+from .errors import DataError
+from .results import read_history, read_json
 
 HOLDS, FAILS, INCONCLUSIVE = "holds", "does not hold", "inconclusive"
 METRIC_LABELS = {
@@ -61,11 +62,11 @@ def collect_runs(cfg: Config, runs_root: Path) -> pd.DataFrame:
     for variant, recipe, seed in cfg.runs:
         run = run_dir(runs_root, variant, recipe, seed)
         where = f"cnnbench evaluate --variant {variant} --recipe {recipe} --seed {seed}"
-        metrics_path = need_file(run / "metrics.json", where)
-        m = json.loads(metrics_path.read_text())
+        metrics_path = run / "metrics.json"
+        m = read_json(metrics_path, where)
         if (m.get("variant"), m.get("recipe"), m.get("seed")) != (variant, recipe, seed):
-            raise ValueError(f"{metrics_path}: holds run {m.get('variant')}/{m.get('recipe')}/seed{m.get('seed')}, "
-                             f"not {variant}/{recipe}/seed{seed}; re-run `{where}`")
+            raise DataError(f"{metrics_path}: holds run {m.get('variant')}/{m.get('recipe')}/seed{m.get('seed')}, "
+                            f"not {variant}/{recipe}/seed{seed}; re-run `{where}`")
         history = read_history(run / "history.csv", variant)
         kept = m.get("test_top1_kept")
         rows.append({
@@ -179,6 +180,8 @@ def aggregate(cfg: Config, runs_root: Path, out_dir: Path) -> dict:
     claims = evaluate_claims(cfg, runs)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    # DataFrames: pandas' to_csv quotes like the csv module (atomic.csv_text) and writes NaN as an empty
+    # field, which plot and report read back as missing
     atomic_write_text(out_dir / "runs.csv", runs.to_csv(index=False))
     atomic_write_text(out_dir / "variants.csv", variants.to_csv(index=False))
     atomic_write_text(out_dir / "claims.csv", claims.to_csv(index=False))

@@ -38,6 +38,7 @@ from .augment import ResizedCropFlip, augment_batch, make_augmenter
 from .config import Config, run_dir
 from .data import packed
 from .engine import DeviceData, Engine, allocator_state, configure_process, describe_device, select_device
+from .errors import DataError
 from .models import build_model
 from .results import read_history
 from .spec import RunSpec, TrainSpec
@@ -288,7 +289,7 @@ def extract_split(zip_path: Path, split: str, dest: Path, limit_per_class: int |
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_bytes(zf.read(info))
     if not counts:
-        raise FileNotFoundError(f"{zip_path} has no {split}/<class>/*.jpg members")
+        raise DataError(f"{zip_path} has no {split}/<class>/*.jpg members")
     return dest / split
 
 
@@ -426,8 +427,8 @@ def run_bench(cfg: Config, *, variants: list[str], prepared_root: Path, raw_root
             if image_dir is None:
                 zip_path = Path(raw_root) / "butterflies" / cfg.source_settings("butterflies")["filename"]
                 if not zip_path.is_file():
-                    raise FileNotFoundError(f"{zip_path}: run `cnnbench download --dataset butterflies` first, "
-                                            "or pass --images DIR (an ImageFolder tree) or --no-data-path")
+                    raise DataError(f"{zip_path}: run `cnnbench download --dataset butterflies` first, "
+                                    "or pass --images DIR (an ImageFolder tree) or --no-data-path")
                 image_dir = extract_split(zip_path, "train", Path(tmp))
             report["data_path"] = bench_data_path(cfg, image_dir, batch_size=batch_size or 64, warmup=warmup,
                                                   windows=windows, steps=steps, workers=workers, device=device,

@@ -18,18 +18,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from .atomic import atomic_write
+from .atomic import atomic_write, remove_leftovers
+from .errors import CheckpointError, CheckpointMismatch
 from .spec import RunSpec
 
 log = logging.getLogger("cnnbench.checkpoint")
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint or model file cannot be used: unreadable, not plain data, or another run's."""
-
-
-class CheckpointMismatch(CheckpointError):
-    """A checkpoint belongs to another variant or data set."""
 
 
 def atomic_torch_save(obj: Any, path: Path) -> None:
@@ -69,12 +62,8 @@ def load_plain(path: Path, what: str, remedy: str) -> dict:
 
 
 def remove_partial_files(directory: Path) -> None:
-    """Delete temporary files a killed run left in ``directory`` (``.<name>.tmp-<pid>``)."""
-    if directory.is_dir():
-        for tmp in directory.glob(".*.tmp-*"):
-            if tmp.is_file():
-                log.info("removing %s, left by an interrupted run", tmp)
-                tmp.unlink(missing_ok=True)
+    """Delete the temporaries a killed run left in ``directory`` (see :func:`cnnbench.atomic.remove_leftovers`)."""
+    remove_leftovers(directory)
 
 
 def load_checkpoint(path: Path, spec: RunSpec) -> dict | None:

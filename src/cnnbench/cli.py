@@ -7,11 +7,13 @@ import json
 import logging
 import os
 import sys
+import traceback
 from pathlib import Path
 
 from . import __version__
 from .atomic import atomic_write_text
-from .config import Config, ConfigError, load, run_dir
+from .config import Config, load, run_dir
+from .errors import CnnbenchError, ConfigError
 from .spec import RunSpec
 
 log = logging.getLogger("cnnbench")
@@ -43,6 +45,11 @@ environment:
                          (`snakemake --resources gpu=N`); not touched inside a SLURM job
   CNNBENCH_GPU_LOCK_DIR  where those per-GPU claims (lock files) live (default: <tmp>/cnnbench-gpu-slots-<uid>)
   CNNBENCH_MALLOC_TUNING 0 keeps glibc's default allocator thresholds for CPU training (see README)
+
+exit status:
+  0 done; 2 a config error (one line: `cnnbench: config error: ...`); 1 an error with a message for
+  you (one line: `cnnbench <stage>: error: ...`) or a bug in cnnbench (its traceback, then a line
+  saying so); 130 interrupted
 """
 
 
@@ -443,7 +450,7 @@ def cmd_models(cfg: Config, args) -> None:
     for c in cells:
         print(fmt(c))
     if args.json:
-        args.json.write_text(json.dumps(rows, indent=2) + "\n")
+        atomic_write_text(args.json, json.dumps(rows, indent=2) + "\n")
 
 
 def cmd_bench(cfg: Config, args) -> None:
@@ -503,18 +510,7 @@ def cmd_variants(cfg: Config, args) -> None:
     print("\n".join(names))
 
 
-def _user_errors() -> tuple[type[BaseException], ...]:
-    import pickle
-    import tarfile
-    import zipfile
-
-    from .data.fetch import DownloadError
-    from .evaluate import ModelMismatch
-    from .checkpoint import CheckpointError
-    from .train import TrainingDiverged
-
-    return (FileNotFoundError, ValueError, DownloadError, TrainingDiverged, CheckpointError, ModelMismatch,
-            pickle.UnpicklingError, zipfile.BadZipFile, tarfile.TarError)
+BUG_REPORT = "report it with the traceback above to the cnnbench issue tracker"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -531,21 +527,24 @@ def main(argv: list[str] | None = None) -> int:
         if getattr(args, "dataset", None) and args.command in ("download", "preprocess", "variants", "models"):
             cfg.dataset(args.dataset)  # unknown data set: clear error before any work
         args.func(cfg, args)
+    # cnnbench's own errors (cnnbench.errors) carry a message written for the user: one line, no
+    # traceback. Anything else is a bug in cnnbench, shown with its traceback.
     except ConfigError as exc:
         print(f"cnnbench: config error: {exc}", file=sys.stderr)
         return 2
+    except CnnbenchError as exc:
+        print(f"cnnbench {args.command}: error: {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("cnnbench: interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:  # `cnnbench validate | head`: the reader left, not an error
         sys.stderr.close()
         return 0
-    except _user_errors() as exc:
-        # Known failure modes carry a message written for the user; no traceback needed
-        # (set CNNBENCH_DEBUG=1 to see one).
-        print(f"cnnbench {args.command}: error: {exc}", file=sys.stderr)
-        if os.environ.get("CNNBENCH_DEBUG"):
-            raise
+    except Exception as exc:
+        traceback.print_exc()
+        print(f"cnnbench {args.command}: internal error ({type(exc).__name__}): this is a bug in cnnbench "
+              f"{__version__}; {BUG_REPORT}", file=sys.stderr)
         return 1
     return 0
 

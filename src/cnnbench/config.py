@@ -21,13 +21,10 @@ import jsonschema
 import yaml
 
 from .spec import RunSpec, SpecError, canonical_hash, resolve_execution, resolve_train
+from .errors import ConfigError  # defined with cnnbench's other error types; `cnnbench.config.ConfigError` stays valid
 
 SCHEMA_RELPATH = Path("workflow") / "schemas" / "params.schema.yaml"
 DEFAULT_PARAMS = Path("params.yaml")
-
-
-class ConfigError(ValueError):
-    """A problem with params.yaml (or an override of it) that the user must fix."""
 
 
 def run_dir(root: str | Path, variant: str, recipe: str, seed: int) -> Path:

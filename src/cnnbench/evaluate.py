@@ -8,26 +8,24 @@ from pathlib import Path
 
 import torch
 
-from .atomic import atomic_write_text
-from .checkpoint import CheckpointError, load_plain
+from .atomic import atomic_write_text, write_csv
+from .checkpoint import load_plain
 from .config import Config
 from .data import packed
 from .engine import DeviceData, Engine, configure_process, describe_device, select_device
+from .errors import DataError, ModelMismatch
 from .models import build_model
+from .results import read_json
 from .spec import RunSpec
 from .train import normalization, predict
 
 log = logging.getLogger("cnnbench.evaluate")
 
 
-class ModelMismatch(CheckpointError):
-    """model.pt was trained for another variant, data set or settings."""
-
-
 def load_trained(model_path: Path, spec: RunSpec) -> tuple[torch.nn.Module, dict]:
     train_cmd = f"cnnbench train --variant {spec.variant} --recipe {spec.recipe} --seed {spec.seed}"
     if not model_path.exists():
-        raise FileNotFoundError(f"{model_path}: no trained model; run `{train_cmd}` first")
+        raise DataError(f"{model_path}: no trained model; run `{train_cmd}` first")
     blob = load_plain(model_path, "trained model", f"Retrain it: `{train_cmd}`.")
     if blob.get("variant") != spec.variant or blob.get("dataset") != spec.dataset:
         raise ModelMismatch(
@@ -74,7 +72,7 @@ def evaluate_run(spec: RunSpec, prepared_dir: Path, run_dir: Path) -> dict:
         c: (confusion[i, i].item() / per_class_total[i].item()) if per_class_total[i] > 0 else None
         for i, c in enumerate(classes)
     }
-    train_summary = json.loads((run_dir / "train.json").read_text())
+    train_summary = read_json(run_dir / "train.json", f"cnnbench train --variant {name}")
     metrics = {
         "variant": name,
         "dataset": spec.dataset,
@@ -108,19 +106,13 @@ def evaluate_run(spec: RunSpec, prepared_dir: Path, run_dir: Path) -> dict:
         metrics["test_top1_kept"] = (pred[keep] == labels[keep]).float().mean().item() if keep.any() else None
         metrics["test_images_kept"] = int(keep.sum().item())
     # confusion.csv: rows = true class, columns = predicted class.
-    lines = ["true\\predicted," + ",".join(_csv_cell(c) for c in classes)]
-    for i, c in enumerate(classes):
-        lines.append(_csv_cell(c) + "," + ",".join(str(int(v)) for v in confusion[i].tolist()))
-    atomic_write_text(run_dir / "confusion.csv", "\n".join(lines) + "\n")
+    write_csv(run_dir / "confusion.csv", ([c, *(int(v) for v in confusion[i].tolist())] for i, c in enumerate(classes)),
+              ["true\\predicted", *classes])
     # predictions.csv: one row per test image, for `dvc plots` (confusion template).
-    names = [_csv_cell(c) for c in classes]
-    rows = [f"{names[a]},{names[b]}" for a, b in zip(labels.tolist(), pred.tolist())]
-    atomic_write_text(run_dir / "predictions.csv", "actual,predicted\n" + "\n".join(rows) + "\n")
+    write_csv(run_dir / "predictions.csv", ([classes[a], classes[b]] for a, b in zip(labels.tolist(), pred.tolist())),
+              ["actual", "predicted"])
     atomic_write_text(run_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
     log.info("%s: test top-1 %.4f%s on %d images", name, metrics["test_top1"],
              f", top-5 {metrics['test_top5']:.4f}" if "test_top5" in metrics else "", len(labels))
     return metrics
 
-
-def _csv_cell(text: str) -> str:
-    return f'"{text}"' if ("," in text or '"' in text) else text

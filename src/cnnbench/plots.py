@@ -31,9 +31,10 @@ from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
+from .atomic import replace_dir, temp_dir  # noqa: E402
 from .config import Config, run_dir  # noqa: E402
-from .data.packed import replace_dir, staging_dir  # noqa: E402
-from .results import dataset_title, lab_rows, read_history  # noqa: E402
+from .errors import DataError  # noqa: E402
+from .results import dataset_title, lab_rows, read_history, read_json, read_table  # noqa: E402
 
 DPI = 90
 # No "Software" tEXt chunk: the PNGs carry no version string or URL and are byte-stable across
@@ -173,10 +174,7 @@ class Study:
         self._check_complete()
 
     def _read_csv(self, name: str) -> pd.DataFrame:
-        path = self.summary_dir / name
-        if not path.is_file():
-            raise FileNotFoundError(f"{path}: missing; it is written by `{AGGREGATE_STAGE}`")
-        return pd.read_csv(path)
+        return read_table(self.summary_dir / name, AGGREGATE_STAGE)
 
     def _check_complete(self) -> None:
         """runs.csv must hold exactly the study's runs: a stale summary would plot another study."""
@@ -192,7 +190,7 @@ class Study:
             if extra:
                 bits.append("rows for runs not in the study: " + ", ".join(f"{v}/{r}/seed{s}" for v, r, s in extra[:5])
                             + (" …" if len(extra) > 5 else ""))
-            raise ValueError(f"{self.summary_dir / 'runs.csv'}: {'; '.join(bits)}; re-run `{AGGREGATE_STAGE}`")
+            raise DataError(f"{self.summary_dir / 'runs.csv'}: {'; '.join(bits)}; re-run `{AGGREGATE_STAGE}`")
 
     def run_dir(self, variant: str, recipe: str, seed: int) -> Path:
         return run_dir(self.runs_root, variant, recipe, seed)
@@ -201,18 +199,12 @@ class Study:
         return read_history(self.run_dir(variant, recipe, seed) / "history.csv", variant)
 
     def metrics(self, variant: str, recipe: str, seed: int) -> dict:
-        path = self.run_dir(variant, recipe, seed) / "metrics.json"
-        if not path.is_file():
-            raise FileNotFoundError(f"{path}: missing; it is written by "
-                                    f"`cnnbench evaluate --variant {variant} --recipe {recipe} --seed {seed}`")
-        return json.loads(path.read_text())
+        return read_json(self.run_dir(variant, recipe, seed) / "metrics.json",
+                         f"cnnbench evaluate --variant {variant} --recipe {recipe} --seed {seed}")
 
     def confusion(self, variant: str, recipe: str, seed: int) -> pd.DataFrame:
-        path = self.run_dir(variant, recipe, seed) / "confusion.csv"
-        if not path.is_file():
-            raise FileNotFoundError(f"{path}: missing; it is written by "
-                                    f"`cnnbench evaluate --variant {variant} --recipe {recipe} --seed {seed}`")
-        frame = pd.read_csv(path, index_col=0)
+        frame = read_table(self.run_dir(variant, recipe, seed) / "confusion.csv",
+                           f"cnnbench evaluate --variant {variant} --recipe {recipe} --seed {seed}", index_col=0)
         frame.index = frame.index.astype(str)
         frame.columns = frame.columns.astype(str)
         return frame
@@ -224,8 +216,8 @@ class Study:
     def summary_row(self, variant: str, recipe: str) -> pd.Series:
         rows = self.variants[(self.variants["variant"] == variant) & (self.variants["recipe"] == recipe)]
         if rows.empty:
-            raise ValueError(f"{self.summary_dir / 'variants.csv'}: no row for {variant} under recipe {recipe}; "
-                             f"re-run `{AGGREGATE_STAGE}`")
+            raise DataError(f"{self.summary_dir / 'variants.csv'}: no row for {variant} under recipe {recipe}; "
+                            f"re-run `{AGGREGATE_STAGE}`")
         return rows.iloc[0]
 
     def seed_values(self, variant: str, recipe: str, column: str) -> list[float]:
@@ -378,8 +370,8 @@ def _per_class_means(study: Study, variant: str, recipe: str) -> tuple[pd.Series
         frames.append(pd.Series({str(k): (np.nan if v is None else 100 * float(v)) for k, v in per_class.items()},
                                 dtype=float))
     if not frames or all(f.empty for f in frames):
-        raise ValueError(f"{study.run_dir(variant, recipe, seeds[0] if seeds else 0) / 'metrics.json'}: no "
-                         f"per_class_accuracy; re-run `cnnbench evaluate --variant {variant} --recipe {recipe}`")
+        raise DataError(f"{study.run_dir(variant, recipe, seeds[0] if seeds else 0) / 'metrics.json'}: no "
+                        f"per_class_accuracy; re-run `cnnbench evaluate --variant {variant} --recipe {recipe}`")
     table = pd.concat(frames, axis=1)
     return table.mean(axis=1, skipna=True).sort_values(kind="stable"), len(seeds)
 
@@ -700,7 +692,7 @@ def plot_all(cfg: Config, runs_root: Path, summary_dir: Path, out_dir: Path) -> 
     if not figures:
         raise ValueError("no figures to draw: the configuration lists no variant")
     out_dir = Path(out_dir)
-    tmp = staging_dir(out_dir)
+    tmp = temp_dir(out_dir)
     try:
         for figure in figures:
             draw(figure, tmp / figure.file)

@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 
 from .config import Config
+from .results import read_json
 
 
 def software_versions() -> dict[str, str]:
@@ -31,10 +32,7 @@ def report_context(cfg: Config, prepared_root: Path, command: str | None = None)
 
     data = {}
     for ds in cfg.datasets:
-        manifest_path = Path(prepared_root) / ds / "manifest.json"
-        if not manifest_path.is_file():
-            raise FileNotFoundError(f"{manifest_path}: missing; run `cnnbench preprocess --dataset {ds}` first")
-        manifest = json.loads(manifest_path.read_text())
+        manifest = read_json(Path(prepared_root) / ds / "manifest.json", f"cnnbench preprocess --dataset {ds}")
         source = manifest.get("source", {})
         data[ds] = {
             "source": source.get("source", "unknown"),

@@ -20,7 +20,7 @@ import pandas as pd
 from .atomic import atomic_write_text
 from .aggregate import FAILS, HOLDS, INCONCLUSIVE, METRIC_LABELS
 from .config import Config, run_dir
-from .results import dataset_title, lab_rows, need_file
+from .results import dataset_title, lab_rows, need_file, read_json, read_table
 from .spec import TrainSpec
 
 NOT_A_CHECKOUT = "unknown (not a git checkout)"
@@ -330,8 +330,7 @@ def _data_uri(path: Path) -> str:
 
 def load_figures(plots_dir: Path) -> list[dict]:
     """figures.json of `cnnbench plot`, each entry checked to exist."""
-    index = need_file(plots_dir / "figures.json", "cnnbench plot")
-    figures = json.loads(index.read_text())
+    figures = read_json(plots_dir / "figures.json", "cnnbench plot")
     for fig in figures:
         need_file(plots_dir / fig["file"], "cnnbench plot")
     return figures
@@ -346,9 +345,8 @@ def build_report(cfg: Config, summary_dir: Path, plots_dir: Path, runs_root: Pat
     ``out_dir``. Returns (html_path, md_path).
     """
     summary_dir, plots_dir, out_dir = Path(summary_dir), Path(plots_dir), Path(out_dir)
-    variants = pd.read_csv(need_file(summary_dir / "variants.csv", "cnnbench aggregate"))
-    claims = pd.read_csv(need_file(summary_dir / "claims.csv", "cnnbench aggregate"), keep_default_na=False,
-                         na_values=[""])
+    variants = read_table(summary_dir / "variants.csv", "cnnbench aggregate")
+    claims = read_table(summary_dir / "claims.csv", "cnnbench aggregate", keep_default_na=False, na_values=[""])
     figures = load_figures(plots_dir)
     data = context.get("data") or {}
     datasets = []

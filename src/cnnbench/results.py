@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pandas as pd
+
+from .errors import DataError
 
 HISTORY_COLUMNS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc")
 
@@ -31,19 +34,37 @@ def lab_rows(spec: dict) -> list[dict]:
 
 
 def need_file(path: Path, stage: str) -> Path:
-    """``path`` if it is a file, else an error that names it and the stage that writes it."""
+    """``path`` if it is a file, else a DataError that names it and the stage that writes it."""
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: missing; it is written by `{stage}`")
+        raise DataError(f"{path}: missing; it is written by `{stage}`")
     return path
+
+
+def read_json(path: Path, stage: str):
+    """The JSON in ``path`` (written by ``stage``); a DataError names the file and the stage to re-run
+    when it is missing or not valid JSON."""
+    try:
+        return json.loads(need_file(Path(path), stage).read_text(encoding="utf-8"))
+    except ValueError as e:  # JSONDecodeError, UnicodeDecodeError
+        raise DataError(f"{path}: not valid JSON ({e}); re-run `{stage}`") from e
+
+
+def read_table(path: Path, stage: str, **kwargs) -> pd.DataFrame:
+    """``pandas.read_csv(path, **kwargs)`` of a CSV written by ``stage``; a DataError names the file and
+    the stage to re-run when it is missing or not readable CSV."""
+    try:
+        return pd.read_csv(need_file(Path(path), stage), **kwargs)
+    except (ValueError, pd.errors.ParserError, pd.errors.EmptyDataError) as e:
+        raise DataError(f"{path}: not readable CSV ({type(e).__name__}: {e}); re-run `{stage}`") from e
 
 
 def read_history(path: Path, variant: str) -> pd.DataFrame:
     """A run's history.csv, checked for the columns the later stages read."""
     train = f"cnnbench train --variant {variant}"
-    history = pd.read_csv(need_file(Path(path), train))
+    history = read_table(Path(path), train)
     missing = [c for c in HISTORY_COLUMNS if c not in history.columns]
     if missing:
-        raise ValueError(f"{path}: no column(s) {', '.join(missing)}; re-run `{train}`")
+        raise DataError(f"{path}: no column(s) {', '.join(missing)}; re-run `{train}`")
     if history.empty:
-        raise ValueError(f"{path}: no epochs recorded; re-run `{train}`")
+        raise DataError(f"{path}: no epochs recorded; re-run `{train}`")
     return history

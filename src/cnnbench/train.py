@@ -12,8 +12,6 @@ continues after the last complete epoch.
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import logging
 import math
@@ -30,7 +28,7 @@ from torch import nn
 from tqdm import tqdm
 
 from . import __version__
-from .atomic import atomic_write_text
+from .atomic import atomic_write_text, write_csv
 from .augment import ResizedCropFlip, augment_batch, augment_kernel, make_augmenter, normalize
 from .checkpoint import (
     atomic_torch_save,
@@ -51,25 +49,13 @@ from .engine import (
     peak_memory_mb,
     select_device,
 )
+from .errors import DataError, TrainingDiverged
 from .models import build_model, zero_init_residual
 from .spec import OptimizerSpec, RunSpec, ScheduleSpec, TrainSpec
 
 log = logging.getLogger("cnnbench.train")
 
 HISTORY_COLUMNS = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds", "peak_memory_mb"]
-
-
-class TrainingDiverged(RuntimeError):
-    """The loss or the weights became NaN or infinite."""
-
-
-def write_csv(path: Path, rows: list[dict], columns: list[str]) -> None:
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")
-    writer.writeheader()
-    for row in rows:
-        writer.writerow({k: row.get(k) for k in columns})
-    atomic_write_text(path, buf.getvalue())
 
 
 # --- optimisation --------------------------------------------------------------------------
@@ -249,9 +235,9 @@ def load_training_data(spec: RunSpec, prepared_dir: Path, device: torch.device) 
         idx = torch.randperm(len(y_tr), generator=g)[: spec.train.train_limit].sort().values.numpy()
         x_tr, y_tr = x_tr[idx], y_tr[idx]
     if len(y_tr) == 0:
-        raise ValueError(f"{prepared_dir}: no training images left for variant {spec.variant!r}")
+        raise DataError(f"{prepared_dir}: no training images left for variant {spec.variant!r}")
     if spec.train.batch_size > len(y_tr):
-        raise ValueError(
+        raise DataError(
             f"train.batch_size {spec.train.batch_size} is larger than the {len(y_tr)} training images of "
             f"variant {spec.variant!r}; lower batch_size or raise train_limit"
         )

@@ -52,6 +52,7 @@ from tqdm import tqdm
 
 from cnnbench.data import packed
 from cnnbench.data.fetch import locate_archive, read_source
+from cnnbench.errors import ConfigError, DataError
 
 __all__ = [
     "prepare", "SOURCE_SIZE", "CSV_NAMES", "DUPLICATES_FILE", "SPLIT_PAIRS", "Hashed", "check_archive_members", "pixel_key",
@@ -89,7 +90,7 @@ def check_archive_members(zf: zipfile.ZipFile, archive: Path, max_uncompressed_b
     """Refuse unsafe archives; return the total declared uncompressed size.
 
     Raises:
-        ValueError: a member has an absolute path, a drive letter, a ``..`` component or
+        DataError: a member has an absolute path, a drive letter, a ``..`` component or
             is a symlink (the message names it), or the declared sizes add up to more
             than `max_uncompressed_bytes` (the message names the limit and its param key).
     """
@@ -97,14 +98,14 @@ def check_archive_members(zf: zipfile.ZipFile, archive: Path, max_uncompressed_b
     for info in zf.infolist():
         problem = _member_problem(info)
         if problem is not None:
-            raise ValueError(
+            raise DataError(
                 f"unsafe member {info.filename!r} in {archive}: {problem}. Archives with absolute paths, "
                 "drive letters, '..' components or symlinks are refused; this is not a genuine copy of "
                 "the butterfly data set, delete it and download it again"
             )
         total += info.file_size
     if total > max_uncompressed_bytes:
-        raise ValueError(
+        raise DataError(
             f"{archive} declares {total} bytes uncompressed, more than the limit "
             f"{_KEY}.max_uncompressed_bytes = {max_uncompressed_bytes}; refusing it (a zip bomb or the "
             f"wrong file). If the archive is genuine, raise {_KEY}.max_uncompressed_bytes"
@@ -124,10 +125,10 @@ def _find_csv(names: list[str], archive: Path) -> str:
     for csv_name in CSV_NAMES:
         hits = sorted(n for n in names if PurePosixPath(n).name == csv_name and n.count("/") <= 1)
         if len(hits) > 1:
-            raise ValueError(f"{archive} holds several {csv_name!r} files ({hits}); cannot tell which one indexes the images")
+            raise DataError(f"{archive} holds several {csv_name!r} files ({hits}); cannot tell which one indexes the images")
         if hits:
             return hits[0]
-    raise ValueError(
+    raise DataError(
         f"{archive} has no {CSV_NAMES[0]!r} or {CSV_NAMES[1]!r} at its root or under one top-level folder; "
         "is this the Kaggle butterfly & moth archive?"
     )
@@ -146,11 +147,11 @@ def _read_csv(text: str, where: str) -> tuple[list[_Row], bool]:
     try:
         header = [h.strip().lower() for h in next(reader)]
     except StopIteration:
-        raise ValueError(f"{where} is empty") from None
+        raise DataError(f"{where} is empty") from None
     col = {h: i for i, h in enumerate(header)}
     missing = [c for c in ("filepaths", "labels", "data set") if c not in col]
     if missing:
-        raise ValueError(
+        raise DataError(
             f"{where} lacks column(s) {missing}; found {header}. Expected 'class id, filepaths, labels, data set' "
             "or (older format) 'filepaths, labels, data set'"
         )
@@ -160,22 +161,22 @@ def _read_csv(text: str, where: str) -> tuple[list[_Row], bool]:
         if not rec or all(not c.strip() for c in rec):
             continue
         if len(rec) < len(header):
-            raise ValueError(f"{where}:{line}: expected {len(header)} columns, got {len(rec)}: {rec}")
+            raise DataError(f"{where}:{line}: expected {len(header)} columns, got {len(rec)}: {rec}")
         data_set = rec[col["data set"]].strip().lower()
         if data_set not in _DATA_SET:
-            raise ValueError(f"{where}:{line}: unknown 'data set' value {rec[col['data set']]!r}; expected train, valid or test")
+            raise DataError(f"{where}:{line}: unknown 'data set' value {rec[col['data set']]!r}; expected train, valid or test")
         class_id = None
         if has_id:
             try:
                 class_id = int(float(rec[col["class id"]]))
             except ValueError:
-                raise ValueError(f"{where}:{line}: 'class id' {rec[col['class id']]!r} is not an integer") from None
+                raise DataError(f"{where}:{line}: 'class id' {rec[col['class id']]!r} is not an integer") from None
         label = rec[col["labels"]].strip()
         if not label:
-            raise ValueError(f"{where}:{line}: empty label")
+            raise DataError(f"{where}:{line}: empty label")
         rows.append(_Row(line, _norm(rec[col["filepaths"]]), label, _DATA_SET[data_set], class_id))
     if not rows:
-        raise ValueError(f"{where} has no data rows")
+        raise DataError(f"{where} has no data rows")
     return rows, has_id
 
 
@@ -184,7 +185,7 @@ def _check_class_ids(rows: list[_Row], labels: list[str], where: str) -> None:
     index = {name: i for i, name in enumerate(labels)}
     for row in rows:
         if row.class_id is not None and row.class_id != index[row.label]:
-            raise ValueError(
+            raise DataError(
                 f"{where}:{row.line}: class id {row.class_id} of label {row.label!r} does not match its position "
                 f"{index[row.label]} among the sorted labels; the CSV is inconsistent"
             )
@@ -329,24 +330,25 @@ def prepare(raw_dir: Path, out_dir: Path, cfg: Mapping[str, Any]) -> dict[str, A
     decoded images, before any is dropped; every group is in ``duplicates.json``).
 
     Raises:
-        ValueError: unsafe or oversized archive, malformed CSV, unknown noisy class, a
-            ``drop_train_duplicates_of_eval`` that is not a boolean, or
-            (with ``on_bad_image: fail``) the first bad image, naming the member.
-        FileNotFoundError: the archive or ``source.json`` is missing.
+        DataError: a missing archive or ``source.json``, an unsafe, oversized or unreadable
+            archive, a malformed CSV, or (with ``on_bad_image: fail``) the first bad image,
+            naming the member.
+        ConfigError: an unknown noisy class, or a setting out of range (e.g. a
+            ``drop_train_duplicates_of_eval`` that is not a boolean).
     """
     raw_dir, out_dir = Path(raw_dir), Path(out_dir)
     archive = locate_archive(raw_dir, cfg, "butterflies")
     image_size = int(cfg.get("image_size", SOURCE_SIZE[0]))
     if image_size < 1:
-        raise ValueError(f"{_KEY}.image_size must be a positive number of pixels, got {image_size}")
+        raise ConfigError(f"{_KEY}.image_size must be a positive number of pixels, got {image_size}")
     on_bad = cfg.get("on_bad_image", "skip")
     if on_bad not in ("skip", "fail"):
-        raise ValueError(f"{_KEY}.on_bad_image must be 'skip' or 'fail', got {on_bad!r}")
+        raise ConfigError(f"{_KEY}.on_bad_image must be 'skip' or 'fail', got {on_bad!r}")
     limit = int(cfg["max_uncompressed_bytes"])
     noisy = list(cfg.get("noisy_classes") or [])
     drop_dups = cfg.get(_DROP_KEY)
     if not isinstance(drop_dups, bool):
-        raise ValueError(
+        raise ConfigError(
             f"{_KEY}.{_DROP_KEY} must be true or false, got {drop_dups!r}; set it in params.yaml "
             "(true leaves out train images that are exact or mirrored copies of a valid or test image)"
         )
@@ -355,7 +357,7 @@ def prepare(raw_dir: Path, out_dir: Path, cfg: Mapping[str, Any]) -> dict[str, A
     try:
         zf = zipfile.ZipFile(archive)
     except (zipfile.BadZipFile, OSError) as e:
-        raise ValueError(
+        raise DataError(
             f"{archive} is not a readable zip archive ({e}); delete it and run `cnnbench download --dataset butterflies`"
         ) from e
     with zf:
@@ -382,12 +384,17 @@ def _prepare(
     root = str(PurePosixPath(csv_name).parent)
     prefix = "" if root == "." else root + "/"
     where = f"{archive}:{csv_name}"
-    rows, has_id = _read_csv(zf.read(members[csv_name]).decode("utf-8-sig"), where)
+    try:
+        text = zf.read(members[csv_name]).decode("utf-8-sig")
+    except (zipfile.BadZipFile, zlib.error, EOFError, OSError, NotImplementedError, UnicodeDecodeError) as e:
+        raise DataError(f"{where} cannot be read ({type(e).__name__}: {e}); delete {archive} and run "
+                        "`cnnbench download --dataset butterflies`") from e
+    rows, has_id = _read_csv(text, where)
     csv_labels = sorted({r.label for r in rows})
     _check_class_ids(rows, csv_labels, where)
     unknown = [n for n in noisy if n not in csv_labels]
     if unknown:
-        raise ValueError(
+        raise ConfigError(
             f"{_KEY}.noisy_classes names {unknown}, not a class of {archive} "
             f"(its CSV has {len(csv_labels)} classes, e.g. {csv_labels[:3]}); fix the spelling or remove it"
         )
@@ -396,7 +403,7 @@ def _prepare(
 
     def bad(split: str, file: str, reason: str) -> None:
         if on_bad == "fail":
-            raise ValueError(
+            raise DataError(
                 f"bad image {prefix + file!r} in {archive}: {reason}. Set {_KEY}.on_bad_image: skip to leave "
                 "such files out (they are listed in the manifest), or repair the archive"
             )
@@ -516,7 +523,7 @@ def _prepare(
     classes = [c for c in csv_labels if c in kept_labels]
     dropped = [c for c in csv_labels if c not in kept_labels]
     if not classes:
-        raise ValueError(f"{archive}: no usable image left (see the warnings); the archive is not usable")
+        raise DataError(f"{archive}: no usable image left (see the warnings); the archive is not usable")
     notes: list[str] = [
         "splits follow the CSV's 'data set' column: train -> train, valid -> val (model selection), test -> test",
         f"images are {SOURCE_SIZE[0]}x{SOURCE_SIZE[1]} RGB JPEGs"

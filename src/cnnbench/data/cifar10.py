@@ -18,6 +18,7 @@ import logging
 import pickle
 import re
 import tarfile
+import zlib
 from collections.abc import Mapping
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -25,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from cnnbench.data import packed
+from cnnbench.errors import ConfigError, DataError
 from cnnbench.data.fetch import locate_archive, read_source
 
 __all__ = ["RestrictedUnpickler", "load_pickle", "prepare", "TRAIN_BATCHES", "TEST_BATCH", "META"]
@@ -111,21 +113,46 @@ def load_pickle(data: bytes, what: str = "pickle") -> dict[str, Any]:
     try:
         obj = RestrictedUnpickler(io.BytesIO(data), encoding="bytes").load()
     except pickle.UnpicklingError as e:
-        raise pickle.UnpicklingError(f"{what}: {e}") from e
+        raise DataError(f"{what}: {e}") from e
     except (EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError) as e:
-        raise ValueError(f"{what} is not a readable CIFAR-10 pickle ({type(e).__name__}: {e})") from e
+        raise DataError(f"{what} is not a readable CIFAR-10 pickle ({type(e).__name__}: {e})") from e
     if not isinstance(obj, dict):
-        raise ValueError(f"{what} holds a {type(obj).__name__}, expected a dict")
+        raise DataError(f"{what} holds a {type(obj).__name__}, expected a dict")
     return {_str(k): v for k, v in obj.items()}
 
 
 # --------------------------------------------------------------------------- archive
 def _check_member_name(name: str, archive: Path) -> None:
     if name.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:", name) or ".." in re.split(r"[\\/]", name):
-        raise ValueError(
+        raise DataError(
             f"unsafe member path {name!r} in {archive}: absolute paths and '..' components are refused. "
             "The archive is not a genuine CIFAR-10 archive; delete it and download it again"
         )
+
+
+def _read_tar(tar: tarfile.TarFile, archive: Path, wanted: set[str], found: dict[str, bytes]) -> None:
+    """Check every member of `tar`; put the bytes of the `wanted` ones into `found`."""
+    for member in tar:
+        _check_member_name(member.name, archive)
+        if not (member.isfile() or member.isdir()):
+            # The genuine archive holds only folders and regular files; a link (whatever its name)
+            # or device means the archive was tampered with.
+            kind = "symbolic link" if member.issym() else "hard link" if member.islnk() else "device or fifo"
+            target = f" -> {member.linkname!r}" if member.issym() or member.islnk() else ""
+            raise DataError(
+                f"unsafe member {member.name!r}{target} in {archive}: {kind}, not a regular file; refusing "
+                "the archive. It is not a genuine CIFAR-10 archive; delete it and download it again"
+            )
+        base = PurePosixPath(member.name).name
+        if base not in wanted or member.isdir():
+            continue
+        if member.size > _MAX_MEMBER_BYTES:
+            raise DataError(f"{archive}: member {member.name!r} is {member.size} bytes, larger than any CIFAR-10 batch")
+        if base in found:
+            raise DataError(f"{archive}: {base} appears more than once (second copy {member.name!r})")
+        f = tar.extractfile(member)
+        assert f is not None
+        found[base] = f.read()
 
 
 def _read_members(archive: Path) -> dict[str, bytes]:
@@ -135,32 +162,16 @@ def _read_members(archive: Path) -> dict[str, bytes]:
     try:
         tar = tarfile.open(archive, "r:*")
     except (tarfile.TarError, OSError) as e:
-        raise ValueError(f"{archive} is not a readable tar archive ({e}); delete it and run `cnnbench download --dataset cifar10`") from e
-    with tar:
-        for member in tar:
-            _check_member_name(member.name, archive)
-            if not (member.isfile() or member.isdir()):
-                # The genuine archive holds only folders and regular files; a link (whatever its name)
-                # or device means the archive was tampered with.
-                kind = "symbolic link" if member.issym() else "hard link" if member.islnk() else "device or fifo"
-                target = f" -> {member.linkname!r}" if member.issym() or member.islnk() else ""
-                raise ValueError(
-                    f"unsafe member {member.name!r}{target} in {archive}: {kind}, not a regular file; refusing "
-                    "the archive. It is not a genuine CIFAR-10 archive; delete it and download it again"
-                )
-            base = PurePosixPath(member.name).name
-            if base not in wanted or member.isdir():
-                continue
-            if member.size > _MAX_MEMBER_BYTES:
-                raise ValueError(f"{archive}: member {member.name!r} is {member.size} bytes, larger than any CIFAR-10 batch")
-            if base in found:
-                raise ValueError(f"{archive}: {base} appears more than once (second copy {member.name!r})")
-            f = tar.extractfile(member)
-            assert f is not None
-            found[base] = f.read()
+        raise DataError(f"{archive} is not a readable tar archive ({e}); delete it and run `cnnbench download --dataset cifar10`") from e
+    try:
+        with tar:
+            _read_tar(tar, archive, wanted, found)
+    except (tarfile.TarError, OSError, EOFError, zlib.error) as e:  # truncated or corrupt after the header
+        raise DataError(f"{archive} is not a readable tar archive ({type(e).__name__}: {e}); delete it and run "
+                        "`cnnbench download --dataset cifar10`") from e
     missing = sorted(wanted - set(found))
     if missing:
-        raise ValueError(
+        raise DataError(
             f"{archive} lacks {missing}; expected cifar-10-batches-py/ with data_batch_1..5, test_batch "
             "and batches.meta. Delete it and run `cnnbench download --dataset cifar10`"
         )
@@ -170,21 +181,21 @@ def _read_members(archive: Path) -> dict[str, bytes]:
 def _batch_arrays(batch: dict[str, Any], what: str, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
     """Validate a batch dict; return (N x 32 x 32 x 3 uint8 images, int64 labels)."""
     if "data" not in batch or "labels" not in batch:
-        raise ValueError(f"{what} lacks 'data' or 'labels' (keys: {sorted(map(str, batch))})")
+        raise DataError(f"{what} lacks 'data' or 'labels' (keys: {sorted(map(str, batch))})")
     data = batch["data"]
     if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072:
-        raise ValueError(
+        raise DataError(
             f"{what}: 'data' must be a uint8 array of shape (N, 3072), got "
             f"{type(data).__name__} {getattr(data, 'shape', '')} {getattr(data, 'dtype', '')}"
         )
     try:
         labels = np.asarray(batch["labels"], dtype=np.int64)
     except (TypeError, ValueError) as e:
-        raise ValueError(f"{what}: 'labels' must be a list of integers ({e})") from e
+        raise DataError(f"{what}: 'labels' must be a list of integers ({e})") from e
     if labels.ndim != 1 or len(labels) != len(data):
-        raise ValueError(f"{what}: {len(data)} images but labels of shape {labels.shape}")
+        raise DataError(f"{what}: {len(data)} images but labels of shape {labels.shape}")
     if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
-        raise ValueError(f"{what}: labels must lie in 0..{num_classes - 1}, got {labels.min()}..{labels.max()}")
+        raise DataError(f"{what}: labels must lie in 0..{num_classes - 1}, got {labels.min()}..{labels.max()}")
     # CIFAR stores each image as 1024 R, 1024 G, 1024 B values (row-major): NCHW -> NHWC.
     images = np.ascontiguousarray(data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1))
     return images, labels
@@ -220,7 +231,7 @@ def prepare(raw_dir: Path, out_dir: Path, cfg: Mapping[str, Any]) -> dict[str, A
     archive = locate_archive(raw_dir, cfg, "cifar10")
     val_fraction = float(cfg.get("val_fraction", 0.1))
     if not 0.0 <= val_fraction < 1.0:
-        raise ValueError(f"datasets.cifar10.val_fraction must be in [0, 1), got {val_fraction}")
+        raise ConfigError(f"datasets.cifar10.val_fraction must be in [0, 1), got {val_fraction}")
     seed = int(cfg.get("split_seed", 0))
     source = read_source(raw_dir, "cifar10")
 
@@ -228,7 +239,7 @@ def prepare(raw_dir: Path, out_dir: Path, cfg: Mapping[str, Any]) -> dict[str, A
     meta = load_pickle(members[META], f"{archive}:{META}")
     names = meta.get("label_names")
     if not isinstance(names, list) or not names:
-        raise ValueError(f"{archive}:{META} lacks a 'label_names' list")
+        raise DataError(f"{archive}:{META} lacks a 'label_names' list")
     classes = [str(_str(n)) for n in names]
 
     def batch(name: str) -> tuple[np.ndarray, np.ndarray]:

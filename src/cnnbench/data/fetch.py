@@ -24,7 +24,6 @@ import logging
 import os
 import re
 import shutil
-import tempfile
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -36,7 +35,8 @@ from typing import IO, Any
 
 from tqdm import tqdm
 
-from cnnbench.data.packed import replace_dir, staging_dir
+from cnnbench.atomic import atomic_write, replace_dir, temp_dir
+from cnnbench.errors import ChecksumError, ConfigError, DataError, DownloadError
 
 __all__ = [
     "locate_archive",
@@ -60,14 +60,6 @@ TIMEOUT_S = 60.0  # seconds for connect and for each read; a stalled server fail
 _CHUNK = 1 << 20
 _USER_AGENT = "cnnbench-fetch/0.1 (+python-urllib)"
 _ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)  # earliest DOS timestamp: fixed so repacked zips are reproducible
-
-
-class DownloadError(RuntimeError):
-    """An archive could not be obtained or failed its checksum."""
-
-
-class ChecksumError(DownloadError):
-    """A file's checksum differs from the expected one (the message gives both)."""
 
 
 # --------------------------------------------------------------------------- checksums
@@ -137,7 +129,7 @@ def resolve_mirror(param_value: str | None) -> Path | None:
     against the current working directory.
 
     Raises:
-        NotADirectoryError: the configured mirror is not an existing directory.
+        ConfigError: the configured mirror is not an existing directory.
     """
     env = os.environ.get(MIRROR_ENV, "").strip()
     if env:
@@ -150,7 +142,7 @@ def resolve_mirror(param_value: str | None) -> Path | None:
     if not path.is_absolute():
         path = Path.cwd() / path
     if not path.is_dir():
-        raise NotADirectoryError(
+        raise ConfigError(
             f"data mirror {value!r} from {origin} (resolved to {path}) is not a directory; "
             f"point {origin} at a folder laid out as <mirror>/<dataset>/<file> with a SHA256SUMS, "
             "or unset it to download from the official sources"
@@ -166,7 +158,7 @@ def read_sha256sums(mirror: Path) -> dict[str, str]:
 
     Raises:
         FileNotFoundError: no SHA256SUMS in the mirror.
-        ValueError: a malformed line (the message names file and line number).
+        DownloadError: a malformed line (the message names file and line number).
     """
     sums_path = Path(mirror) / "SHA256SUMS"
     text = sums_path.read_text(encoding="utf-8")
@@ -178,7 +170,7 @@ def read_sha256sums(mirror: Path) -> dict[str, str]:
             continue
         m = line_re.match(line)
         if not m:
-            raise ValueError(
+            raise DownloadError(
                 f"{sums_path}:{lineno}: malformed line {line!r}; expected '<64 hex digits>  <path>' "
                 "as written by `sha256sum`"
             )
@@ -224,12 +216,10 @@ def _receive(
     bytes) or a checksum mismatch raises DownloadError, and the temporary file is
     removed on any error.
     """
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
-    tmp = Path(tmp_name)
     hasher = _Hasher()
-    try:
-        with os.fdopen(fd, "wb") as out, _progress(total, dest.name) as bar:
+
+    def write(out: IO[bytes]) -> None:
+        with _progress(total, dest.name) as bar:
             while True:
                 chunk = src.read(_CHUNK)
                 if not chunk:
@@ -237,20 +227,15 @@ def _receive(
                 out.write(chunk)
                 hasher.update(chunk)
                 bar.update(len(chunk))
-            out.flush()
-            os.fsync(out.fileno())
         if total is not None and hasher.bytes != total:
             raise DownloadError(
                 f"incomplete transfer of {what} (for {dest.name}): got {hasher.bytes} of {total} bytes "
                 f"(the connection was closed early){_expected(md5, sha256)}; nothing was kept, retry"
             )
-        digest = hasher.digest()
-        _check(digest, f"{what} (for {dest.name})", md5=md5, sha256=sha256)
-        os.replace(tmp, dest)
-        return digest
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+        _check(hasher.digest(), f"{what} (for {dest.name})", md5=md5, sha256=sha256)
+
+    atomic_write(dest, write)
+    return hasher.digest()
 
 
 def _download(url: str, dest: Path, *, md5: str | None = None, sha256: str | None = None) -> _Digest:
@@ -327,12 +312,9 @@ def _repack_zip(src_dir: Path, dest: Path) -> _Digest:
     if not files:
         raise DownloadError(f"kagglehub returned {src_dir}, which holds no files to pack")
     files.sort(key=lambda item: item[0])
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
-        with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
+
+    def write(fh: IO[bytes]) -> None:
+        with zipfile.ZipFile(fh, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
             for rel, path in tqdm(files, desc=f"pack {dest.name}", unit="file", mininterval=0.5, leave=False):
                 info = zipfile.ZipInfo(rel, date_time=_ZIP_EPOCH)
                 info.compress_type = zipfile.ZIP_STORED
@@ -341,15 +323,13 @@ def _repack_zip(src_dir: Path, dest: Path) -> _Digest:
                 info.file_size = path.stat().st_size
                 with open(path, "rb") as src, zf.open(info, "w") as out:
                     shutil.copyfileobj(src, out, _CHUNK)
-        hasher = _Hasher()
-        with open(tmp, "rb") as f:
-            for chunk in iter(lambda: f.read(_CHUNK), b""):
-                hasher.update(chunk)
-        os.replace(tmp, dest)
-        return hasher.digest()
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+
+    atomic_write(dest, write)
+    hasher = _Hasher()  # of the bytes on disk: zipfile seeks back to fill in headers while writing
+    with open(dest, "rb") as f:
+        for chunk in iter(lambda: f.read(_CHUNK), b""):
+            hasher.update(chunk)
+    return hasher.digest()
 
 
 def _from_kaggle(handle: str, dest: Path) -> tuple[_Digest, str]:
@@ -423,8 +403,8 @@ def fetch_dataset(name: str, ds_cfg: Mapping[str, Any], out_dir: Path, mirror: P
     out_dir = Path(out_dir)
     filename = ds_cfg.get("filename")
     if not isinstance(filename, str) or not filename or "/" in filename or "\\" in filename or filename in (".", ".."):
-        raise ValueError(f"datasets.{name}.source.filename must be a plain file name, got {filename!r}")
-    tmp = staging_dir(out_dir)
+        raise ConfigError(f"datasets.{name}.source.filename must be a plain file name, got {filename!r}")
+    tmp = temp_dir(out_dir)
     dest = tmp / filename
     try:
         record = _fetch_into(name, ds_cfg, dest, None if mirror is None else Path(mirror))
@@ -523,17 +503,17 @@ def read_source(raw_dir: Path, dataset: str) -> dict[str, Any]:
     """Read the ``source.json`` that `fetch_dataset` wrote into `raw_dir`.
 
     Raises:
-        FileNotFoundError: it is missing (the message says to run the download stage).
+        DataError: it is missing or not a JSON object (the message says to run the download stage).
     """
     path = Path(raw_dir) / "source.json"
     if not path.is_file():
-        raise FileNotFoundError(f"{path} not found; run `cnnbench download --dataset {dataset}` first")
+        raise DataError(f"{path} not found; run `cnnbench download --dataset {dataset}` first")
     try:
         source = json.loads(path.read_text(encoding="utf-8"))
     except ValueError as e:
-        raise ValueError(f"{path} is not valid JSON ({e}); run `cnnbench download --dataset {dataset}` again") from e
+        raise DataError(f"{path} is not valid JSON ({e}); run `cnnbench download --dataset {dataset}` again") from e
     if not isinstance(source, dict):
-        raise ValueError(f"{path} must hold a JSON object; run `cnnbench download --dataset {dataset}` again")
+        raise DataError(f"{path} must hold a JSON object; run `cnnbench download --dataset {dataset}` again")
     return source
 
 
@@ -541,10 +521,10 @@ def locate_archive(raw_dir: Path, cfg: Mapping[str, Any], dataset: str) -> Path:
     """The downloaded archive ``raw_dir/<filename>``; errors say which key or stage to fix."""
     filename = cfg.get("filename")
     if not isinstance(filename, str) or not filename:
-        raise ValueError(
+        raise ConfigError(
             f"datasets.{dataset}.source.filename (the archive's file name) is missing or empty in {dict(cfg)!r}"
         )
     archive = Path(raw_dir) / filename
     if not archive.is_file():
-        raise FileNotFoundError(f"{archive} not found; run `cnnbench download --dataset {dataset}` first")
+        raise DataError(f"{archive} not found; run `cnnbench download --dataset {dataset}` first")
     return archive

@@ -21,19 +21,17 @@ complete, so a killed run never leaves something that looks finished.
 
 from __future__ import annotations
 
-import csv
 import json
 import logging
-import os
-import re
 import shutil
-import socket
-import tempfile
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from cnnbench.atomic import csv_text, replace_dir, temp_dir
+from cnnbench.errors import ConfigError, DataError
 
 __all__ = [
     "SPLITS",
@@ -44,7 +42,6 @@ __all__ = [
     "read_classes",
     "staging_dir",
     "replace_dir",
-    "remove_stale_staging",
 ]
 
 SPLITS: tuple[str, ...] = ("train", "val", "test")
@@ -57,97 +54,7 @@ _CLASSES = "classes.json"
 _EXCLUDED = "excluded.csv"
 
 
-# --------------------------------------------------------------------------- atomic dirs
-def _owner_tag() -> str:
-    """``<pid>@<host>``: which process made a staging folder, so a later run can tell one left
-    behind by a killed process from one another process is still writing."""
-    return f"{os.getpid()}@{socket.gethostname()}"
-
-
-_OWNED = re.compile(r"^\.(?P<name>.+)\.(?:tmp|old)-(?P<pid>\d+)@(?P<host>.+)-[^-]+$")
-
-
-def _process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # alive, another user's
-        return True
-    return True
-
-
-def remove_stale_staging(dest: Path) -> list[Path]:
-    """Delete the hidden ``.{dest.name}.tmp-*`` / ``.old-*`` siblings of `dest` that a killed
-    process left behind: made on this host by a process that no longer runs. Folders of a live
-    process, of another host (a shared file system) or of an unknown owner are kept; the last are
-    named in a warning. Returns what was deleted."""
-    dest = Path(dest)
-    removed: list[Path] = []
-    if os.name != "posix" or not dest.parent.is_dir():
-        return removed
-    host = socket.gethostname()
-    for entry in dest.parent.iterdir():
-        if not entry.name.startswith((f".{dest.name}.tmp-", f".{dest.name}.old-")) or entry.is_symlink():
-            continue
-        m = _OWNED.match(entry.name)
-        if m is None or m["name"] != dest.name:
-            log.warning("%s: left by an earlier run (owner unknown); delete it if no cnnbench process is "
-                        "writing %s", entry, dest)
-            continue
-        if m["host"] != host or _process_alive(int(m["pid"])):
-            continue
-        size = sum(f.stat().st_size for f in entry.rglob("*") if f.is_file()) if entry.is_dir() else 0
-        if entry.is_dir():
-            shutil.rmtree(entry, ignore_errors=True)
-        else:
-            entry.unlink(missing_ok=True)
-        log.warning("removed %s (%.1f MB), left by an interrupted run (process %s)", entry, size / 1e6, m["pid"])
-        removed.append(entry)
-    return removed
-
-
-def staging_dir(dest: Path) -> Path:
-    """Create and return a fresh hidden sibling directory of `dest` to build it in.
-
-    The name is ``.{dest.name}.tmp-<pid>@<host>-<random>`` so it is never mistaken for `dest`
-    itself, and a later call can tell whether its maker still runs: the leftovers of killed
-    processes are deleted first (`remove_stale_staging`). Pass it to `replace_dir` when
-    complete, or delete it on failure.
-    """
-    dest = Path(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale_staging(dest)
-    path = Path(tempfile.mkdtemp(prefix=f".{dest.name}.tmp-{_owner_tag()}-", dir=dest.parent))
-    os.chmod(path, 0o777 & ~_umask())  # mkdtemp makes it 0700; give it the usual mode
-    return path
-
-
-def _umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-def replace_dir(src: Path, dest: Path) -> None:
-    """Move the complete directory `src` to `dest`, replacing an existing `dest`.
-
-    `src` must be on the same file system as `dest` (use `staging_dir`). An old
-    `dest` is first renamed aside and deleted afterwards, so at no time does a
-    partially written directory sit at `dest`.
-    """
-    src, dest = Path(src), Path(dest)
-    old: Path | None = None
-    if dest.exists() or dest.is_symlink():
-        old = Path(tempfile.mkdtemp(prefix=f".{dest.name}.old-{_owner_tag()}-", dir=dest.parent))
-        old.rmdir()
-        os.replace(dest, old)
-    os.replace(src, dest)
-    if old is not None:
-        if old.is_dir() and not old.is_symlink():
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            old.unlink(missing_ok=True)
+staging_dir = temp_dir  # the store's staging folder follows cnnbench.atomic's convention; old name kept
 
 
 # --------------------------------------------------------------------------- writing
@@ -164,10 +71,10 @@ def _validate(
         raise ValueError(f"classes must be a non-empty list of names, got {classes!r}")
     for name in classes:
         if not isinstance(name, str) or not name:
-            raise ValueError(f"class names must be non-empty strings, got {name!r} in classes")
+            raise DataError(f"class names must be non-empty strings, got {name!r} in classes")
     dupes = sorted({c for c in classes if classes.count(c) > 1})
     if dupes:
-        raise ValueError(f"duplicate class names {dupes} in classes")
+        raise DataError(f"duplicate class names {dupes} in classes")
     unknown = sorted(set(splits) - set(SPLITS))
     missing = [s for s in SPLITS if s not in splits]
     if unknown or missing:
@@ -233,8 +140,10 @@ def write_prepared(
             manifest in the same atomic rename (e.g. ``{"duplicates.json": {...}}``).
 
     Raises:
+        DataError: class names that are empty, not strings or repeated (they come from the data).
         ValueError: on wrong shapes/dtypes, labels out of range, an inconsistent manifest, or
-            an extra file name that is not a plain ``*.json`` name or clashes with the store's files.
+            an extra file name that is not a plain ``*.json`` name or clashes with the store's files
+            (the caller's mistakes).
     """
     out_dir = Path(out_dir)
     hw = _validate(splits, classes)
@@ -268,7 +177,7 @@ def write_prepared(
         if not isinstance(row, dict) or not {"split", "file", "reason"} <= set(row):
             raise ValueError(f"manifest excluded[{i}] must be a dict with keys split, file, reason; got {row!r}")
 
-    tmp = staging_dir(out_dir)
+    tmp = temp_dir(out_dir)
     try:
         for split in SPLITS:
             images, labels = splits[split]
@@ -278,11 +187,7 @@ def write_prepared(
         (tmp / _MANIFEST).write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
         for name, obj in extra.items():
             (tmp / name).write_text(json.dumps(obj, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-        with open(tmp / _EXCLUDED, "w", newline="", encoding="utf-8") as f:
-            writer = csv.writer(f)
-            writer.writerow(["split", "file", "reason"])
-            for row in excluded:
-                writer.writerow([row["split"], row["file"], row["reason"]])
+        (tmp / _EXCLUDED).write_text(csv_text(excluded, ["split", "file", "reason"]), encoding="utf-8")
         replace_dir(tmp, out_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -304,28 +209,35 @@ def _require(prepared_dir: Path, filename: str) -> Path:
     path = Path(prepared_dir) / filename
     if not path.is_file():
         dataset = _dataset_hint(Path(prepared_dir))
-        raise FileNotFoundError(
+        raise DataError(
             f"{path} not found: the prepared data set in {prepared_dir} is missing or incomplete. "
             f"Run `cnnbench preprocess --dataset {dataset}` first."
         )
     return path
 
 
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as e:  # JSONDecodeError, UnicodeDecodeError
+        raise DataError(f"{path} is not valid JSON ({e}); the store is corrupt, re-run `cnnbench preprocess`") from e
+
+
 def read_manifest(prepared_dir: Path) -> dict[str, Any]:
     """Return the parsed ``manifest.json`` of a packed data set."""
     path = _require(Path(prepared_dir), _MANIFEST)
-    manifest = json.loads(path.read_text(encoding="utf-8"))
+    manifest = _read_json(path)
     if not isinstance(manifest, dict):
-        raise ValueError(f"{path} must hold a JSON object; re-run `cnnbench preprocess`")
+        raise DataError(f"{path} must hold a JSON object; re-run `cnnbench preprocess`")
     return manifest
 
 
 def read_classes(prepared_dir: Path) -> list[str]:
     """Return the class names of a packed data set, in label order."""
     path = _require(Path(prepared_dir), _CLASSES)
-    classes = json.loads(path.read_text(encoding="utf-8"))
+    classes = _read_json(path)
     if not isinstance(classes, list) or not all(isinstance(c, str) for c in classes):
-        raise ValueError(f"{path} must hold a JSON list of class names; re-run `cnnbench preprocess`")
+        raise DataError(f"{path} must hold a JSON list of class names; re-run `cnnbench preprocess`")
     return classes
 
 
@@ -346,8 +258,9 @@ def load_split(
         copy (``np.array(images)``) before writing into them.
 
     Raises:
-        ValueError: unknown split, unknown class name, or every class excluded.
-        FileNotFoundError: the store is missing or incomplete.
+        ConfigError: an unknown class name to exclude, or every class excluded.
+        DataError: the store is missing, incomplete or corrupt.
+        ValueError: an unknown split, or ``exclude_classes`` given as one string.
     """
     prepared_dir = Path(prepared_dir)
     if split not in SPLITS:
@@ -360,16 +273,20 @@ def load_split(
     excluded = list(dict.fromkeys(exclude_classes))
     unknown = [c for c in excluded if c not in classes]
     if unknown:
-        raise ValueError(
+        raise ConfigError(
             f"cannot exclude unknown class(es) {unknown} from {prepared_dir}: they are not among its "
             f"{len(classes)} classes (see {prepared_dir / _CLASSES}); check the spelling"
         )
     images_path = _require(prepared_dir, f"{split}_images.npy")
     labels_path = _require(prepared_dir, f"{split}_labels.npy")
-    images = np.load(images_path, mmap_mode="r", allow_pickle=False)
-    labels = np.load(labels_path, allow_pickle=False).astype(np.int64, copy=False)
+    try:
+        images = np.load(images_path, mmap_mode="r", allow_pickle=False)
+        labels = np.load(labels_path, allow_pickle=False).astype(np.int64, copy=False)
+    except (OSError, ValueError, EOFError) as e:  # truncated, not .npy, or an object array
+        raise DataError(f"{images_path} or {labels_path} is not readable ({e}); the store is corrupt, "
+                        "re-run `cnnbench preprocess`") from e
     if images.ndim != 4 or images.shape[3] != 3 or images.dtype != np.uint8 or len(images) != len(labels):
-        raise ValueError(
+        raise DataError(
             f"{images_path} ({images.shape}, {images.dtype}) does not match {labels_path} "
             f"({labels.shape}); the store is corrupt, re-run `cnnbench preprocess`"
         )
@@ -377,7 +294,7 @@ def load_split(
         return images, labels, classes
     kept = [c for c in classes if c not in excluded]
     if not kept:
-        raise ValueError(f"exclude_classes {excluded} removes every class of {prepared_dir}")
+        raise ConfigError(f"exclude_classes {excluded} removes every class of {prepared_dir}")
     remap = np.full(len(classes), -1, dtype=np.int64)
     for new, name in enumerate(kept):
         remap[classes.index(name)] = new
