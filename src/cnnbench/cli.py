@@ -232,7 +232,8 @@ def build_parser() -> argparse.ArgumentParser:
                                    "is numba's, which has no tiles)")
     p.add_argument("--images", type=Path, help="an ImageFolder tree for the data path (default: the train "
                    "split extracted from data/raw/butterflies)")
-    p.add_argument("--device", help="device (default: the variant's train.device)")
+    p.add_argument("--device", help="device (default: cuda when this machine has one, else cpu); the engine's "
+                   "precision and memory format are resolved for it as train.precision/memory_format: auto say")
     p.add_argument("--accuracy", action="store_true", help="train and test instead of timing (see above)")
     p.add_argument("--epochs", type=int, default=15, help="with --accuracy: epochs per run (default: %(default)s)")
     p.add_argument("--seeds", type=_int_list(0), default="0,1", help="with --accuracy: comma-separated seeds (default: %(default)s)")

@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import shutil
 import sys
 import time
@@ -28,7 +27,7 @@ from torch import nn
 from tqdm import tqdm
 
 from . import __version__
-from .atomic import atomic_write_text, write_csv
+from .atomic import atomic_write_text, replace_dir, temp_dir, write_csv
 from .augment import ResizedCropFlip, augment_batch, augment_kernel, make_augmenter, normalize
 from .checkpoint import (
     atomic_torch_save,
@@ -357,11 +356,12 @@ def train_run(spec: RunSpec, prepared_dir: Path, out_dir: Path, checkpoint_dir: 
         log.info("resuming %s from %s after epoch %d of %d", spec.variant, ckpt_file, start_epoch, spec.train.epochs)
     log_start(spec, trainer, engine, len(train_data), len(val_data), len(classes), steps)
 
-    # DVCLive logs into a staging folder that becomes dvclive/ only with the finished run, so a
-    # failed or killed run leaves no metrics behind (a resumed run replays its history into it).
-    live_dir, live_staging = out_dir / "dvclive", out_dir / ".dvclive.partial"
+    # DVCLive logs into a temporary folder (cnnbench.atomic's convention) that becomes dvclive/ only
+    # with the finished run, so a failed or killed run leaves no metrics behind (a resumed run
+    # replays its history into it).
+    live_dir = out_dir / "dvclive"
     shutil.rmtree(live_dir, ignore_errors=True)
-    shutil.rmtree(live_staging, ignore_errors=True)
+    live_staging = temp_dir(live_dir) if use_dvclive else None
     live = _open_dvclive(live_staging, history) if use_dvclive else None
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
@@ -380,7 +380,8 @@ def train_run(spec: RunSpec, prepared_dir: Path, out_dir: Path, checkpoint_dir: 
                             scheduler=trainer.scheduler, ema=trainer.ema, shuffle_gen=shuffle_gen, aug_gen=aug_gen)
     except BaseException:
         # Diverged, interrupted or failed: the metrics logged so far must not look like a result.
-        shutil.rmtree(live_staging, ignore_errors=True)
+        if live_staging is not None:
+            shutil.rmtree(live_staging, ignore_errors=True)
         raise
 
     summary = run_summary(spec, trainer, engine, batches, classes, history, len(train_data), len(val_data))
@@ -453,7 +454,7 @@ def run_summary(spec: RunSpec, trainer: Trainer, engine: Engine, batches: Batche
     }
 
 
-def write_outputs(out_dir: Path, summary: dict, history: list[dict], trainer: Trainer, live, live_staging: Path,
+def write_outputs(out_dir: Path, summary: dict, history: list[dict], trainer: Trainer, live, live_staging: Path | None,
                   live_dir: Path) -> None:
     """history.csv, train.json, dvclive/ and, last, model.pt: its presence means the run is complete."""
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -461,7 +462,9 @@ def write_outputs(out_dir: Path, summary: dict, history: list[dict], trainer: Tr
     atomic_write_text(out_dir / "train.json", json.dumps(summary, indent=2) + "\n")
     if live is not None:
         live.end()
-        os.replace(live_staging, live_dir)
+        replace_dir(live_staging, live_dir)
+    elif live_staging is not None:  # dvclive could not be imported: nothing was logged
+        shutil.rmtree(live_staging, ignore_errors=True)
     identity = {k: summary[k] for k in ("variant", "dataset", "recipe", "seed", "model", "model_args",
                                         "num_classes", "classes", "settings_hash")}
     # the weights that were validated are the ones kept
