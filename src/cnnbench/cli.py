@@ -81,6 +81,17 @@ def build_parser() -> argparse.ArgumentParser:
     _common(parser, top=True)
     sub = parser.add_subparsers(dest="command", metavar="<stage>", required=True)
 
+    # One function per stage, in the order `cnnbench --help` lists them.
+    for add_stage in (
+        _add_download, _add_preprocess, _add_train, _add_evaluate, _add_aggregate, _add_plot, _add_report,
+        _add_validate, _add_specs, _add_exp_run, _add_dvc_yaml, _add_models, _add_bench, _add_variants,
+    ):
+        add_stage(sub)
+    return parser
+
+
+# --- sub-parsers: one per stage, each with the common options (they also work after the stage name)
+def _add_download(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("download", help="fetch a data set's archive (mirror first) and verify its checksum",
                        description="Fetch a data set's archive into data/raw/<dataset>/. Order: the data mirror "
                        "(CNNBENCH_DATA_MIRROR or params `data_mirror`, verified against its SHA256SUMS), then the "
@@ -91,6 +102,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, help="output directory (default: data/raw/<dataset>)")
     p.set_defaults(func=cmd_download)
 
+
+def _add_preprocess(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("preprocess", help="decode, validate and pack a data set into uint8 arrays + manifest",
                        description="Decode every image once, validate it, resize, and pack uint8 arrays "
                        "(train/val/test) plus manifest.json and excluded.csv into data/prepared/<dataset>/. "
@@ -102,6 +115,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, help="output directory (default: data/prepared/<dataset>)")
     p.set_defaults(func=cmd_preprocess)
 
+
+def _add_train(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train one run of a variant (resumes from its last complete epoch)",
                        description="Train one run: a variant under one recipe with one seed. Writes model.pt, "
                        "history.csv, train.json and a dvclive/ log into results/runs/<variant>/<recipe>/seed<k>/. "
@@ -115,6 +130,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-dvclive", action="store_true", help="do not log with DVCLive")
     p.set_defaults(func=cmd_train)
 
+
+def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("evaluate", help="test metrics and confusion matrix of one trained run",
                        description="Evaluate <run>/model.pt on the test split: metrics.json (top-1, top-5 and "
                        "top-1 on the kept classes for butterflies, loss, per-class accuracy, parameters, epoch "
@@ -124,6 +141,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run", type=Path, help="run directory (default: results/runs/<variant>/<recipe>/seed<k>)")
     p.set_defaults(func=cmd_evaluate)
 
+
+def _add_aggregate(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("aggregate", help="every run's numbers, mean ± std per variant and recipe, the claims' verdicts",
                        description="Read every run of the study (results/runs/<variant>/<recipe>/seed<k>/) and "
                        "write runs.csv (one row per run), variants.csv (mean, std and n per variant and recipe), "
@@ -134,6 +153,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=SUMMARY, help="output directory (default: %(default)s)")
     p.set_defaults(func=cmd_aggregate)
 
+
+def _add_plot(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("plot", help="learning curves with seed bands, accuracy, Pareto and butterfly figures (PNG)")
     _common(p)
     p.add_argument("--runs", type=Path, default=RUNS, help="run directories (default: %(default)s)")
@@ -141,6 +162,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=Path("results/plots"), help="output directory (default: %(default)s)")
     p.set_defaults(func=cmd_plot)
 
+
+def _add_report(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("report", help="one self-contained HTML report plus Markdown")
     _common(p)
     p.add_argument("--runs", type=Path, default=RUNS, help="run directories (default: %(default)s)")
@@ -154,6 +177,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--command-line", default=None, help="print this command instead of the driver's")
     p.set_defaults(func=cmd_report)
 
+
+def _add_validate(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("validate", help="check params.yaml and print the resolved plan",
                        description="Validate params.yaml with the profile applied and print every variant's "
                        "resolved settings (or one variant's with --variant).")
@@ -163,6 +188,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, help="with --variant: the seed (default: the profile's first)")
     p.set_defaults(func=cmd_validate)
 
+
+def _add_specs(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("specs", help="write every run's specification (what DVC's train and evaluate stages depend on)",
                        description="Write results/specs/<variant>/<recipe>/seed<k>.json for every run of the study: "
                        "the run's resolved settings and their hash, its identity. DVC's train and evaluate stages "
@@ -172,6 +199,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=Path("results/specs"), help="output directory (default: %(default)s)")
     p.set_defaults(func=cmd_specs)
 
+
+def _add_exp_run(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("exp-run", help="run the study as a DVC experiment under the profile (sets its seeds too)",
                        description="`dvc exp run -S profile=<profile> -S seeds=<the profile's seeds>`: under DVC the "
                        "top-level seeds decide which seed stages exist, so a profile is two settings there; this sets "
@@ -180,6 +209,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("dvc_args", nargs=argparse.REMAINDER, help="more arguments for dvc exp run, after --")
     p.set_defaults(func=cmd_exp_run)
 
+
+def _add_dvc_yaml(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("dvc-yaml", help="write dvc.yaml from the pipeline's description (or check it is current)",
                        description="dvc.yaml is generated from cnnbench.pipeline, the one description of the stages "
                        "that the Snakefile's rules run too: the same commands, and for each stage the code it "
@@ -189,6 +220,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--check", action="store_true", help="only check that the file is current")
     p.set_defaults(func=cmd_dvc_yaml)
 
+
+def _add_models(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("models", help="table of every variant's network: parameters, FLOPs, output shape",
                        description="Build every variant's network (with the profile's model_args) and print "
                        "its parameter count, forward FLOPs for one image at the data set's resolution "
@@ -202,6 +235,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", type=Path, help="also write the table as JSON to this file")
     p.set_defaults(func=cmd_models)
 
+
+def _add_bench(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("bench", help="measure the training engine against the lab reports' loop",
                        formatter_class=argparse.RawDescriptionHelpFormatter,
                        description="Measure on whatever device is present (median of timed windows after a "
@@ -243,11 +278,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, help="JSON output (default: results/bench/bench.json or accuracy.json)")
     p.set_defaults(func=cmd_bench)
 
+
+def _add_variants(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("variants", help="list variant names (one per line), optionally of one data set")
     _common(p)
     p.add_argument("--dataset", help="only variants of this data set")
     p.set_defaults(func=cmd_variants)
-    return parser
 
 
 # --- commands ------------------------------------------------------------------------------

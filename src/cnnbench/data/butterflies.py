@@ -311,6 +311,16 @@ def find_duplicates(images: Sequence[Hashed]) -> tuple[list[dict[str, Any]], lis
 
 
 # --------------------------------------------------------------------------- prepare
+@dataclass(frozen=True)
+class _Settings:
+    """The validated ``datasets.butterflies`` settings that decide what preprocessing keeps."""
+
+    image_size: int
+    on_bad: str  # "skip" or "fail"
+    noisy: list[str]
+    drop_dups: bool  # drop_train_duplicates_of_eval
+
+
 def prepare(raw_dir: Path, out_dir: Path, cfg: Mapping[str, Any]) -> dict[str, Any]:
     """Pack the butterfly archive ``raw_dir/cfg["filename"]`` into `out_dir`; return the manifest.
 
@@ -352,6 +362,7 @@ def prepare(raw_dir: Path, out_dir: Path, cfg: Mapping[str, Any]) -> dict[str, A
             f"{_KEY}.{_DROP_KEY} must be true or false, got {drop_dups!r}; set it in params.yaml "
             "(true leaves out train images that are exact or mirrored copies of a valid or test image)"
         )
+    settings = _Settings(image_size, on_bad, noisy, drop_dups)
     source = read_source(raw_dir, "butterflies")
 
     try:
@@ -362,20 +373,57 @@ def prepare(raw_dir: Path, out_dir: Path, cfg: Mapping[str, Any]) -> dict[str, A
         ) from e
     with zf:
         total_bytes = check_archive_members(zf, archive, limit)
-        return _prepare(zf, archive, out_dir, image_size, on_bad, noisy, drop_dups, source, total_bytes)
+        return _prepare(zf, archive, out_dir, settings, source, total_bytes)
 
 
 def _prepare(
-    zf: zipfile.ZipFile,
-    archive: Path,
-    out_dir: Path,
-    image_size: int,
-    on_bad: str,
-    noisy: list[str],
-    drop_dups: bool,
-    source: dict[str, Any],
-    total_bytes: int,
+    zf: zipfile.ZipFile, archive: Path, out_dir: Path, settings: _Settings, source: dict[str, Any], total_bytes: int
 ) -> dict[str, Any]:
+    # Every check that needs no image comes first, so a wrong archive or setting fails in seconds.
+    index = _read_index(zf, archive)
+    _check_noisy_classes(settings.noisy, index.labels, archive)
+    excluded = _Excluded(settings.on_bad, archive, index.prefix)
+    folder_files, folders = _sort_members(index, excluded)
+    candidates = _match_csv_to_folders(index, folder_files, folders, excluded)
+
+    decoded = _decode_splits(zf, index, candidates, settings, excluded)
+    groups, summary = _duplicate_report(decoded.hashed, excluded.items, settings.drop_dups)
+    classes, dropped, noisy_kept = _kept_classes(index.labels, decoded, settings.noisy, archive)
+    notes = _notes(settings, classes, dropped, noisy_kept, excluded.items, summary)
+    _log_findings(dropped, summary, settings.drop_dups)
+
+    splits, without_noisy = _pack_splits(decoded, classes, noisy_kept)
+    manifest = _build_manifest(
+        index, source, total_bytes, settings, classes=classes, noisy_kept=noisy_kept, without_noisy=without_noisy,
+        dropped=dropped, excluded=excluded.items, summary=summary, groups=groups, notes=notes,
+    )
+    duplicates = {"format": "cnnbench-duplicates-v1", "dataset": "butterflies", **summary, "groups": groups}
+    packed.write_prepared(out_dir, splits, classes, manifest, extra_json={DUPLICATES_FILE: duplicates})
+    log.info(
+        "butterflies: %s images of %d classes, %d excluded -> %s",
+        {s: len(decoded.labels[s]) for s in packed.SPLITS},
+        len(classes),
+        len(excluded.items),
+        out_dir,
+    )
+    return packed.read_manifest(out_dir)
+
+
+# --------------------------------------------------------------------------- prepare: index and members
+@dataclass(frozen=True)
+class _Index:
+    """The archive's files and its parsed, checked index CSV."""
+
+    members: dict[str, zipfile.ZipInfo]  # normalised name -> member, folders left out
+    csv_name: str
+    prefix: str  # "" or "<top-level folder>/": the CSV's paths are relative to the folder it is in
+    rows: list[_Row]
+    has_id: bool  # the CSV has a class id column
+    labels: list[str]  # the CSV's classes, sorted: a class id is a position in this list
+
+
+def _read_index(zf: zipfile.ZipFile, archive: Path) -> _Index:
+    """Find, read and parse the index CSV; its class ids must match the sorted labels."""
     members: dict[str, zipfile.ZipInfo] = {}
     for info in zf.infolist():
         if not info.is_dir():
@@ -390,108 +438,173 @@ def _prepare(
         raise DataError(f"{where} cannot be read ({type(e).__name__}: {e}); delete {archive} and run "
                         "`cnnbench download --dataset butterflies`") from e
     rows, has_id = _read_csv(text, where)
-    csv_labels = sorted({r.label for r in rows})
-    _check_class_ids(rows, csv_labels, where)
-    unknown = [n for n in noisy if n not in csv_labels]
+    labels = sorted({r.label for r in rows})
+    _check_class_ids(rows, labels, where)
+    return _Index(members, csv_name, prefix, rows, has_id, labels)
+
+
+def _check_noisy_classes(noisy: list[str], labels: list[str], archive: Path) -> None:
+    """A noisy class that the CSV does not know is a typo in params.yaml, not a class to ignore."""
+    unknown = [n for n in noisy if n not in labels]
     if unknown:
         raise ConfigError(
             f"{_KEY}.noisy_classes names {unknown}, not a class of {archive} "
-            f"(its CSV has {len(csv_labels)} classes, e.g. {csv_labels[:3]}); fix the spelling or remove it"
+            f"(its CSV has {len(labels)} classes, e.g. {labels[:3]}); fix the spelling or remove it"
         )
 
-    excluded: list[dict[str, str]] = []
 
-    def bad(split: str, file: str, reason: str) -> None:
-        if on_bad == "fail":
+class _Excluded:
+    """Every member left out, in the order met, with its reason: the manifest's ``excluded``.
+
+    Reasons of ignored files start with "ignored:" and of dropped duplicates with "dropped:";
+    anything else is a bad image (or CSV/folder mismatch), which the manifest notes count.
+    """
+
+    def __init__(self, on_bad: str, archive: Path, prefix: str) -> None:
+        self.on_bad, self.archive, self.prefix = on_bad, archive, prefix
+        self.items: list[dict[str, str]] = []
+
+    def bad(self, split: str, file: str, reason: str) -> None:
+        """A bad image: fatal with ``on_bad_image: fail``, else skipped with a warning."""
+        if self.on_bad == "fail":
             raise DataError(
-                f"bad image {prefix + file!r} in {archive}: {reason}. Set {_KEY}.on_bad_image: skip to leave "
+                f"bad image {self.prefix + file!r} in {self.archive}: {reason}. Set {_KEY}.on_bad_image: skip to leave "
                 "such files out (they are listed in the manifest), or repair the archive"
             )
         log.warning("skipping %s (%s): %s", file, split, reason)
-        excluded.append({"split": split, "file": file, "reason": reason})
+        self.items.append({"split": split, "file": file, "reason": reason})
 
-    # Everything in the archive that is not the CSV: images in split folders, or other files.
-    folder_files: dict[str, tuple[str, str]] = {}  # relative path -> (split, folder class)
+    def ignored(self, file: str, reason: str) -> None:
+        """A file that is not part of the data (never fatal: the archive ships a model file)."""
+        log.info("%s: %s", file, reason)
+        self.items.append({"split": "", "file": file, "reason": reason})
+
+    def dropped(self, file: str, reason: str) -> None:
+        """A good train image left out as a copy of a valid or test image."""
+        self.items.append({"split": "train", "file": file, "reason": reason})
+
+
+def _sort_members(index: _Index, excluded: _Excluded) -> tuple[dict[str, tuple[str, str]], set[str]]:
+    """Everything in the archive that is not the CSV: images in split class folders, returned as
+    ``({relative path: (split, folder class)}, {"<split dir>/<class>" folders})``, or other files,
+    which are ignored and listed."""
+    folder_files: dict[str, tuple[str, str]] = {}
     folders: set[str] = set()
-    for name in members:
-        if name == csv_name:
+    for name in index.members:
+        if name == index.csv_name:
             continue
-        rel = name[len(prefix):] if name.startswith(prefix) else None
+        rel = name[len(index.prefix):] if name.startswith(index.prefix) else None
         parts = rel.split("/") if rel is not None else []
         if rel is not None and len(parts) >= 3 and parts[0] in _SPLIT_DIRS:
             folder_files[rel] = (_SPLIT_DIRS[parts[0]], parts[1])
             folders.add("/".join(parts[:2]))
             continue
-        shown = rel if rel is not None else name
         if name.lower().endswith(".h5"):
             reason = "ignored: Keras model file (.h5), not part of the data"
         elif PurePosixPath(name).name in CSV_NAMES:
-            reason = f"ignored: another index CSV ({csv_name!r} is used)"
+            reason = f"ignored: another index CSV ({index.csv_name!r} is used)"
         else:
             reason = "ignored: not inside a train/, valid/ or test/ class folder"
-        log.info("%s: %s", shown, reason)
-        excluded.append({"split": "", "file": shown, "reason": reason})
+        excluded.ignored(rel if rel is not None else name, reason)
+    return folder_files, folders
 
-    # CSV vs folders.
+
+def _match_csv_to_folders(
+    index: _Index, folder_files: dict[str, tuple[str, str]], folders: set[str], excluded: _Excluded
+) -> list[_Row]:
+    """The CSV rows whose image is in the archive, in CSV order. Every disagreement between the
+    CSV and the folders is a bad image: CSV rows first, then files the CSV does not list."""
     listed: dict[str, int] = {}
     candidates: list[_Row] = []
-    for row in rows:
+    for row in index.rows:
         if row.path in listed:
-            bad(row.split, row.path, f"duplicate CSV row (also on line {listed[row.path]})")
+            excluded.bad(row.split, row.path, f"duplicate CSV row (also on line {listed[row.path]})")
             continue
         listed[row.path] = row.line
         folder = str(PurePosixPath(row.path).parent)
         if row.path in folder_files:
             candidates.append(row)
         elif folder not in folders:
-            bad(row.split, row.path, f"folder {folder}/ of CSV class {row.label!r} is not in the archive")
+            excluded.bad(row.split, row.path, f"folder {folder}/ of CSV class {row.label!r} is not in the archive")
         else:
-            bad(row.split, row.path, "listed in the CSV but missing from the archive")
-    label_set = set(csv_labels)
+            excluded.bad(row.split, row.path, "listed in the CSV but missing from the archive")
+    label_set = set(index.labels)
     for rel, (split, folder_class) in folder_files.items():
         if rel in listed:
             continue
         if folder_class not in label_set:
-            bad(split, rel, f"class folder {folder_class!r} is not in the CSV")
+            excluded.bad(split, rel, f"class folder {folder_class!r} is not in the CSV")
         else:
-            bad(split, rel, "in a class folder but not listed in the CSV")
+            excluded.bad(split, rel, "in a class folder but not listed in the CSV")
+    return candidates
 
+
+# --------------------------------------------------------------------------- prepare: decode
+@dataclass
+class _Decoded:
+    """The kept images per split, and the `pixel_key` of every image that decoded."""
+
+    arrays: dict[str, np.ndarray]  # split -> room for every candidate; the first len(labels[split]) are filled
+    labels: dict[str, list[str]]  # split -> class name of each kept image, in CSV order
+    hashed: list[Hashed]
+
+
+def _decode_splits(
+    zf: zipfile.ZipFile, index: _Index, candidates: list[_Row], settings: _Settings, excluded: _Excluded
+) -> _Decoded:
+    """Decode every candidate; bad ones go to `excluded`, and with ``drop_dups`` so do train copies
+    of valid or test images."""
     # Decode: valid and test first, so a train copy of one of their images is known when it
     # comes and, with drop_train_duplicates_of_eval, never stored (each split keeps CSV order).
     per_split = Counter(r.split for r in candidates)
-    arrays = {s: np.empty((per_split[s], image_size, image_size, 3), np.uint8) for s in packed.SPLITS}
-    names: dict[str, list[str]] = {s: [] for s in packed.SPLITS}
-    hashed: list[Hashed] = []
+    size = settings.image_size
+    decoded = _Decoded(
+        arrays={s: np.empty((per_split[s], size, size, 3), np.uint8) for s in packed.SPLITS},
+        labels={s: [] for s in packed.SPLITS},
+        hashed=[],
+    )
     eval_copy: dict[bytes, Hashed] = {}  # digest -> first val/test image with it
     order = {"val": 0, "test": 1, "train": 2}
     for row in tqdm(sorted(candidates, key=lambda r: order[r.split]), desc="decode butterflies", unit="img",
                     mininterval=0.5, leave=False):
-        try:
-            data = zf.read(members[prefix + row.path])
-        except (zipfile.BadZipFile, zlib.error, EOFError, OSError, NotImplementedError) as e:
-            bad(row.split, row.path, f"zip member cannot be read ({type(e).__name__}: {e})")
+        array, image = _decode_row(zf, index, row, size, excluded)
+        if array is None or image is None:
             continue
-        array, key, reason = _decode(data, image_size)
-        if array is None or key is None:
-            assert reason is not None
-            bad(row.split, row.path, reason)
-            continue
-        image = Hashed(row.split, row.path, row.label, *key)
-        hashed.append(image)
+        decoded.hashed.append(image)
         if row.split != "train":
             eval_copy.setdefault(image.digest, image)
-        elif drop_dups and image.digest in eval_copy:
+        elif settings.drop_dups and image.digest in eval_copy:
             other = eval_copy[image.digest]
             how = "an exact copy" if _pair_kind(image, other) == "exact" else "a mirror image"
-            excluded.append({
-                "split": "train",
-                "file": row.path,
-                "reason": f"dropped: {how} of {other.split} image {other.file} ({_KEY}.{_DROP_KEY}: true)",
-            })
+            excluded.dropped(row.path, f"dropped: {how} of {other.split} image {other.file} ({_KEY}.{_DROP_KEY}: true)")
             continue
-        arrays[row.split][len(names[row.split])] = array
-        names[row.split].append(row.label)
+        decoded.arrays[row.split][len(decoded.labels[row.split])] = array
+        decoded.labels[row.split].append(row.label)
+    return decoded
 
+
+def _decode_row(
+    zf: zipfile.ZipFile, index: _Index, row: _Row, size: int, excluded: _Excluded
+) -> tuple[np.ndarray | None, Hashed | None]:
+    """Read and decode one CSV row's image: (pixels, its hash), or (None, None) when it is bad."""
+    try:
+        data = zf.read(index.members[index.prefix + row.path])
+    except (zipfile.BadZipFile, zlib.error, EOFError, OSError, NotImplementedError) as e:
+        excluded.bad(row.split, row.path, f"zip member cannot be read ({type(e).__name__}: {e})")
+        return None, None
+    array, key, reason = _decode(data, size)
+    if array is None or key is None:
+        assert reason is not None
+        excluded.bad(row.split, row.path, reason)
+        return None, None
+    return array, Hashed(row.split, row.path, row.label, *key)
+
+
+# --------------------------------------------------------------------------- prepare: what is kept, manifest
+def _duplicate_report(
+    hashed: list[Hashed], excluded: list[dict[str, str]], drop_dups: bool
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """The duplicate groups (each member marked ``dropped`` or not) and their summary counts."""
     groups, pairs = find_duplicates(hashed)
     dropped_files = {e["file"] for e in excluded if e["split"] == "train" and e["reason"].startswith("dropped:")}
     for group in groups:
@@ -517,13 +630,29 @@ def _prepare(
         "dropped_train": len(dropped_files),
         "file": DUPLICATES_FILE,
     }
-    duplicates = {"format": "cnnbench-duplicates-v1", "dataset": "butterflies", **summary, "groups": groups}
+    return groups, summary
 
-    kept_labels = {label for split_names in names.values() for label in split_names}
+
+def _kept_classes(
+    csv_labels: list[str], decoded: _Decoded, noisy: list[str], archive: Path
+) -> tuple[list[str], list[str], list[str]]:
+    """``(classes, dropped, noisy_kept)``: the CSV's classes with at least one kept image (the
+    others are dropped rather than left empty), and the noisy ones among them."""
+    kept_labels = {label for split_labels in decoded.labels.values() for label in split_labels}
     classes = [c for c in csv_labels if c in kept_labels]
     dropped = [c for c in csv_labels if c not in kept_labels]
     if not classes:
         raise DataError(f"{archive}: no usable image left (see the warnings); the archive is not usable")
+    noisy_kept = [c for c in noisy if c in classes]
+    return classes, dropped, noisy_kept
+
+
+def _notes(
+    settings: _Settings, classes: list[str], dropped: list[str], noisy_kept: list[str],
+    excluded: list[dict[str, str]], summary: dict[str, Any],
+) -> list[str]:
+    """The manifest's notes: how the splits were made and what was left out."""
+    image_size = settings.image_size
     notes: list[str] = [
         "splits follow the CSV's 'data set' column: train -> train, valid -> val (model selection), test -> test",
         f"images are {SOURCE_SIZE[0]}x{SOURCE_SIZE[1]} RGB JPEGs"
@@ -531,38 +660,59 @@ def _prepare(
         "noisy classes are stored; variants with filter_noisy drop them at load time",
     ]
     if dropped:
-        log.warning("classes %s have no usable image and are left out", dropped)
         notes.append(f"classes {dropped} of the CSV have no usable image and are not among the classes")
-    noisy_kept = [c for c in noisy if c in classes]
-    if len(noisy_kept) != len(noisy):
-        notes.append(f"noisy classes {[c for c in noisy if c not in classes]} have no usable image")
+    if len(noisy_kept) != len(settings.noisy):
+        notes.append(f"noisy classes {[c for c in settings.noisy if c not in classes]} have no usable image")
     n_bad = sum(1 for e in excluded if not e["reason"].startswith(("ignored:", "dropped:")))
     if n_bad:
         notes.append(f"{n_bad} bad image(s) or CSV/folder mismatch(es) skipped (on_bad_image: skip); see excluded.csv")
     notes.append(
-        f"duplicates (exact or mirrored, hashed at {SOURCE_SIZE[0]} px): {len(groups)} group(s) of "
+        f"duplicates (exact or mirrored, hashed at {SOURCE_SIZE[0]} px): {summary['group_count']} group(s) of "
         f"{summary['images_in_groups']} images, {summary['label_conflict_groups']} with conflicting labels; "
-        f"{train_dups_of_eval} train image(s) duplicate a valid or test image"
-        + (f", {len(dropped_files)} dropped ({_KEY}.{_DROP_KEY}: true)" if drop_dups else f", kept ({_KEY}.{_DROP_KEY}: false)")
+        f"{summary['train_duplicates_of_eval']} train image(s) duplicate a valid or test image"
+        + (f", {summary['dropped_train']} dropped ({_KEY}.{_DROP_KEY}: true)" if settings.drop_dups
+           else f", kept ({_KEY}.{_DROP_KEY}: false)")
         + f"; every group is in {DUPLICATES_FILE}"
     )
+    return notes
+
+
+def _log_findings(dropped: list[str], summary: dict[str, Any], drop_dups: bool) -> None:
+    """Say what the manifest notes say that needs a reader's attention."""
+    if dropped:
+        log.warning("classes %s have no usable image and are left out", dropped)
     if summary["label_conflict_groups"]:
         log.warning("%d duplicate group(s) carry different labels (label errors); see %s",
                     summary["label_conflict_groups"], DUPLICATES_FILE)
     log.info("duplicates: %d group(s); %d train image(s) duplicate a valid or test image%s",
-             len(groups), train_dups_of_eval, ", dropped" if drop_dups else "")
+             summary["group_count"], summary["train_duplicates_of_eval"], ", dropped" if drop_dups else "")
 
+
+def _pack_splits(
+    decoded: _Decoded, classes: list[str], noisy_kept: list[str]
+) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], dict[str, dict[str, int]]]:
+    """Each split's ``(images, class indices)``, and its counts once the noisy classes are dropped."""
     index = {name: i for i, name in enumerate(classes)}
     splits: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     without_noisy: dict[str, dict[str, int]] = {}
     for split in packed.SPLITS:
-        labels = np.array([index[n] for n in names[split]], dtype=np.int64)
-        splits[split] = (arrays[split][: len(labels)], labels)
+        names = decoded.labels[split]
+        labels = np.array([index[n] for n in names], dtype=np.int64)
+        splits[split] = (decoded.arrays[split][: len(labels)], labels)
         without_noisy[split] = {
-            "count": int(sum(1 for n in names[split] if n not in noisy_kept)),
+            "count": int(sum(1 for n in names if n not in noisy_kept)),
             "num_classes": len(classes) - len(noisy_kept),
         }
-    manifest: dict[str, Any] = {
+    return splits, without_noisy
+
+
+def _build_manifest(
+    index: _Index, source: dict[str, Any], total_bytes: int, settings: _Settings, *, classes: list[str],
+    noisy_kept: list[str], without_noisy: dict[str, dict[str, int]], dropped: list[str],
+    excluded: list[dict[str, str]], summary: dict[str, Any], groups: list[dict[str, Any]], notes: list[str],
+) -> dict[str, Any]:
+    """The butterfly keys of manifest.json (``splits`` is filled in by `packed.write_prepared`)."""
+    return {
         "dataset": "butterflies",
         "source": source,
         "source_image_size": [SOURCE_SIZE[1], SOURCE_SIZE[0]],
@@ -571,20 +721,11 @@ def _prepare(
         "splits": {},
         "splits_without_noisy": without_noisy,
         "dropped_classes": dropped,
-        "csv": csv_name,
-        "csv_has_class_id": has_id,
+        "csv": index.csv_name,
+        "csv_has_class_id": index.has_id,
         "uncompressed_bytes": total_bytes,
-        "on_bad_image": on_bad,
+        "on_bad_image": settings.on_bad,
         "excluded": excluded,
         "duplicates": {**summary, "examples": groups[:_MAX_EXAMPLES]},
         "notes": notes,
     }
-    packed.write_prepared(out_dir, splits, classes, manifest, extra_json={DUPLICATES_FILE: duplicates})
-    log.info(
-        "butterflies: %s images of %d classes, %d excluded -> %s",
-        {s: len(names[s]) for s in packed.SPLITS},
-        len(classes),
-        len(excluded),
-        out_dir,
-    )
-    return packed.read_manifest(out_dir)
