@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import pandas as pd
+if TYPE_CHECKING:  # pandas is imported where a table is read: evaluate reads JSON only, and starts faster
+    import pandas as pd
 
 from .errors import DataError
 
@@ -52,6 +54,8 @@ def read_json(path: Path, stage: str):
 def read_table(path: Path, stage: str, **kwargs) -> pd.DataFrame:
     """``pandas.read_csv(path, **kwargs)`` of a CSV written by ``stage``; a DataError names the file and
     the stage to re-run when it is missing or not readable CSV."""
+    import pandas as pd
+
     try:
         return pd.read_csv(need_file(Path(path), stage), **kwargs)
     except (ValueError, pd.errors.ParserError, pd.errors.EmptyDataError) as e:
