@@ -401,3 +401,14 @@ def test_tta_flip_averages_an_image_and_its_mirror():
     assert plain[0].argmax() == 0
     assert torch.allclose(tta.exp().sum(1), torch.ones(2))
     assert torch.allclose(tta[0, 0], tta[0, 1])  # the image and its mirror disagree equally
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks a machine without CUDA")
+def test_a_gpu_run_where_there_is_no_cuda_stops_instead_of_training_on_the_cpu():
+    from cnnbench.config import ConfigError
+    from cnnbench.engine import select_device
+
+    spec = load(REPO / "params.yaml", profile="full").run("cifar10-resnet18")  # its train jobs ask for a GPU
+    assert spec.execution.device == "cuda"
+    with pytest.raises(ConfigError, match=r"the run's device is 'cuda' .* CUDA is not available here .*--profile quick"):
+        select_device(spec.execution.device)

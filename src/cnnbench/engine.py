@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .errors import ConfigError
 from .spec import ExecutionSpec
 
 log = logging.getLogger("cnnbench.engine")
@@ -21,8 +22,6 @@ log = logging.getLogger("cnnbench.engine")
 def select_device(name: str) -> torch.device:
     """The torch device of a resolved ``execution.device`` (cpu, cuda, cuda:N, mps), refused with a
     config error when this machine does not have it."""
-    from .config import ConfigError
-
     dev = torch.device(name)
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(
