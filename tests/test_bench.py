@@ -65,6 +65,25 @@ def test_bench_variant_engine_vs_reference_on_synthetic_data(cfg, tmp_path):
     assert r["engine"]["allocator"] == bench.allocator_state()
 
 
+def test_the_engine_is_timed_through_the_studys_own_step(cfg, tmp_path, monkeypatch):
+    """bench times train.Trainer.step, the step a study's runs take (scheduler and EMA included)."""
+    from cnnbench import train
+
+    cfg.raw["recipes"]["fast"]["ema"] = 0.9
+    real, calls = train.Trainer.step, []
+
+    def counted(self, x, y):
+        calls.append((self.ema is not None, self.scheduler.last_epoch))
+        return real(self, x, y)
+
+    monkeypatch.setattr(train.Trainer, "step", counted)
+    bench.bench_variant(cfg, "cifar10-resnet18", tmp_path, batch_size=16, warmup=1, windows=2, steps=2, workers=0,
+                        device=torch.device("cpu"), reference=False, recipe="fast")
+    # warm-up + timed windows for the engine, then the same for the model alone on one fixed batch
+    assert len(calls) == 2 * (1 + 2 * 2)
+    assert all(has_ema for has_ema, _ in calls) and [step for _, step in calls] == list(range(len(calls)))
+
+
 def _start_method() -> str:
     import multiprocessing
 
