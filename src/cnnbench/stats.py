@@ -251,6 +251,42 @@ class TwoLevelResult:
     method: str
 
 
+def _two_level_draws(runs_a: np.ndarray, runs_b: np.ndarray, rng: np.random.Generator, n_boot: int,
+                     paired_images: bool) -> tuple[np.ndarray, np.ndarray]:
+    """The two-level bootstrap draws, (n_boot, n_a) and (n_boot, n_b) run accuracies: the test images
+    resampled once per draw (shared by both sides when paired), then the runs within each side."""
+    n_a, n_b = runs_a.shape[0], runs_b.shape[0]
+    if paired_images:
+        star = _image_resampled_accuracies(np.vstack([runs_a, runs_b]), rng, n_boot)
+        star_a, star_b = star[:, :n_a], star[:, n_a:]
+    else:
+        star_a = _image_resampled_accuracies(runs_a, rng, n_boot)
+        star_b = _image_resampled_accuracies(runs_b, rng, n_boot)
+    pick_a = np.take_along_axis(star_a, rng.integers(0, n_a, size=(n_boot, n_a)), axis=1)
+    pick_b = np.take_along_axis(star_b, rng.integers(0, n_b, size=(n_boot, n_b)), axis=1)
+    return pick_a, pick_b
+
+
+def _seeds_and_images_se(seed_var_a: float, seed_var_b: float, n_a: int, n_b: int,
+                         image_var: float) -> tuple[float, float, str]:
+    """Standard error, Welch-Satterthwaite df and noise label of the difference of seed means, with
+    the test-set variance component added (one run on one side: its training noise taken equal to
+    the other side's)."""
+    if n_a > 1 and n_b > 1:
+        va, vb = seed_var_a / n_a, seed_var_b / n_b
+        denominator = va ** 2 / (n_a - 1) + vb ** 2 / (n_b - 1)
+        noise = SEEDS_AND_IMAGES
+    else:
+        lone, other, s2, n_other = ("a", "b", seed_var_b, n_b) if n_a == 1 else ("b", "a", seed_var_a, n_a)
+        va, vb = (s2, s2 / n_b) if n_a == 1 else (s2 / n_a, s2)
+        denominator = (va + vb) ** 2 / (n_other - 1)
+        noise = (f"seeds and test images; side {lone} has one run: its training noise is assumed equal to "
+                 f"side {other}'s")
+    se2 = va + vb + image_var
+    df = se2 ** 2 / denominator if denominator > 0 else math.inf
+    return math.sqrt(se2), df, noise
+
+
 def two_level_bootstrap(correct_a: Sequence[np.ndarray] | np.ndarray, correct_b: Sequence[np.ndarray] | np.ndarray,
                         rng: np.random.Generator, n_boot: int = 10_000, *, paired_images: bool = True,
                         confidence: float = CONFIDENCE) -> TwoLevelResult:
@@ -294,15 +330,7 @@ def two_level_bootstrap(correct_a: Sequence[np.ndarray] | np.ndarray, correct_b:
     if one_each and paired_images:  # the test-set level alone, paired: its own interval and exact p
         paired_result = paired_bootstrap_diff(runs_a[0], runs_b[0], rng, n_boot, confidence=confidence)
 
-    # The two-level bootstrap draws: images once per draw, then runs within each side.
-    if paired_images:
-        star = _image_resampled_accuracies(np.vstack([runs_a, runs_b]), rng, n_boot)
-        star_a, star_b = star[:, :n_a], star[:, n_a:]
-    else:
-        star_a = _image_resampled_accuracies(runs_a, rng, n_boot)
-        star_b = _image_resampled_accuracies(runs_b, rng, n_boot)
-    pick_a = np.take_along_axis(star_a, rng.integers(0, n_a, size=(n_boot, n_a)), axis=1)
-    pick_b = np.take_along_axis(star_b, rng.integers(0, n_b, size=(n_boot, n_b)), axis=1)
+    pick_a, pick_b = _two_level_draws(runs_a, runs_b, rng, n_boot, paired_images)
     diff_star = pick_a.mean(axis=1) - pick_b.mean(axis=1)
     boot_low, boot_high = _percentile_interval(diff_star, confidence)
     prob = float(_prob_improvement(acc_a[None, :], acc_b[None, :])[0])
@@ -310,29 +338,16 @@ def two_level_bootstrap(correct_a: Sequence[np.ndarray] | np.ndarray, correct_b:
 
     if one_each:
         noise = IMAGES_ONLY
+        se, df = math.sqrt(image_var), math.inf
         if paired_result is not None:
             low, high, p = paired_result.ci_low, paired_result.ci_high, paired_result.p
             how = f"test-set level, paired: {paired_result.method}"
         else:
-            low, high = boot_low, boot_high
-            p = _percentile_p(diff_star)
+            low, high, p = boot_low, boot_high, _percentile_p(diff_star)
             how = (f"test-set level, unpaired: percentile interval of {n_boot} independent image resamples, "
                    "p inverts it")
-        se, df = math.sqrt(image_var), math.inf
     else:
-        if n_a > 1 and n_b > 1:
-            va, vb = seed_var_a / n_a, seed_var_b / n_b
-            denominator = va ** 2 / (n_a - 1) + vb ** 2 / (n_b - 1)
-            noise = SEEDS_AND_IMAGES
-        else:  # one run on one side: assume its training noise equals the other side's
-            lone, other, s2, n_other = ("a", "b", seed_var_b, n_b) if n_a == 1 else ("b", "a", seed_var_a, n_a)
-            va, vb = (s2, s2 / n_b) if n_a == 1 else (s2 / n_a, s2)
-            denominator = (va + vb) ** 2 / (n_other - 1)
-            noise = (f"seeds and test images; side {lone} has one run: its training noise is assumed equal to "
-                     f"side {other}'s")
-        se2 = va + vb + image_var
-        se = math.sqrt(se2)
-        df = se2 ** 2 / denominator if denominator > 0 else math.inf
+        se, df, noise = _seeds_and_images_se(seed_var_a, seed_var_b, n_a, n_b, image_var)
         low, high, p = _t_interval(diff, se, df, confidence)
         how = ("difference of seed means; SE from seed variances (Welch) plus the test-set variance component, "
                f"Welch-Satterthwaite df = {df:.3g}; t interval and two-sided t test (scipy.stats.t)")
