@@ -13,7 +13,6 @@ from pathlib import Path
 import pytest
 
 from cnnbench import atomic
-from cnnbench.train import remove_partial_files
 
 HOST = socket.gethostname()
 posix_only = pytest.mark.skipif(os.name != "posix", reason="process liveness is checked with POSIX signals")
@@ -116,7 +115,7 @@ def test_only_dead_processes_leftovers_on_this_host_are_removed(tmp_path: Path, 
     assert dest.read_bytes() == b"model"
     # a sweep of the whole folder (what train does to its run and checkpoint folders) takes every
     # destination's leftovers of dead processes, and still keeps the rest
-    remove_partial_files(tmp_path)
+    atomic.remove_leftovers(tmp_path)
     assert not other.exists()
     assert live.exists() and elsewhere.exists() and legacy.exists()
 

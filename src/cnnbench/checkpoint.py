@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .atomic import atomic_write, remove_leftovers
+from .atomic import atomic_write
 from .errors import CheckpointError, CheckpointMismatch
 from .spec import RunSpec
 
@@ -59,11 +59,6 @@ def load_plain(path: Path, what: str, remedy: str) -> dict:
     if not isinstance(blob, dict):
         raise CheckpointError(f"{path}: not a cnnbench {what} (holds a {type(blob).__name__}). {remedy}")
     return blob
-
-
-def remove_partial_files(directory: Path) -> None:
-    """Delete the temporaries a killed run left in ``directory`` (see :func:`cnnbench.atomic.remove_leftovers`)."""
-    remove_leftovers(directory)
 
 
 def load_checkpoint(path: Path, spec: RunSpec) -> dict | None:

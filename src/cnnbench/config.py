@@ -211,15 +211,11 @@ class Config:
             "dataset": dataset,
             "model": spec["model"],
             "model_args": deep_merge(spec.get("model_args", {}), self.profile_block.get("model_args")),
-            "exclude_classes": self._excluded_classes(dataset, spec),
+            "exclude_classes": (list(self.dataset(dataset).get("noisy_classes", []))
+                                if dataset == "butterflies" and spec.get("filter_noisy", True) else []),
             "lab_report": spec.get("lab_report"),
             "description": spec.get("description", ""),
         }
-
-    def _excluded_classes(self, dataset: str, spec: dict) -> list[str]:
-        if dataset == "butterflies" and spec.get("filter_noisy", True):
-            return list(self.dataset(dataset).get("noisy_classes", []))
-        return []
 
     def run(self, name: str, recipe: str | None = None, seed: int | None = None, *,
             device: str | None = None) -> RunSpec:
@@ -230,6 +226,7 @@ class Config:
         (``cnnbench bench`` measures on the device at hand).
         """
         dataset, spec = self._spec_of(name)
+        shown = self.variant(name)  # model, its arguments and the classes it leaves out
         recipe = self.recipes[0] if recipe is None else recipe
         if recipe not in self.raw["recipes"]:
             raise ConfigError(
@@ -246,9 +243,9 @@ class Config:
             return RunSpec(
                 variant=name,
                 dataset=dataset,
-                model=spec["model"],
-                model_args=deep_merge(spec.get("model_args", {}), self.profile_block.get("model_args")),
-                exclude_classes=tuple(self._excluded_classes(dataset, spec)),
+                model=shown["model"],
+                model_args=shown["model_args"],
+                exclude_classes=tuple(shown["exclude_classes"]),
                 recipe=recipe,
                 seed=self.seeds[0] if seed is None else int(seed),
                 train=resolve_train(train),

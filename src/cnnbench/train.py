@@ -27,13 +27,12 @@ from torch import nn
 from tqdm import tqdm
 
 from . import __version__
-from .atomic import atomic_write_text, replace_dir, temp_dir, write_csv
+from .atomic import atomic_write_text, remove_leftovers, replace_dir, temp_dir, write_csv
 from .augment import ResizedCropFlip, augment_batch, augment_kernel, make_augmenter, normalize
 from .checkpoint import (
     atomic_torch_save,
     checkpoint_path,
     load_checkpoint,
-    remove_partial_files,
     restore_checkpoint,
     save_checkpoint,
 )
@@ -338,7 +337,7 @@ def train_run(spec: RunSpec, prepared_dir: Path, out_dir: Path, checkpoint_dir: 
 
     # The checkpoint first: one of another run is refused before any data is loaded.
     ckpt_file = checkpoint_path(checkpoint_dir)
-    remove_partial_files(checkpoint_dir)
+    remove_leftovers(checkpoint_dir)
     ckpt = load_checkpoint(ckpt_file, spec)
     clear_outputs(out_dir)
 
@@ -395,7 +394,7 @@ def clear_outputs(out_dir: Path) -> None:
     model.pt (the mark of a complete run) first, so a failure leaves nothing that looks complete."""
     for stale in ("model.pt", "metrics.json", "confusion.csv", "train.json", "history.csv"):
         (out_dir / stale).unlink(missing_ok=True)
-    remove_partial_files(out_dir)
+    remove_leftovers(out_dir)
 
 
 def log_start(spec: RunSpec, trainer: Trainer, engine: Engine, n_train: int, n_val: int, n_classes: int,
