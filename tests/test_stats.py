@@ -398,7 +398,10 @@ def test_welch_power_against_simulated_welch_tests_on_normal_data():
 
 def test_seeds_needed_edge_cases():
     assert S.seeds_needed(0.0, 1.0, 1.0).n is None                       # no effect
-    assert S.seeds_needed(0.5, math.nan, 1.0).n is None                  # one run: spread unmeasured
+    assert S.seeds_needed(0.5, math.nan, 1.0).reason == S.UNMEASURED     # one run: spread unmeasured
+    # ... but the test-set noise is measured with one run too: it alone can rule a plan out
+    assert "not reachable" in S.seeds_needed(0.01, math.nan, math.nan, image_var=1e-4).reason
+    assert S.seeds_needed(0.5, math.nan, math.nan, image_var=1e-4).reason == S.UNMEASURED
     assert S.seeds_needed(0.5, 0.0, 0.0) == (2, 1.0, S.seeds_needed(0.5, 0.0, 0.0).reason)  # no noise at all
     hidden = S.seeds_needed(0.01, 0.01, 0.01, image_var=1e-4)           # the test set's noise alone hides it
     assert hidden.n is None and "test-set noise" in hidden.reason
@@ -441,3 +444,66 @@ def test_byte_identical_across_processes():
     outputs = {subprocess.run([sys.executable, "-c", script], capture_output=True, check=True, text=True,
                               env={**env, "PYTHONHASHSEED": seed}).stdout for seed in ("1", "2")}
     assert len(outputs) == 1 and "TwoLevelResult(" in outputs.pop()
+
+
+# --------------------------------------------------------------------------------------------
+# One value per run; one variant's mean accuracy
+
+
+def test_welch_values_is_scipys_welch_test_with_mann_whitney_probability():
+    a, b = np.array([3.1, 3.4, 2.9, 3.3]), np.array([2.5, 2.8, 2.6])
+    r = S.welch_values(a, b, rng(), 2000)
+    ref = sps.ttest_ind(a, b, equal_var=False)
+    assert r.p == pytest.approx(ref.pvalue) and r.df == pytest.approx(ref.df)
+    ci = ref.confidence_interval(0.95)
+    assert (r.ci_low, r.ci_high) == (pytest.approx(ci.low), pytest.approx(ci.high))
+    # P(a > b) = U / (n_a n_b), U the Mann-Whitney statistic of a (scipy)
+    assert r.prob_improvement == pytest.approx(sps.mannwhitneyu(a, b).statistic / (a.size * b.size))
+    assert r.pi_low <= r.prob_improvement <= r.pi_high
+
+
+def test_welch_values_edge_cases():
+    one = S.welch_values([1.0], [2.0, 2.1], rng(), 100)
+    assert math.isnan(one.p) and one.diff == pytest.approx(-1.05) and one.prob_improvement == 0.0
+    flat = S.welch_values([2.0, 2.0], [1.0, 1.0], rng(), 100)
+    assert (flat.p, flat.ci_low, flat.ci_high) == (0.0, 1.0, 1.0)
+    assert S.welch_values([2.0, 2.0], [2.0, 2.0], rng(), 100).p == 1.0
+    assert "no values on side b" in S.welch_values([1.0, math.nan], [math.nan], rng(), 100).method
+    many = S.welch_values(np.arange(300.0), np.arange(300.0) + 1, rng(), 500)  # blocks of bootstrap draws
+    assert 0.4 < many.pi_low < many.prob_improvement < many.pi_high < 0.6
+
+
+def test_accuracy_interval_one_run_is_the_normal_interval_of_a_proportion():
+    correct = np.array([1] * 830 + [0] * 170)
+    mean, low, high, noise = S.accuracy_interval([correct])
+    half = sps.norm.isf(0.025) * math.sqrt(0.83 * 0.17 / 999)  # sample variance (ddof 1) over 1000 images
+    assert (mean, low, high) == (pytest.approx(0.83), pytest.approx(0.83 - half), pytest.approx(0.83 + half))
+    assert noise == S.IMAGES_ONLY
+
+
+def test_accuracy_interval_without_image_noise_is_the_t_interval_of_the_runs():
+    # each run is all right or all wrong on every image: the images carry no information of their own
+    runs = np.array([[1] * 50, [0] * 50, [1] * 50, [1] * 50])
+    mean, low, high, noise = S.accuracy_interval(runs)
+    ref = sps.ttest_1samp(runs.mean(axis=1), 0).confidence_interval(0.95)
+    assert (mean, low, high) == (0.75, pytest.approx(ref.low), pytest.approx(ref.high))
+    assert noise == S.SEEDS_AND_IMAGES
+
+
+def test_accuracy_interval_covers_the_population_accuracy():
+    """Seeded simulation of 400 variants, each of 3 runs on its own test set of 2000 images drawn from
+    one population: image difficulty d ~ N(0, 1.5), run shift s ~ N(0, 0.3), P(correct) = sigmoid(1.6 +
+    s + d). The 95 % interval should cover the population's accuracy E[sigmoid(1.6 + s + d)]
+    (Gauss-Hermite quadrature) in 95 % of them; tolerance 3 points (3.3 binomial SEs at n = 400)."""
+    nodes, weights = np.polynomial.hermite_e.hermegauss(60)
+    weights = weights / weights.sum()
+    s_, d_ = np.meshgrid(0.3 * nodes, 1.5 * nodes, indexing="ij")
+    population = float(np.sum(np.outer(weights, weights) / (1 + np.exp(-(1.6 + s_ + d_)))))
+    g = rng(7)
+    hits = 0
+    for _ in range(400):
+        difficulty = g.normal(0, 1.5, size=2000)
+        runs = [g.random(2000) < 1 / (1 + np.exp(-(1.6 + g.normal(0, 0.3) + difficulty))) for _ in range(3)]
+        _, low, high, _ = S.accuracy_interval(np.array(runs, dtype=float))
+        hits += low <= population <= high
+    assert 0.92 <= hits / 400 <= 0.98, hits

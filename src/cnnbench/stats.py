@@ -77,6 +77,7 @@ _CELLS = 4_000_000        # at most this many multinomial counts in memory at on
 
 IMAGES_ONLY = "one training run per side: test-set noise only; training noise unmeasured"  # the issue's label
 SEEDS_AND_IMAGES = "seeds and test images"
+UNMEASURED = "seed-to-seed spread unmeasured: needs at least 2 runs per side"
 
 
 def rng_for(seed: int, *key: str) -> np.random.Generator:
@@ -348,7 +349,7 @@ def two_level_bootstrap(correct_a: Sequence[np.ndarray] | np.ndarray, correct_b:
                    "p inverts it")
     else:
         se, df, noise = _seeds_and_images_se(seed_var_a, seed_var_b, n_a, n_b, image_var)
-        low, high, p = _t_interval(diff, se, df, confidence)
+        low, high, p = t_interval(diff, se, df, confidence)
         how = ("difference of seed means; SE from seed variances (Welch) plus the test-set variance component, "
                f"Welch-Satterthwaite df = {df:.3g}; t interval and two-sided t test (scipy.stats.t)")
     images_how = "the same image draw for both sides" if paired_images else "images drawn per side"
@@ -357,6 +358,90 @@ def two_level_bootstrap(correct_a: Sequence[np.ndarray] | np.ndarray, correct_b:
     return TwoLevelResult(diff, se, df, low, high, p, prob, pi_low, pi_high, boot_low, boot_high, seed_var_a,
                           seed_var_b, image_var, n_a, n_b, runs_a.shape[1], runs_b.shape[1], paired_images,
                           n_boot, confidence, noise, method)
+
+
+# --------------------------------------------------------------------------------------------
+# One value per run (seconds per epoch, instability): no test images involved
+
+
+@dataclass(frozen=True)
+class ValuesResult:
+    """Welch's comparison of two samples of values (one per run, or one per epoch), with P(a > b)."""
+
+    diff: float
+    se: float
+    df: float
+    ci_low: float
+    ci_high: float
+    p: float
+    prob_improvement: float
+    pi_low: float
+    pi_high: float
+    n_a: int
+    n_b: int
+    n_boot: int
+    confidence: float
+    method: str
+
+
+def welch_values(a, b, rng: np.random.Generator, n_boot: int = 10_000, *,
+                 confidence: float = CONFIDENCE) -> ValuesResult:
+    """Difference of means of ``a`` and ``b`` with Welch's t interval and test (scipy.stats.ttest_ind,
+    ``equal_var=False``), and the probability of improvement P(a > b) over pairs of values (ties
+    count 1/2) with the percentile interval of a bootstrap that resamples each side (Agarwal et al.
+    2021). NaN values are dropped. Fewer than 2 values on a side: no spread, so no interval and no
+    p (NaN); equal values on both sides: the difference is exact (p 0, or 1 when it is 0).
+    """
+    _check_rng(rng)
+    _check_n_boot(n_boot)
+    a, b = (np.asarray(x, dtype=float) for x in (a, b))
+    a, b = a[~np.isnan(a)], b[~np.isnan(b)]
+    nan = math.nan
+    if a.size == 0 or b.size == 0:
+        missing = " and ".join(side for side, x in (("a", a), ("b", b)) if x.size == 0)
+        return ValuesResult(nan, nan, nan, nan, nan, nan, nan, nan, nan, a.size, b.size, n_boot, confidence,
+                            f"no values on side {missing}: not tested")
+    diff = float(a.mean() - b.mean())
+    prob = float(_prob_improvement(a[None, :], b[None, :])[0])
+    if a.size < 2 or b.size < 2:
+        return ValuesResult(diff, nan, nan, nan, nan, nan, prob, nan, nan, a.size, b.size, n_boot, confidence,
+                            "fewer than 2 values on a side: no spread measured, not tested")
+    pi_low, pi_high = _percentile_interval(_resampled_prob_improvement(a, b, rng, n_boot), confidence)
+    var_a, var_b = _seed_var(a), _seed_var(b)
+    if var_a == 0 and var_b == 0:
+        return ValuesResult(diff, 0.0, math.inf, diff, diff, 0.0 if diff != 0 else 1.0, prob, pi_low, pi_high,
+                            a.size, b.size, n_boot, confidence, "no spread on either side: the difference is exact")
+    test = stats.ttest_ind(a, b, equal_var=False)
+    ci = test.confidence_interval(confidence)
+    se = math.sqrt(var_a / a.size + var_b / b.size)
+    return ValuesResult(diff, se, float(test.df), float(ci.low), float(ci.high), float(test.pvalue), prob, pi_low,
+                        pi_high, a.size, b.size, n_boot, confidence,
+                        f"Welch's t test and interval (scipy.stats.ttest_ind, df = {float(test.df):.3g}); "
+                        f"P(a > b) over pairs, bootstrap percentile interval ({n_boot} draws)")
+
+
+def accuracy_interval(correct: Sequence[np.ndarray] | np.ndarray, *,
+                      confidence: float = CONFIDENCE) -> tuple[float, float, float, str]:
+    """Mean accuracy of one variant over its runs with its interval, counting seeds and test images.
+
+    ``correct``: one 1-D array of per-image scores per run, all on the same images. The variance of
+    the mean is s^2 / n (the runs' accuracies) plus the test-set component (the variance over images
+    of the run-averaged score, over the number of images, less the run-by-image interaction), the
+    one-sided version of ``two_level_bootstrap``'s; t interval with Welch-Satterthwaite df. With one
+    run it is the normal interval of a proportion from the test set alone. Returns (mean, low, high,
+    noise label).
+    """
+    runs = _runs(correct, "runs")
+    if runs.shape[0] == 0:
+        return math.nan, math.nan, math.nan, "no runs"
+    n = runs.shape[0]
+    acc = runs.mean(axis=1)
+    seed_part = _seed_var(acc) / n if n > 1 else 0.0
+    image_part = max(0.0, _raw_image_var(runs.mean(axis=0)) - _interaction(runs))
+    se2 = seed_part + image_part
+    df = se2 ** 2 / (seed_part ** 2 / (n - 1)) if seed_part > 0 else math.inf
+    low, high, _ = t_interval(float(acc.mean()), math.sqrt(se2), df, confidence)
+    return float(acc.mean()), low, high, (SEEDS_AND_IMAGES if n > 1 else IMAGES_ONLY)
 
 
 # --------------------------------------------------------------------------------------------
@@ -434,15 +519,17 @@ def seeds_needed(diff: float, sd_a: float, sd_b: float, alpha: float = 0.05, pow
     """
     if diff == 0:
         return SeedPlan(None, alpha, "no difference observed: no number of seeds reaches the power")
-    if any(math.isnan(x) for x in (diff, sd_a, sd_b, image_var)):
-        return SeedPlan(None, math.nan, "seed-to-seed spread unmeasured: needs at least 2 runs per side")
-    if image_var > 0:
+    if math.isnan(diff) or math.isnan(image_var):
+        return SeedPlan(None, math.nan, "not measured")
+    if image_var > 0:  # known with one run per side too: seeds do not shrink it
         z = stats.norm.isf(alpha / 2)
         delta = abs(diff) / math.sqrt(image_var)
         limit = float(stats.norm.sf(z - delta) + stats.norm.cdf(-z - delta))
         if limit < power:
             return SeedPlan(None, limit, f"not reachable: the test-set noise alone leaves power {limit:.2f} even with "
                                          "unlimited seeds (a larger test set would be needed)")
+    if math.isnan(sd_a) or math.isnan(sd_b):
+        return SeedPlan(None, math.nan, UNMEASURED)
     return _search(lambda n: welch_power(diff, sd_a, sd_b, n, alpha, image_var=image_var), power, max_n,
                    f"Welch t test at alpha {alpha:g}, power {power:g}")
 
@@ -482,16 +569,18 @@ def seeds_needed_similar(diff: float, sd_a: float, sd_b: float, margin: float, a
     """
     if margin <= 0:
         raise ValueError(f"seeds_needed_similar: margin must be positive, got {margin}")
-    if any(math.isnan(x) for x in (diff, sd_a, sd_b, image_var)):
-        return SeedPlan(None, math.nan, "seed-to-seed spread unmeasured: needs at least 2 runs per side")
+    if math.isnan(diff) or math.isnan(image_var):
+        return SeedPlan(None, math.nan, "not measured")
     if abs(diff) >= margin:
         return SeedPlan(None, 0.0, f"not reachable: the observed difference {diff:.3g} is not inside ±{margin:g}")
-    if image_var > 0:
+    if image_var > 0:  # known with one run per side too: seeds do not shrink it
         z, se = stats.norm.isf(alpha / 2), math.sqrt(image_var)
         limit = max(0.0, float(stats.norm.sf(z - (margin + diff) / se) + stats.norm.sf(z - (margin - diff) / se) - 1))
         if limit < power:
             return SeedPlan(None, limit, f"not reachable: the test-set noise alone leaves power {limit:.2f} even with "
                                          "unlimited seeds (a larger test set would be needed)")
+    if math.isnan(sd_a) or math.isnan(sd_b):
+        return SeedPlan(None, math.nan, UNMEASURED)
     return _search(lambda n: equivalence_power(diff, sd_a, sd_b, n, margin, alpha, image_var=image_var), power, max_n,
                    f"(1 - {alpha:g}) interval inside ±{margin:g} with probability {power:g}")
 
@@ -632,6 +721,19 @@ def _prob_improvement(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return wins + ties / 2
 
 
+def _resampled_prob_improvement(a: np.ndarray, b: np.ndarray, rng: np.random.Generator,
+                                n_boot: int) -> np.ndarray:
+    """P(a > b) on ``n_boot`` bootstrap resamples of each side, drawn in blocks that fit in memory."""
+    out = np.empty(n_boot)
+    block = max(1, min(n_boot, _CELLS // (a.size * b.size)))
+    for start in range(0, n_boot, block):
+        size = min(block, n_boot - start)
+        pick_a = a[rng.integers(0, a.size, size=(size, a.size))]
+        pick_b = b[rng.integers(0, b.size, size=(size, b.size))]
+        out[start:start + size] = _prob_improvement(pick_a, pick_b)
+    return out
+
+
 def _sign_flip_p(d: np.ndarray, rng: np.random.Generator, n_boot: int) -> tuple[float, str]:
     nonzero = np.abs(d[d != 0])
     if nonzero.size == 0:
@@ -650,20 +752,24 @@ def _sign_flip_p(d: np.ndarray, rng: np.random.Generator, n_boot: int) -> tuple[
     return (hits + 1) / (n_boot + 1), f"sign-flip test, {n_boot} random flips"
 
 
+def _interaction(runs: np.ndarray) -> float:
+    """The run-by-image interaction a side's seed variance already holds, per image mean."""
+    n_runs, n_images = runs.shape
+    if n_runs < 2:
+        return 0.0  # not separable from the image effect with one run
+    return float(runs.var(axis=0, ddof=1).mean()) / (n_runs * n_images)
+
+
+def _raw_image_var(per_image: np.ndarray) -> float:
+    """Variance over images of a per-image score, divided by the number of images."""
+    return float(per_image.var(ddof=1)) / per_image.size if per_image.size > 1 else 0.0
+
+
 def _image_variance(runs_a: np.ndarray, runs_b: np.ndarray, paired: bool) -> float:
     """The test-set component of Var(diff), less the run-by-image interaction the seed variances hold."""
-    def interaction(runs: np.ndarray) -> float:
-        n_runs, n_images = runs.shape
-        if n_runs < 2:
-            return 0.0  # not separable from the image effect with one run
-        return float(runs.var(axis=0, ddof=1).mean()) / (n_runs * n_images)
-
     mean_a, mean_b = runs_a.mean(axis=0), runs_b.mean(axis=0)
-    if paired:
-        raw = float((mean_a - mean_b).var(ddof=1)) / mean_a.size if mean_a.size > 1 else 0.0
-    else:
-        raw = sum(float(m.var(ddof=1)) / m.size if m.size > 1 else 0.0 for m in (mean_a, mean_b))
-    return max(0.0, raw - interaction(runs_a) - interaction(runs_b))
+    raw = _raw_image_var(mean_a - mean_b) if paired else _raw_image_var(mean_a) + _raw_image_var(mean_b)
+    return max(0.0, raw - _interaction(runs_a) - _interaction(runs_b))
 
 
 def _seed_var(acc: np.ndarray) -> float:
@@ -677,7 +783,8 @@ def _t_sf(x: float, df: float) -> float:
     return float(stats.norm.sf(x) if math.isinf(df) else stats.t.sf(x, df))
 
 
-def _t_interval(diff: float, se: float, df: float, confidence: float) -> tuple[float, float, float]:
+def t_interval(diff: float, se: float, df: float, confidence: float) -> tuple[float, float, float]:
+    """``diff`` ± t quantile x ``se`` (normal when df is infinite), and the two-sided p of diff = 0."""
     if se == 0:
         return diff, diff, (1.0 if diff == 0 else 0.0)
     q = float(stats.norm.isf((1 - confidence) / 2) if math.isinf(df) else stats.t.isf((1 - confidence) / 2, df))
