@@ -9,6 +9,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from PIL import Image
 
@@ -194,3 +195,32 @@ def test_duplicates_found_by_preprocess_reach_the_report(study):
     assert "| train-test | flip | 0 | 1 |" in md and "train-train" not in md  # empty rows left out
     assert "LABEL CONFLICT: train/A/1.jpg (A, dropped) = test/B/2.jpg (B, mirrored)" in md
     assert 'id="data-quality"' in html
+
+
+def test_report_explains_its_statistics_and_names_every_n(study):
+    html, md = (p.read_text() for p in build(study))
+    claims = pd.read_csv(study.summary / "claims.csv", keep_default_na=False, na_values=[""])
+    tests = int(claims["p"].notna().sum())
+    for text in (html, md):
+        assert f"Holm-adjusted p-value over all {tests} tested claim × recipe pairs" in text
+        assert "Holm (1979)" in text and "Bouthillier" in text and "McNemar" in text  # Methods, with references
+        assert "p (Holm)" in text and ("P(a &gt; b)" if text is html else "P(a > b)") in text
+        assert "3 + 3 seed(s) × 10000 test images (paired)" in text  # n of an accuracy claim on CIFAR-10
+    small_stem = claims[(claims["claim"] == "small-stem") & (claims["recipe"] == "lab")].iloc[0]
+    assert f"{small_stem['p_adjusted']:.3g}" in md and f"{small_stem['prob_improvement']:.2f}" in md
+    # the grid comes first and shows each verdict's adjusted p and n
+    grid = html[html.index('id="verdict-grid"'):html.index('id="claims"')]
+    assert "adj. p" in grid and "seed(s)" in grid
+
+
+def test_report_states_the_seeds_plan_of_inconclusive_claims(tmp_path):
+    s = make_study(tmp_path, seeds=[0, 1, 2])
+    fake_figures(s.plots)
+    html, md = (p.read_text() for p in build(s))
+    claims = pd.read_csv(s.summary / "claims.csv", keep_default_na=False, na_values=[""])
+    open_ = claims[claims["verdict"] == "inconclusive"]
+    assert len(open_) > 0  # the fixture's 0.5-point seed noise leaves some claims open
+    assert f"{len(open_)} claim × recipe pair(s) are inconclusive" in md and 'id="seeds-plan"' in html
+    numbered = open_["seeds_needed"].dropna()
+    if len(numbered):
+        assert f"with {int(numbered.max())} seeds per side" in md

@@ -19,6 +19,7 @@ import pandas as pd
 
 from .atomic import atomic_write_text
 from .aggregate import FAILS, HOLDS, INCONCLUSIVE, METRIC_LABELS
+from .claims import plan_seeds
 from .config import Config, run_dir
 from .results import dataset_title, lab_rows, need_file, read_json, read_table
 from .spec import TrainSpec
@@ -106,30 +107,61 @@ def verdict_summary(claims: pd.DataFrame, recipes: list[str]) -> list[dict]:
     return out
 
 
+def _interval(low, high, spec: str) -> str:
+    """``"[83.40, 84.80]"``; empty when there is no interval (or it is a point)."""
+    if not (_isnum(low) and _isnum(high)) or low == high:
+        return ""
+    return f"[{fmt(low, spec)}, {fmt(high, spec)}]"
+
+
+def _sample_size(r) -> str:
+    """What the numbers of one claim x recipe rest on: seeds per side and test images."""
+    seeds = f"{int(r['n_a'])} + {int(r['n_b'])} seed(s)"
+    images = r["n_images"]
+    if isinstance(images, str) and images:
+        return f"{seeds}, {images} test images (not paired)"
+    if _isnum(images):
+        return f"{seeds} × {int(float(images))} test images (paired)"
+    return seeds
+
+
+def _seeds_cell(r) -> str:
+    if r["verdict"] != INCONCLUSIVE or not (isinstance(r["seeds_needed_note"], str) and r["seeds_needed_note"]):
+        return "—"
+    if _isnum(r["seeds_needed"]):
+        return f"{int(float(r['seeds_needed']))} per side"
+    return r["seeds_needed_note"]
+
+
+def claim_cell(r, spec: str) -> dict:
+    """Display strings for one claim under one recipe (a row of claims.csv)."""
+    ci = _interval(r["ci_low"], r["ci_high"], spec)
+    pi = _interval(r["pi_low"], r["pi_high"], ".2f")
+    return {
+        "recipe": r["recipe"],
+        "a": mean_std(r["mean_a"], r["std_a"], r["n_a"], spec),
+        "b": mean_std(r["mean_b"], r["std_b"], r["n_b"], spec),
+        "diff": fmt(r["diff"], "+" + spec.lstrip("+")) + (f" {ci}" if ci else ""),
+        "p": fmt(r["p"], ".3g"),
+        "p_adjusted": fmt(r["p_adjusted"], ".3g"),
+        "prob": fmt(r["prob_improvement"], ".2f") + (f" {pi}" if pi else ""),
+        "n": _sample_size(r),
+        "noise": r["noise"] if isinstance(r["noise"], str) else "",
+        "seeds": _seeds_cell(r),
+        "verdict": r["verdict"],
+        "css": VERDICT_CLASS.get(r["verdict"], "inconclusive"),
+        "reason": r["reason"],
+    }
+
+
 def claim_rows(claims: pd.DataFrame, recipes: list[str]) -> list[dict]:
     """One row per claim with one cell group per recipe."""
     rows = []
     for claim_id, group in claims.groupby("claim", sort=False):
         first = group.iloc[0]
         spec = metric_spec(first["metric"])
-        per = []
-        for recipe in recipes:
-            r = group[group["recipe"] == recipe]
-            if r.empty:
-                continue
-            r = r.iloc[0]
-            ci = (f"[{fmt(r['ci_low'], spec)}, {fmt(r['ci_high'], spec)}]"
-                  if _isnum(r["ci_low"]) and r["ci_low"] != r["ci_high"] else "")
-            per.append({
-                "recipe": recipe,
-                "a": mean_std(r["mean_a"], r["std_a"], r["n_a"], spec),
-                "b": mean_std(r["mean_b"], r["std_b"], r["n_b"], spec),
-                "diff": (fmt(r["diff"], "+" + spec.lstrip("+")) + (f" {ci}" if ci else "")),
-                "p": fmt(r["p"], ".3g"),
-                "verdict": r["verdict"],
-                "css": VERDICT_CLASS.get(r["verdict"], "inconclusive"),
-                "reason": r["reason"],
-            })
+        per = [claim_cell(group[group["recipe"] == recipe].iloc[0], spec)
+               for recipe in recipes if (group["recipe"] == recipe).any()]
         rows.append({"id": claim_id, "report": first["report"], "text": first["text"],
                      "their": first["their"] if isinstance(first["their"], str) and first["their"] else "—",
                      "metric": METRIC_LABELS.get(first["metric"], first["metric"]),
@@ -160,8 +192,11 @@ def result_rows(cfg: Config, variants: pd.DataFrame, dataset: str) -> list[dict]
             "variant": r["variant"], "recipe": r["recipe"], "model": r["model"],
             "params": fmt(r["params_mean"], ",.0f"),
             "top1": mean_std(r["test_top1_mean"], r["test_top1_std"]),
+            "top1_ci": _interval(r["test_top1_ci_low"], r["test_top1_ci_high"], ".2f") or "—",
+            "images": int(r["test_images"]),
             "top5": mean_std(r["test_top5_mean"], r["test_top5_std"]),
-            "kept": mean_std(r["top1_kept_mean"], r["top1_kept_std"]),
+            "kept": " ".join(x for x in (mean_std(r["top1_kept_mean"], r["top1_kept_std"]),
+                                         _interval(r["top1_kept_ci_low"], r["top1_kept_ci_high"], ".2f")) if x),
             "n": int(r["n"]), "epochs": int(r["epochs"]),
             "epoch_s": mean_std(r["epoch_seconds_mean"], r["epoch_seconds_std"], spec=".3g"),
             "instability": fmt(r["instability_mean"]),
@@ -217,7 +252,74 @@ def _schedule_text(train: TrainSpec) -> str:
     return name
 
 
-def methods(cfg: Config, variants: pd.DataFrame) -> dict:
+REFERENCES = [
+    "Agarwal, Schwarzer, Castro, Courville, Bellemare (2021). Deep reinforcement learning at the edge of the "
+    "statistical precipice. NeurIPS.",
+    "Bouthillier, Delaunay, Bronzi, et al. (2021). Accounting for variance in machine learning benchmarks. MLSys.",
+    "Dietterich (1998). Approximate statistical tests for comparing supervised classification learning "
+    "algorithms. Neural Computation 10, 1895-1923.",
+    "Dror, Baumer, Shlomov, Reichart (2018). The hitchhiker's guide to testing statistical significance in "
+    "natural language processing. ACL.",
+    "Holm (1979). A simple sequentially rejective multiple test procedure. Scandinavian Journal of Statistics 6, "
+    "65-70.",
+    "Owen (2007). The pigeonhole bootstrap. Annals of Applied Statistics 1, 386-411.",
+    "Schuirmann (1987). A comparison of the two one-sided tests procedure and the power approach for assessing "
+    "the equivalence of average bioavailability. J. Pharmacokinetics and Biopharmaceutics 15, 657-680.",
+    "Welch (1947). The generalization of 'Student's' problem when several different population variances are "
+    "involved. Biometrika 34, 28-35.",
+]
+
+
+def verdict_rule(rule: dict, tests: int) -> str:
+    """The verdict rule in one sentence (shown under the verdict grid)."""
+    return (f"each verdict is decided on its Holm-adjusted p-value over all {tests} tested claim × recipe pairs of "
+            f"this study (family-wise α = {rule['alpha']:g}): “holds” when the adjusted p < α and the difference "
+            f"has the claimed sign (or, for “about the same”, lies inside ±{rule['similar_margin']:g}), “does not "
+            "hold” when it has the opposite sign (or lies outside), “inconclusive” otherwise. Accuracy differences "
+            "count both the seeds' and the test set's noise; see Methods.")
+
+
+def statistics_paragraphs(rule: dict, tests: int, seeds: list[int]) -> list[str]:
+    """How each verdict was reached, in plain words (the Methods section's statistics)."""
+    alpha, margin, boot = rule["alpha"], rule["similar_margin"], rule["bootstrap"]
+    return [
+        f"Error control. The study tests {tests} claim × recipe pairs. Tested one by one at {alpha:g}, about "
+        f"{alpha * tests:.1f} of them would come out decided even if no claim were true. Holm's step-down "
+        f"procedure (Holm 1979) keeps the chance of even one wrong verdict in the whole study below {alpha:g}, "
+        "whatever the dependence between the tests (they share runs and test images, so procedures that need "
+        "independence, such as Hochberg's, would not be safe). The claims table shows the raw and the adjusted p.",
+        "Accuracy. A run's test accuracy varies with its training seed and with which images happen to be in "
+        "the test set; the same test images score every run, so that second noise does not average out over "
+        "seeds (Bouthillier et al. 2021). The difference of two variants' mean accuracies gets its standard error "
+        "from each variant's seed-to-seed variance plus the test-set variance component estimated from the "
+        "per-image predictions, paired over the images when both variants were scored on the same ones (Owen "
+        "2007); the 95 % interval and the p-value use Welch-Satterthwaite degrees of freedom (Welch 1947).",
+        "One training run per side. Nothing measures training noise; the verdict comes from the test set alone: "
+        "McNemar's exact test on the images only one of the two networks classified correctly (Dietterich 1998; "
+        "Dror et al. 2018), with a paired bootstrap interval over the images. It is labelled “one training run "
+        "per side: test-set noise only; training noise unmeasured”: it says that these two trained networks "
+        "differ on this test set, not that the variants would if trained again.",
+        "Probability of improvement. P(a > b) is the chance that a run of a scores higher than a run of b (ties "
+        f"count ½), with a 95 % interval from a two-level bootstrap that resamples the test images, then the runs "
+        f"(Agarwal et al. 2021); {boot['draws']} draws from seed {boot['seed']}, so the numbers are reproducible.",
+        f"“About the same”. Such a claim holds when two one-sided tests (Schuirmann 1987) show the difference "
+        f"inside ±{margin:g} and does not hold when they show it outside; the p-value of whichever the data lean "
+        "to enters the family.",
+        "Time, instability, parameters. Seconds per epoch and instability have one value per run: Welch's t test "
+        "over the runs. Seconds per epoch with one run on a side: Welch's t over the epochs after the first (the "
+        "first holds warm-up), labelled “epoch-to-epoch timing noise only”; instability with one run per side is "
+        "not tested. Parameter counts are the same for every seed and are compared exactly (not tested, not in "
+        "the family).",
+        f"Seeds needed. For every inconclusive claim the table gives the seeds per side at which its test would "
+        f"reach {rule['power']:.0%} power, taking the observed difference and variances as true (noncentral t, at "
+        f"Holm's strictest level α / {max(tests, 1)}), or says why no number would do: the observed difference "
+        "lies outside the margin, the test set's own noise hides the effect (a larger test set is needed), or "
+        f"training noise is unmeasured ({len(seeds)} seed(s) here; at least 2 per side are needed). "
+        "`cnnbench plan-seeds` prints the plan and the `seeds` setting that covers it.",
+    ]
+
+
+def methods(cfg: Config, variants: pd.DataFrame, claims: pd.DataFrame) -> dict:
     """The methods section, generated from params.yaml (as resolved for this profile)."""
     recipes = []
     for recipe in cfg.recipes:
@@ -266,6 +368,7 @@ def methods(cfg: Config, variants: pd.DataFrame) -> dict:
     for ds, block in (profile.get("datasets") or {}).items():
         overrides.append(f"{ds}: " + ", ".join(f"{k}={v}" for k, v in block.items()))
     rule = cfg.raw["claims_rule"]
+    tests = int(claims["p"].notna().sum())
     return {
         "design": (f"{len(cfg.variants)} variants × {len(cfg.recipes)} recipes ({', '.join(cfg.recipes)}) × "
                    f"{len(cfg.seeds)} seed(s) ({', '.join(map(str, cfg.seeds))}) = {len(cfg.runs)} training runs; "
@@ -275,12 +378,9 @@ def methods(cfg: Config, variants: pd.DataFrame) -> dict:
         "profile": cfg.profile,
         "profile_description": profile.get("description", ""),
         "overrides": overrides,
-        "rule": (f"Welch's t-test on the per-seed values of the two variants (two-sided, α = {rule['alpha']:g}): "
-                 f"“holds” when p < α and the difference has the claimed sign, “does not hold” when p < α "
-                 f"and it has the opposite sign, “inconclusive” otherwise and whenever a side has fewer than "
-                 f"2 seeds. \"About as\" claims hold when the 95 % confidence interval of the difference lies "
-                 f"inside ±{rule['similar_margin']:g} and do not hold when it lies entirely outside. Parameter "
-                 f"counts do not depend on the seed and are compared exactly."),
+        "rule": verdict_rule(rule, tests),
+        "statistics": statistics_paragraphs(rule, tests, cfg.seeds),
+        "references": REFERENCES,
         "selection": "final epoch (EMA weights where the recipe keeps an EMA); the validation split is "
                      "monitored, never used to pick weights or stop early; the test split is used once, at evaluation.",
     }
@@ -371,7 +471,8 @@ def build_report(cfg: Config, summary_dir: Path, plots_dir: Path, runs_root: Pat
         "lab": lab_rows_table(cfg, variants),
         "datasets": datasets,
         "other_figures": [f for f in figures if not f.get("dataset")],
-        "methods": methods(cfg, variants),
+        "methods": methods(cfg, variants, claims),
+        "plan": plan_seeds(claims).sentence(),
         "facts": run_facts(runs_root, cfg),
         "quality": context.get("data_quality"),
     }
