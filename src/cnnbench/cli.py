@@ -85,6 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
     for add_stage in (
         _add_download, _add_preprocess, _add_train, _add_evaluate, _add_aggregate, _add_plot, _add_report,
         _add_validate, _add_specs, _add_exp_run, _add_dvc_yaml, _add_models, _add_bench, _add_variants,
+        _add_compare,
     ):
         add_stage(sub)
     return parser
@@ -284,6 +285,41 @@ def _add_variants(sub: argparse._SubParsersAction) -> None:
     _common(p)
     p.add_argument("--dataset", help="only variants of this data set")
     p.set_defaults(func=cmd_variants)
+
+
+COMPARE_DESCRIPTION = """\
+Compare two studies' results: A and B are results folders as `cnnbench aggregate` left them
+(results/ or its summary/ subfolder, holding variants.csv, claims.csv and summary.json), e.g. two
+DVC experiments or one study before and after a change of params.yaml. params.yaml is not read.
+
+Writes compare.md and compare.html (self-contained) into --out: for every variant and recipe A's and
+B's mean test top-1 (and top-1 on the kept classes) with its 95 % interval and n seeds, and the
+difference B - A; every claim and recipe whose verdict changed, with both verdicts and why (different
+rule: which keys; claim redefined; more or fewer seeds; other test images; effect moved: both
+differences with their intervals; adjusted p moved); unchanged verdicts counted; variants and claims
+found in one study only.
+"""
+
+COMPARE_EPILOG = """\
+examples:
+  cp -r results /tmp/results-before             # keep the study, then change params.yaml and rerun
+  snakemake --cores 4
+  cnnbench compare /tmp/results-before results  # writes results/compare/compare.{md,html}
+
+  dvc exp apply lr-0.01 && cp -r results /tmp/lr-0.01   # two DVC experiments: check out one, keep
+  dvc exp apply lr-0.02                                  # its results, check out the other
+  cnnbench compare /tmp/lr-0.01 results --out /tmp/lr-compare
+"""
+
+
+def _add_compare(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("compare", help="two studies' results side by side: accuracy, and each verdict that changed and why",
+                       description=COMPARE_DESCRIPTION, epilog=COMPARE_EPILOG,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("a", metavar="A", type=Path, help="the first results folder (results/ or results/summary/), the baseline")
+    p.add_argument("b", metavar="B", type=Path, help="the second results folder; differences are B - A")
+    p.add_argument("--out", type=Path, default=Path("results/compare"), help="output directory (default: %(default)s)")
+    p.set_defaults(func=cmd_compare, needs_params=False)
 
 
 # --- commands ------------------------------------------------------------------------------
@@ -547,6 +583,13 @@ def cmd_variants(cfg: Config, args) -> None:
     print("\n".join(names))
 
 
+def cmd_compare(cfg: Config | None, args) -> None:
+    from .compare import compare_studies
+
+    for path in compare_studies(args.a, args.b, args.out):
+        print(f"wrote {path}")
+
+
 BUG_REPORT = "report it with the traceback above to the cnnbench issue tracker"
 
 
@@ -560,7 +603,8 @@ def main(argv: list[str] | None = None) -> int:
         stream=sys.stderr,
     )
     try:
-        cfg = load(args.params, profile=args.profile)
+        # compare reads two results folders, not params.yaml
+        cfg = load(args.params, profile=args.profile) if getattr(args, "needs_params", True) else None
         if getattr(args, "dataset", None) and args.command in ("download", "preprocess", "variants", "models"):
             cfg.dataset(args.dataset)  # unknown data set: clear error before any work
         args.func(cfg, args)

@@ -410,7 +410,8 @@ def _md_cell(value) -> str:
     return str(value).replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ")
 
 
-def _env() -> jinja2.Environment:
+def template_env() -> jinja2.Environment:
+    """cnnbench/templates for the report and `cnnbench compare`: *.html.j2 autoescaped, `md` a table-cell filter."""
     env = jinja2.Environment(
         loader=jinja2.PackageLoader("cnnbench", "templates"),
         # HTML escaped, Markdown not (it would show "&amp;" literally).
@@ -481,7 +482,7 @@ def build_report(cfg: Config, summary_dir: Path, plots_dir: Path, runs_root: Pat
         link = Path(os.path.relpath(p.resolve(), out_dir.resolve())).as_posix()
         return f"<{link}>" if any(c in link for c in " ()") else link  # CommonMark link destination
 
-    env = _env()
+    env = template_env()
     html = env.get_template("report.html.j2").render(
         src={f["file"]: _data_uri(plots_dir / f["file"]) for f in figures}, **common)
     md = env.get_template("report.md.j2").render(
