@@ -139,6 +139,14 @@ def test_the_other_reasons(base, tmp_path, change, kind, detail):
     assert [(r["kind"], detail in r["detail"]) for r in changed["c1", "lab"]["reasons"]] == [(kind, True)]
 
 
+def test_more_tests_in_the_family_is_not_a_rule_change(base, tmp_path):
+    # the same rule over more claims: Holm's adjusted p moved, the rule did not
+    claims = [claim("c1", "inconclusive", p_adjusted=0.12, method="another method text"), *BASE_CLAIMS[1:]]
+    b = write_results(tmp_path / "B", BASE_VARIANTS, claims, rule={**RULE, "tests": 12})
+    changed, result = changed_by_claim(base, b)
+    assert result["rule"] == [] and kinds(changed["c1", "lab"]) == {"adjusted p moved"}
+
+
 def test_unchanged_verdicts_are_counted_not_listed(base, tmp_path):
     # B moved c2's effect a little but its verdict stayed: no change listed
     claims = [BASE_CLAIMS[0], claim("c2", "inconclusive", diff=0.9, ci=(-0.1, 1.9), p=0.08), BASE_CLAIMS[2]]

@@ -113,7 +113,9 @@ def _accuracy(a: list[RunResult], b: list[RunResult], metric: str, expect: str, 
            "diff": pct * r.diff, "ci_low": pct * r.ci_low, "ci_high": pct * r.ci_high, "p": r.p,
            "prob_improvement": r.prob_improvement, "pi_low": r.pi_low, "pi_high": r.pi_high,
            "noise": r.noise, "method": r.method}
-    if not paired and r.n_a and r.n_b:
+    if not (r.n_a and r.n_b):
+        row["method"] = f"{r.noise}: not tested"
+    elif not paired:
         row["n_images"] = f"{r.n_images_a} / {r.n_images_b}"
     tested = ClaimNumbers(row, sd=(row["std_a"], row["std_b"]), image_var=pct ** 2 * r.image_var)
     if expect == "similar":
@@ -203,7 +205,7 @@ def _verdict(tested: ClaimNumbers, p_adjusted: float, rule: Rule, m: int) -> tup
     if tested.exact:
         return _exact_verdict(row, rule.similar_margin)
     if math.isnan(p_adjusted):
-        return INCONCLUSIVE, f"not tested: {row['method']}"
+        return INCONCLUSIVE, row["method"]  # says why it was not tested
     level = f"Holm-adjusted p = {p_adjusted:.3g} (raw {row['p']:.3g}, {m} tests)"
     if p_adjusted >= rule.alpha:
         if row["expect"] == "similar":

@@ -85,7 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
     for add_stage in (
         _add_download, _add_preprocess, _add_train, _add_evaluate, _add_aggregate, _add_plot, _add_report,
         _add_validate, _add_specs, _add_exp_run, _add_dvc_yaml, _add_models, _add_bench, _add_variants,
-        _add_compare,
+        _add_plan_seeds, _add_compare,
     ):
         add_stage(sub)
     return parser
@@ -148,7 +148,9 @@ def _add_aggregate(sub: argparse._SubParsersAction) -> None:
                        description="Read every run of the study (results/runs/<variant>/<recipe>/seed<k>/) and "
                        "write runs.csv (one row per run), variants.csv (mean, std and n per variant and recipe), "
                        "claims.csv and summary.json (each lab-report claim under each recipe, with the verdict of "
-                       "the rule in params.yaml `claims_rule`: Welch's t-test over the seeds).")
+                       "the rule in params.yaml `claims_rule`: Holm-adjusted p over every tested claim; accuracy "
+                       "from the per-image predictions, counting seed and test-set noise; P(a > b); the seeds "
+                       "an inconclusive claim needs). Rerunning on the same runs writes byte-identical files.")
     _common(p)
     p.add_argument("--runs", type=Path, default=RUNS, help="run directories (default: %(default)s)")
     p.add_argument("--out", type=Path, default=SUMMARY, help="output directory (default: %(default)s)")
@@ -285,6 +287,25 @@ def _add_variants(sub: argparse._SubParsersAction) -> None:
     _common(p)
     p.add_argument("--dataset", help="only variants of this data set")
     p.set_defaults(func=cmd_variants)
+
+
+PLAN_SEEDS_DESCRIPTION = """\
+How many seeds per side would decide the claims a study left inconclusive, read from what
+`cnnbench aggregate` wrote (claims.csv): per claim and recipe the number of seeds per side at which
+its test reaches the power of params.yaml `claims_rule.power`, taking the observed difference and
+variances as true, at Holm's strictest level (alpha / number of tests); or why no number would do
+(the observed difference lies outside the margin of an "about the same" claim; the test set's own
+noise hides the effect; training noise unmeasured with one seed per side: run 2 first). Then the
+`seeds` setting that covers every claim a number decides. Adding seeds retrains only the new runs.
+"""
+
+
+def _add_plan_seeds(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("plan-seeds", help="how many seeds per side would decide the inconclusive claims",
+                       description=PLAN_SEEDS_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
+    _common(p)
+    p.add_argument("--summary", type=Path, default=SUMMARY, help="output of `cnnbench aggregate` (default: %(default)s)")
+    p.set_defaults(func=cmd_plan_seeds)
 
 
 COMPARE_DESCRIPTION = """\
@@ -581,6 +602,33 @@ def _int_list(minimum: int):
 def cmd_variants(cfg: Config, args) -> None:
     names = cfg.variants_of(args.dataset) if args.dataset else cfg.variants
     print("\n".join(names))
+
+
+def _seeds_key(cfg: Config) -> str:
+    """Where params.yaml sets this profile's seeds."""
+    return f"profiles.{cfg.profile}.seeds" if "seeds" in cfg.profile_block else "seeds"
+
+
+def cmd_plan_seeds(cfg: Config, args) -> None:
+    from .claims import plan_seeds
+    from .results import read_table
+
+    table = read_table(args.summary / "claims.csv", "cnnbench aggregate", keep_default_na=False, na_values=[""])
+    plan = plan_seeds(table)
+    if not plan.rows:
+        print(f"every claim of the study ({len(table)} claim x recipe pairs) is decided: no more seeds needed")
+        return
+    width = max(len(r["claim"]) for r in plan.rows)
+    print(f"{'claim':<{width}}  recipe  seeds per side  why")
+    for r in plan.rows:
+        seeds = str(r["seeds"]) if r["seeds"] is not None else "-"
+        print(f"{r['claim']:<{width}}  {r['recipe']:<6}  {seeds:>14}  {r['why']}")
+    print()
+    print(plan.sentence().replace("`", ""))
+    if plan.covering:
+        print(f"set in params.yaml: {_seeds_key(cfg)}: {plan.setting()}   (now: {cfg.seeds})")
+        if _seeds_key(cfg) != "seeds":
+            print(f"under DVC: cnnbench --profile {cfg.profile} exp-run (it sets the top-level seeds too)")
 
 
 def cmd_compare(cfg: Config | None, args) -> None:

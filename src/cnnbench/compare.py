@@ -185,6 +185,12 @@ def rule_changes(rule_a: dict, rule_b: dict, prefix: str = "") -> list[str]:
     return changes
 
 
+def _settings(rule: dict) -> dict:
+    """The verdict rule as params.yaml set it: without ``tests``, the size of the family, which follows
+    from the claims and the runs (its change shows as "adjusted p moved")."""
+    return {k: v for k, v in rule.items() if k != "tests"}
+
+
 def _changed(row: pd.Series, columns) -> list[str]:
     """``"column A → B"`` for each of ``columns`` whose value differs between the sides of a joined row."""
     return [f"{c} {row[c + '_a']} → {row[c + '_b']}" for c in columns if not same(row[c + "_a"], row[c + "_b"])]
@@ -229,9 +235,8 @@ def change_reasons(row: pd.Series, rule_diff: list[str], seeds: tuple[list, list
     """Why a joined claim row's verdict changed, as far as the two summaries tell: each reason a
     ``{"kind", "detail"}``; several may apply."""
     reasons = []
-    rule = rule_diff + _changed(row, ["method"])
-    if rule:
-        reasons.append({"kind": "different rule", "detail": "; ".join(rule)})
+    if rule_diff:  # the test method follows from the rule and the seeds, so it is not compared on its own
+        reasons.append({"kind": "different rule", "detail": "; ".join(rule_diff)})
     redefined = _changed(row, DEFINITION)
     if redefined:
         reasons.append({"kind": "claim redefined", "detail": "; ".join(redefined)})
@@ -275,7 +280,7 @@ def claim_comparison(a: Study, b: Study) -> dict:
     """Every claim × recipe whose verdict changed (with why), the unchanged ones counted, the claims
     of one study only, and the verdict counts per recipe."""
     joined = _join(a.claims, b.claims, CLAIM_KEYS)
-    rule_diff = rule_changes(a.summary["rule"], b.summary["rule"])
+    rule_diff = rule_changes(_settings(a.summary["rule"]), _settings(b.summary["rule"]))
     seeds = (a.summary.get("seeds"), b.summary.get("seeds"))
     both = joined["side"] == BOTH
     changed = both & (joined["verdict_a"] != joined["verdict_b"])
