@@ -27,6 +27,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from cnnbench.stats import IMAGES_ONLY
+
 pytestmark = pytest.mark.e2e
 
 REPO = Path(__file__).resolve().parents[1]
@@ -133,8 +135,13 @@ def assert_study_complete(repo: Path) -> None:
         assert manifest["source"]["source"] == "mirror"
     claims = list(csv.DictReader(open(repo / "results/summary/claims.csv")))
     assert len(claims) == 2 * len(cfg.claims)
-    # one seed: only the exact (parameter count) comparison can be decided
-    assert {c["verdict"] for c in claims if c["metric"] != "params"} == {"inconclusive"}
+    # one seed: accuracy claims are decided from the test set alone and say so; instability (one value
+    # per run) is not tested; every tested claim has a Holm-adjusted p
+    for c in claims:
+        if c["metric"] in ("test_top1", "top1_kept"):
+            assert c["noise"] == IMAGES_ONLY and float(c["p_adjusted"]) >= float(c["p"]), c
+        if c["metric"] == "instability":
+            assert c["verdict"] == "inconclusive" and c["p_adjusted"] == "", c
     figures = json.loads((repo / "results/plots/figures.json").read_text())
     for fig in figures:
         assert (repo / "results/plots" / fig["file"]).stat().st_size > 1000

@@ -233,8 +233,9 @@ def test_confusion_shows_the_best_butterfly_model_summed_over_seeds(study3):
     matrix = figure.data["matrix"]
     assert matrix.shape == (94, 94)  # a filtered model: the six noisy classes are gone
     assert (matrix.sum(axis=1) == 3 * 10).all()  # three seeds x 10 test images per class
-    single = pd.read_csv(study3.runs / BEST[0] / BEST[1] / "seed0" / "confusion.csv", index_col=0)
-    assert np.array_equal(matrix.to_numpy(), 3 * single.to_numpy())
+    per_seed = [pd.read_csv(study3.runs / BEST[0] / BEST[1] / f"seed{s}" / "confusion.csv", index_col=0)
+                for s in (0, 1, 2)]
+    assert np.array_equal(matrix.to_numpy(), sum(m.to_numpy() for m in per_seed))
     fig = study3.figs["confusion_butterflies.png"]
     image = fig.axes[0].images[0].get_array()
     assert image.shape == (94, 94) and np.allclose(np.asarray(image).sum(axis=1), 1.0)

@@ -100,27 +100,34 @@ def _side_scores(runs: list[RunResult], kept_only: bool) -> tuple[list[np.ndarra
     return [r.correct[m].astype(float) for r, m in zip(runs, pick)], runs[0].actual[pick[0]]
 
 
+def _sides(values_a, values_b) -> dict:
+    """n, mean and standard deviation (ddof 1) of each side's values."""
+    return {"n_a": len(values_a), "n_b": len(values_b), "mean_a": _mean(values_a), "mean_b": _mean(values_b),
+            "std_a": _std(values_a), "std_b": _std(values_b)}
+
+
+def _effect(r, scale: float = 1.0) -> dict:
+    """The difference with its interval, p and P(a > b) of a ``stats`` result, in the metric's units."""
+    return {"diff": scale * r.diff, "ci_low": scale * r.ci_low, "ci_high": scale * r.ci_high, "p": r.p,
+            "prob_improvement": r.prob_improvement, "pi_low": r.pi_low, "pi_high": r.pi_high}
+
+
 def _accuracy(a: list[RunResult], b: list[RunResult], metric: str, expect: str, rule: Rule,
-                   rng: np.random.Generator) -> ClaimNumbers:
+              rng: np.random.Generator) -> ClaimNumbers:
     scores_a, actual_a = _side_scores(a, metric == "top1_kept")
     scores_b, actual_b = _side_scores(b, metric == "top1_kept")
     paired = actual_a is not None and actual_b is not None and np.array_equal(actual_a, actual_b)
     r = stats.two_level_bootstrap(scores_a, scores_b, rng, rule.draws, paired_images=paired)
-    pct = 100.0
-    acc_a, acc_b = [100 * s.mean() for s in scores_a], [100 * s.mean() for s in scores_b]
-    row = {"n_a": r.n_a, "n_b": r.n_b, "n_images": r.n_images_a if paired else math.nan, "paired": paired,
-           "mean_a": _mean(acc_a), "mean_b": _mean(acc_b), "std_a": _std(acc_a), "std_b": _std(acc_b),
-           "diff": pct * r.diff, "ci_low": pct * r.ci_low, "ci_high": pct * r.ci_high, "p": r.p,
-           "prob_improvement": r.prob_improvement, "pi_low": r.pi_low, "pi_high": r.pi_high,
-           "noise": r.noise, "method": r.method}
+    row = {**_sides([100 * s.mean() for s in scores_a], [100 * s.mean() for s in scores_b]), **_effect(r, 100.0),
+           "n_images": r.n_images_a if paired else math.nan, "paired": paired, "noise": r.noise, "method": r.method}
     if not (r.n_a and r.n_b):
         row["method"] = f"{r.noise}: not tested"
     elif not paired:
         row["n_images"] = f"{r.n_images_a} / {r.n_images_b}"
-    tested = ClaimNumbers(row, sd=(row["std_a"], row["std_b"]), image_var=pct ** 2 * r.image_var)
+    numbers = ClaimNumbers(row, sd=(row["std_a"], row["std_b"]), image_var=100.0 ** 2 * r.image_var)
     if expect == "similar":
-        _margin(tested, pct * r.se, r.df, rule)
-    return tested
+        _margin(numbers, 100.0 * r.se, r.df, rule)
+    return numbers
 
 
 def _epoch_seconds(runs: list[RunResult]) -> np.ndarray:
@@ -130,43 +137,41 @@ def _epoch_seconds(runs: list[RunResult]) -> np.ndarray:
 
 
 def _run_values(a: list[RunResult], b: list[RunResult], metric: str, expect: str, rule: Rule,
-                     rng: np.random.Generator) -> ClaimNumbers:
+                rng: np.random.Generator) -> ClaimNumbers:
+    """One value per run; seconds per epoch with one run on a side: the epochs after the first (the
+    means shown are then those of the epochs tested, the spreads still those of the runs)."""
     values_a, values_b = [r.values[metric] for r in a], [r.values[metric] for r in b]
     by_epoch = metric == "epoch_seconds" and 0 < min(len(a), len(b)) < 2
     sample_a, sample_b = (_epoch_seconds(a), _epoch_seconds(b)) if by_epoch else (values_a, values_b)
     r = stats.welch_values(sample_a, sample_b, rng, rule.draws)
-    row = {"n_a": len(a), "n_b": len(b), "n_images": math.nan, "paired": False,
-           "mean_a": _mean(values_a), "mean_b": _mean(values_b), "std_a": _std(values_a), "std_b": _std(values_b),
-           "diff": _mean(values_a) - _mean(values_b), "ci_low": r.ci_low, "ci_high": r.ci_high, "p": r.p,
-           "prob_improvement": r.prob_improvement, "pi_low": r.pi_low, "pi_high": r.pi_high,
-           "noise": EPOCHS_ONLY if by_epoch else "seeds (runs)",
+    row = {**_sides(values_a, values_b), "mean_a": _mean(sample_a), "mean_b": _mean(sample_b), **_effect(r),
+           "n_images": math.nan, "paired": False, "noise": EPOCHS_ONLY if by_epoch else "seeds (runs)",
            "method": (f"over {r.n_a} and {r.n_b} epochs: " if by_epoch else "over the runs: ") + r.method}
-    tested = ClaimNumbers(row, sd=(row["std_a"], row["std_b"]))
+    numbers = ClaimNumbers(row, sd=(row["std_a"], row["std_b"]))
     if expect == "similar":
-        _margin(tested, r.se, r.df, rule)
-    return tested
+        _margin(numbers, r.se, r.df, rule)
+    return numbers
 
 
 def _exact(a: list[RunResult], b: list[RunResult], metric: str) -> ClaimNumbers:
-    values_a, values_b = [r.values[metric] for r in a], [r.values[metric] for r in b]
-    diff = _mean(values_a) - _mean(values_b)
-    row = {"n_a": len(a), "n_b": len(b), "n_images": math.nan, "paired": False, "mean_a": _mean(values_a),
-           "mean_b": _mean(values_b), "std_a": _std(values_a), "std_b": _std(values_b), "diff": diff,
-           "ci_low": diff, "ci_high": diff, "p": math.nan, "prob_improvement": math.nan, "pi_low": math.nan,
-           "pi_high": math.nan, "noise": "none: the same for every seed",
-           "method": "exact comparison (not a test; not counted in the family)"}
+    row = _sides([r.values[metric] for r in a], [r.values[metric] for r in b])
+    diff = row["mean_a"] - row["mean_b"]
+    row.update({"diff": diff, "ci_low": diff, "ci_high": diff, "p": math.nan, "prob_improvement": math.nan,
+                "pi_low": math.nan, "pi_high": math.nan, "n_images": math.nan, "paired": False,
+                "noise": "none: the same for every seed",
+                "method": "exact comparison (not a test; not counted in the family)"})
     return ClaimNumbers(row, exact=True)
 
 
-def _margin(tested: ClaimNumbers, se: float, df: float, rule: Rule) -> None:
+def _margin(numbers: ClaimNumbers, se: float, df: float, rule: Rule) -> None:
     """A similar claim: its interval (consistent with the margin tests) and the p of the leaning verdict."""
-    row = tested.row
+    row = numbers.row
     inside, outside = stats.margin_tests(row["diff"], se, df, rule.similar_margin)
     if math.isnan(inside):
         row["p"] = math.nan  # untestable (no spread measured): not a test of the margin either
         return
     row["p"] = min(inside, outside)
-    tested.direction = "inside" if inside <= outside else "outside"
+    numbers.direction = "inside" if inside <= outside else "outside"
     if se > 0:
         row["ci_low"], row["ci_high"], _ = stats.t_interval(row["diff"], se, df, stats.CONFIDENCE)
     row["method"] += f"; ±{rule.similar_margin:g}: two one-sided tests (scipy.stats.t), the interval diff ± t·SE"
