@@ -103,3 +103,14 @@ def test_the_real_command_exits_with_these_statuses(tmp_path: Path) -> None:
     assert proc.returncode == 1
     assert "Traceback (most recent call last)" in proc.stderr and "ZeroDivisionError: division by zero" in proc.stderr
     assert "this is a bug in cnnbench" in proc.stderr.strip().splitlines()[-1]
+
+
+def test_every_help_page_renders(capsys) -> None:
+    """`cnnbench --help` and `cnnbench <stage> --help` for every stage (argparse %-formats help strings,
+    so a stray "%" in one breaks the page)."""
+    stages = cli.build_parser()._subparsers._group_actions[0].choices
+    for argv in (["--help"], *([stage, "--help"] for stage in stages)):
+        with pytest.raises(SystemExit) as exit_:
+            cli.main(argv)
+        assert exit_.value.code == 0, argv
+        assert "usage: cnnbench" in capsys.readouterr().out

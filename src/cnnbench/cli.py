@@ -38,6 +38,7 @@ examples:
   cnnbench download --dataset cifar10        fetch data/raw/cifar10 (mirror, then official URL)
   cnnbench train --variant cifar10-resnet18 --recipe lab --seed 0
                                              train one run into results/runs/cifar10-resnet18/lab/seed0/
+  cnnbench plan-seeds                        after a study: the seeds per side that would decide each open claim
 
 environment:
   CNNBENCH_DATA_MIRROR   directory with <dataset>/<archive> and SHA256SUMS, tried before any download
@@ -144,7 +145,8 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
 
 
 def _add_aggregate(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("aggregate", help="every run's numbers, mean ± std per variant and recipe, the claims' verdicts",
+    p = sub.add_parser("aggregate", help="every run's numbers, mean ± std and 95 %% interval per variant and recipe, the "
+                       "claims' verdicts (Holm-adjusted; seed and test-set noise)",
                        description="Read every run of the study (results/runs/<variant>/<recipe>/seed<k>/) and "
                        "write runs.csv (one row per run), variants.csv (mean, std and n per variant and recipe), "
                        "claims.csv and summary.json (each lab-report claim under each recipe, with the verdict of "
