@@ -521,15 +521,15 @@ def seeds_needed(diff: float, sd_a: float, sd_b: float, alpha: float = 0.05, pow
         return SeedPlan(None, alpha, "no difference observed: no number of seeds reaches the power")
     if math.isnan(diff) or math.isnan(image_var):
         return SeedPlan(None, math.nan, "not measured")
-    if image_var > 0:  # known with one run per side too: seeds do not shrink it
+    if math.isnan(sd_a) or math.isnan(sd_b):  # one run: the image component still holds the run-by-image
+        return SeedPlan(None, math.nan, UNMEASURED)  # interaction, which more seeds would average away
+    if image_var > 0:
         z = stats.norm.isf(alpha / 2)
         delta = abs(diff) / math.sqrt(image_var)
         limit = float(stats.norm.sf(z - delta) + stats.norm.cdf(-z - delta))
         if limit < power:
             return SeedPlan(None, limit, f"not reachable: the test-set noise alone leaves power {limit:.2f} even with "
                                          "unlimited seeds (a larger test set would be needed)")
-    if math.isnan(sd_a) or math.isnan(sd_b):
-        return SeedPlan(None, math.nan, UNMEASURED)
     return _search(lambda n: welch_power(diff, sd_a, sd_b, n, alpha, image_var=image_var), power, max_n,
                    f"Welch t test at alpha {alpha:g}, power {power:g}")
 
@@ -573,14 +573,14 @@ def seeds_needed_similar(diff: float, sd_a: float, sd_b: float, margin: float, a
         return SeedPlan(None, math.nan, "not measured")
     if abs(diff) >= margin:
         return SeedPlan(None, 0.0, f"not reachable: the observed difference {diff:.3g} is not inside ±{margin:g}")
-    if image_var > 0:  # known with one run per side too: seeds do not shrink it
+    if math.isnan(sd_a) or math.isnan(sd_b):  # see seeds_needed
+        return SeedPlan(None, math.nan, UNMEASURED)
+    if image_var > 0:
         z, se = stats.norm.isf(alpha / 2), math.sqrt(image_var)
         limit = max(0.0, float(stats.norm.sf(z - (margin + diff) / se) + stats.norm.sf(z - (margin - diff) / se) - 1))
         if limit < power:
             return SeedPlan(None, limit, f"not reachable: the test-set noise alone leaves power {limit:.2f} even with "
                                          "unlimited seeds (a larger test set would be needed)")
-    if math.isnan(sd_a) or math.isnan(sd_b):
-        return SeedPlan(None, math.nan, UNMEASURED)
     return _search(lambda n: equivalence_power(diff, sd_a, sd_b, n, margin, alpha, image_var=image_var), power, max_n,
                    f"(1 - {alpha:g}) interval inside ±{margin:g} with probability {power:g}")
 
