@@ -106,7 +106,7 @@ def _sides(values_a, values_b) -> dict:
             "std_a": _std(values_a), "std_b": _std(values_b)}
 
 
-def _effect(r, scale: float = 1.0) -> dict:
+def _effect(r: stats.Effect, scale: float = 1.0) -> dict:
     """The difference with its interval, p and P(a > b) of a ``stats`` result, in the metric's units."""
     return {"diff": scale * r.diff, "ci_low": scale * r.ci_low, "ci_high": scale * r.ci_high, "p": r.p,
             "prob_improvement": r.prob_improvement, "pi_low": r.pi_low, "pi_high": r.pi_high}

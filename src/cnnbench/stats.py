@@ -217,15 +217,8 @@ def paired_bootstrap_diff(correct_a, correct_b, rng: np.random.Generator, n_boot
 
 
 @dataclass(frozen=True)
-class TwoLevelResult:
-    """A difference in accuracy between two variants, counting seed and test-set noise.
-
-    Units are those of the per-image scores (fractions for correct/wrong; multiply by 100 for
-    percentage points). ``ci_*``/``p`` decide verdicts; ``prob_improvement`` is the probability
-    that a random run of a scores higher than a random run of b (ties count 1/2), with its
-    bootstrap interval ``pi_*``; ``boot_ci_*`` is the plain two-level percentile interval, for
-    reference only (it under-covers with few seeds; see the module docstring).
-    """
+class Effect:
+    """A difference a - b with its interval and two-sided p, and P(a > b) with its interval."""
 
     diff: float
     se: float
@@ -236,6 +229,19 @@ class TwoLevelResult:
     prob_improvement: float
     pi_low: float
     pi_high: float
+
+
+@dataclass(frozen=True)
+class TwoLevelResult(Effect):
+    """A difference in accuracy between two variants, counting seed and test-set noise.
+
+    Units are those of the per-image scores (fractions for correct/wrong; multiply by 100 for
+    percentage points). ``ci_*``/``p`` decide verdicts; ``prob_improvement`` is the probability
+    that a random run of a scores higher than a random run of b (ties count 1/2), with its
+    bootstrap interval ``pi_*``; ``boot_ci_*`` is the plain two-level percentile interval, for
+    reference only (it under-covers with few seeds; see the module docstring).
+    """
+
     boot_ci_low: float
     boot_ci_high: float
     seed_var_a: float   # variance of a's per-run accuracies (NaN with one run)
@@ -365,18 +371,9 @@ def two_level_bootstrap(correct_a: Sequence[np.ndarray] | np.ndarray, correct_b:
 
 
 @dataclass(frozen=True)
-class ValuesResult:
+class ValuesResult(Effect):
     """Welch's comparison of two samples of values (one per run, or one per epoch), with P(a > b)."""
 
-    diff: float
-    se: float
-    df: float
-    ci_low: float
-    ci_high: float
-    p: float
-    prob_improvement: float
-    pi_low: float
-    pi_high: float
     n_a: int
     n_b: int
     n_boot: int
