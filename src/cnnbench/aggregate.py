@@ -16,11 +16,10 @@ from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 from . import stats
 from .atomic import atomic_write_text
-from .claims import CLAIM_COLUMNS, FAILS, HOLDS, INCONCLUSIVE, Rule, RunResult, evaluate_claims
+from .claims import FAILS, HOLDS, INCONCLUSIVE, Rule, RunResult, evaluate_claims
 from .config import Config, run_dir
 from .errors import DataError
 from .results import read_history, read_json, read_table
