@@ -3,7 +3,8 @@
 Each driver runs in its own temporary copy of the repository (a git repo, for DVC). The tests
 check: every output exists and the report names every variant; a second run does nothing;
 changing one variant's learning rate reruns exactly that variant's train and evaluate plus the
-stages after them; a lab-report figure or a description retrains nothing; both drivers ran the
+stages after them; a lab-report figure or a description retrains nothing; adding a seed trains
+only the new seed's runs under Snakemake (their train and evaluate, plus the stages after them); both drivers ran the
 same command with the same run hash for every job; under DVC every module a stage's command
 imported is among its deps, and a change to one makes the stages that import it stale;
 `dvc exp show --csv` lists params and test accuracy per variant.
@@ -99,6 +100,11 @@ def edit_descriptions(doc: dict) -> None:
     for profile in doc["profiles"].values():
         profile["description"] = "edited"
     doc["variants"]["butterflies"]["resnet18-unfiltered"]["description"] = "edited"
+
+
+def seeds_0_and_1(doc: dict) -> None:
+    """A second seed for the smoke profile (Snakemake reads the profile's seeds)."""
+    doc["profiles"]["smoke"]["seeds"] = [0, 1]
 
 
 @contextmanager
@@ -221,6 +227,19 @@ def test_snakemake_description_edits_retrain_nothing(snakemake_study):
     repo, env = snakemake_study
     with params_edited(repo, edit_descriptions):
         assert _planned(repo, env) == ["report"]
+
+
+def test_snakemake_new_seed_trains_only_its_runs(snakemake_study):
+    repo, env = snakemake_study
+    with params_edited(repo, seeds_0_and_1):
+        cfg = study_of(repo)
+        jobs = _planned(repo, env)
+    assert cfg.seeds == [0, 1]
+    new = [f"{v}/{recipe}/{seed}" for v, recipe, seed in cfg.runs if seed == 1]
+    assert len(new) == len(cfg.variants) * 2  # every (variant, recipe) at seed 1
+    assert not [j for j in jobs if j.endswith("/0")], jobs  # no seed-0 run is retrained or re-evaluated
+    assert jobs == sorted([*(f"train:{r}" for r in new), *(f"evaluate:{r}" for r in new),
+                           "aggregate", "plot", "report"])
 
 
 def test_snakemake_one_variant_change_reruns_exactly_its_jobs(snakemake_study):
