@@ -366,6 +366,7 @@ def test_dvc_new_seed_makes_only_its_runs_stale(dvc_study):
             out = sh(["dvc", "repro", "specs"], repo, env)
             assert ran_stages(out.stdout) == ["specs"], out.stdout
             seed1_specs = sorted(spec_dir.rglob("seed1.json"))
+            seed0_specs_then = {p: p.read_text() for p in spec_dir.rglob("seed0.json")}
             stale = json.loads(sh(["dvc", "status", "--json"], repo, env).stdout)
     finally:
         # params.yaml is back as committed: rewrite the run files for it, so the stages after this
@@ -378,7 +379,7 @@ def test_dvc_new_seed_makes_only_its_runs_stale(dvc_study):
         stages = {f"{kind}-{dataset}@{name}-{recipe}-{seed}" for kind in ("train", "evaluate")}
         (new if seed == 1 else old).update(stages)
     assert len(new) == len(old) == 68 and len(seed1_specs) == 34
-    assert {p: p.read_text() for p in spec_dir.rglob("seed0.json")} == seed0_specs  # left as they were
+    assert seed0_specs_then == seed0_specs  # the specs stage left the seed-0 run files as they were
     assert not old & set(stale), sorted(old & set(stale))  # every seed-0 train and evaluate is up to date
     # ... and only the seed-1 runs and the stages whose params hold the seeds are not: `dvc status`
     # lists a stage whose own inputs changed, so plot (which reads the summary) follows aggregate
