@@ -3,7 +3,8 @@
 Each driver runs in its own temporary copy of the repository (a git repo, for DVC). The tests
 check: every output exists and the report names every variant; a second run does nothing;
 changing one variant's learning rate reruns exactly that variant's train and evaluate plus the
-stages after them; a lab-report figure or a description retrains nothing; both drivers ran the
+stages after them; a lab-report figure or a description retrains nothing; adding a seed trains
+only the new seed's runs (their train and evaluate, plus the stages after them); both drivers ran the
 same command with the same run hash for every job; under DVC every module a stage's command
 imported is among its deps, and a change to one makes the stages that import it stale;
 `dvc exp show --csv` lists params and test accuracy per variant.
@@ -101,6 +102,17 @@ def edit_descriptions(doc: dict) -> None:
     for profile in doc["profiles"].values():
         profile["description"] = "edited"
     doc["variants"]["butterflies"]["resnet18-unfiltered"]["description"] = "edited"
+
+
+def seeds_0_and_1(doc: dict) -> None:
+    """A second seed for the smoke profile (Snakemake reads the profile's seeds)."""
+    doc["profiles"]["smoke"]["seeds"] = [0, 1]
+
+
+def seeds_0_and_1_for_dvc(doc: dict) -> None:
+    """The same, and the top-level seeds DVC makes one stage per seed of (`cnnbench exp-run` sets both)."""
+    seeds_0_and_1(doc)
+    doc["seeds"] = [0, 1]
 
 
 @contextmanager
@@ -230,6 +242,19 @@ def test_snakemake_description_edits_retrain_nothing(snakemake_study):
         assert _planned(repo, env) == ["report"]
 
 
+def test_snakemake_new_seed_trains_only_its_runs(snakemake_study):
+    repo, env = snakemake_study
+    with params_edited(repo, seeds_0_and_1):
+        cfg = study_of(repo)
+        jobs = _planned(repo, env)
+    assert cfg.seeds == [0, 1]
+    new = [f"{v}/{recipe}/{seed}" for v, recipe, seed in cfg.runs if seed == 1]
+    assert len(new) == len(cfg.variants) * 2  # every (variant, recipe) at seed 1
+    assert not [j for j in jobs if j.endswith("/0")], jobs  # no seed-0 run is retrained or re-evaluated
+    assert jobs == sorted([*(f"train:{r}" for r in new), *(f"evaluate:{r}" for r in new),
+                           "aggregate", "plot", "report"])
+
+
 def test_snakemake_one_variant_change_reruns_exactly_its_jobs(snakemake_study):
     repo, env = snakemake_study
     change_one_lr(repo)
@@ -333,6 +358,41 @@ def test_dvc_module_change_makes_the_stages_that_import_it_stale(dvc_study):
         dataset, name = variant.split("-", 1)
         expected |= {f"train-{dataset}@{name}-{recipe}-{seed}", f"evaluate-{dataset}@{name}-{recipe}-{seed}"}
     assert len(expected) == 68 and stale == expected  # not download, preprocess, specs, aggregate, plot, report
+
+
+def test_dvc_new_seed_makes_only_its_runs_stale(dvc_study):
+    """The seed-1 stages exist once the top-level seeds hold 1, but their run files come from the
+    `specs` stage: run only that (it trains nothing), then ask `dvc status` which stages are stale."""
+    repo, env = dvc_study
+    assert json.loads(sh(["dvc", "status", "--json"], repo, env).stdout) == {}
+    spec_dir = repo / "results/specs/runs"
+    seed0_specs = {p: p.read_text() for p in spec_dir.rglob("seed0.json")}
+    try:
+        with params_edited(repo, seeds_0_and_1_for_dvc):
+            cfg = study_of(repo)
+            out = sh(["dvc", "repro", "specs"], repo, env)
+            assert ran_stages(out.stdout) == ["specs"], out.stdout
+            seed1_specs = sorted(spec_dir.rglob("seed1.json"))
+            seed0_specs_then = {p: p.read_text() for p in spec_dir.rglob("seed0.json")}
+            stale = json.loads(sh(["dvc", "status", "--json"], repo, env).stdout)
+    finally:
+        # params.yaml is back as committed: rewrite the run files for it, so the stages after this
+        # test find the pipeline up to date again (asserted below)
+        sh(["dvc", "repro", "specs"], repo, env)
+    assert cfg.seeds == [0, 1]
+    new, old = set(), set()
+    for variant, recipe, seed in cfg.runs:
+        dataset, name = variant.split("-", 1)
+        stages = {f"{kind}-{dataset}@{name}-{recipe}-{seed}" for kind in ("train", "evaluate")}
+        (new if seed == 1 else old).update(stages)
+    assert len(new) == len(old) == 68 and len(seed1_specs) == 34
+    assert seed0_specs_then == seed0_specs  # the specs stage left the seed-0 run files as they were
+    assert not old & set(stale), sorted(old & set(stale))  # every seed-0 train and evaluate is up to date
+    # ... and only the seed-1 runs and the stages whose params hold the seeds are not: `dvc status`
+    # lists a stage whose own inputs changed, so plot (which reads the summary) follows aggregate
+    assert set(stale) == new | {"aggregate", "report"}, sorted(stale)
+    assert json.loads(sh(["dvc", "status", "--json"], repo, env).stdout) == {}
+    assert not list(spec_dir.rglob("seed1.json"))
 
 
 def test_dvc_report_only_edits_retrain_nothing(dvc_study):
