@@ -181,7 +181,7 @@ def snakemake_study(tmp_path_factory, mirror):
     repo = copy_repo(tmp_path_factory.mktemp("snakemake-study"))
     env = env_for(mirror)
     t0 = time.perf_counter()
-    sh(["snakemake", "--cores", "2", "--config", "profile=smoke"], repo, env)
+    sh(["snakemake", "--cores", "2", "--config", "profile=smoke"], repo, env, timeout=1800)  # ~10 min alone on 2 cores
     print(f"\nsmoke study under snakemake: {time.perf_counter() - t0:.1f} s wall")
     return repo, env
 
