@@ -398,6 +398,7 @@ def test_welch_power_against_simulated_welch_tests_on_normal_data():
 
 def test_seeds_needed_edge_cases():
     assert S.seeds_needed(0.0, 1.0, 1.0).n is None                       # no effect
+    assert S.seeds_needed(0.0, math.nan, math.nan).reason == S.UNMEASURED  # one run each: no effect seen, nothing known
     assert S.seeds_needed(0.5, math.nan, 1.0).reason == S.UNMEASURED     # one run: spread unmeasured
     # ... and with one run the test-set component still holds the run-by-image interaction, which more
     # seeds would average away: no "not reachable" from it either

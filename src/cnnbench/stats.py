@@ -514,12 +514,12 @@ def seeds_needed(diff: float, sd_a: float, sd_b: float, alpha: float = 0.05, pow
     (NaN sd: one run per side) or an effect the test-set noise alone hides (``image_var``: no
     number of seeds reaches ``power``) give ``n=None`` with the reason.
     """
-    if diff == 0:
-        return SeedPlan(None, alpha, "no difference observed: no number of seeds reaches the power")
     if math.isnan(diff) or math.isnan(image_var):
         return SeedPlan(None, math.nan, "not measured")
     if math.isnan(sd_a) or math.isnan(sd_b):  # one run: the image component still holds the run-by-image
         return SeedPlan(None, math.nan, UNMEASURED)  # interaction, which more seeds would average away
+    if diff == 0:
+        return SeedPlan(None, alpha, "no difference observed: no number of seeds reaches the power")
     if image_var > 0:
         z = stats.norm.isf(alpha / 2)
         delta = abs(diff) / math.sqrt(image_var)
