@@ -208,3 +208,67 @@ def test_extra_json_written_in_the_same_rename(tmp_path: Path) -> None:
         packed.write_prepared(out, _splits(seed=3), CLASSES, _manifest(), extra_json={"bad.json": {"x": object()}})
     assert json.loads((out / "report.json").read_text()) == {"groups": [1, 2]}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["p"] and not (tmp_path / "escape.json").exists()
+
+
+# --------------------------------------------------------------------------- clean_mask (leak audit)
+def _audit(leaked: list | None, **extra: object) -> dict:
+    audit = {"format": "cnnbench-duplicates-v2", "dataset": "toy", "pairs": [], "groups": []}
+    if leaked is not None:
+        audit["test_leaked"] = leaked
+    audit.update(extra)
+    return audit
+
+
+def test_clean_mask_follows_the_audit_and_the_class_filter(tmp_path: Path) -> None:
+    # test labels are 0,1,2,3,0,1,2,3,0,1,2,3 (ant, bee, cat, dog repeating); images 1 (bee), 2 (cat),
+    # 6 (cat) and 11 (dog) have a duplicate in train
+    out = tmp_path / "p"
+    packed.write_prepared(out, _splits(), CLASSES, _manifest(),
+                          extra_json={"duplicates.json": _audit([2, 6, 1, 11, 6], test_clean_count=8)})
+    mask = packed.clean_mask(out)
+    assert mask.dtype == bool
+    assert mask.tolist() == [True, False, False, True, True, True, False, True, True, True, True, False]
+    # without bee and dog, load_split keeps images 0, 2, 4, 6, 8, 10 (ant, cat, ant, cat, ant, cat)
+    filtered = packed.clean_mask(out, "test", exclude_classes=["bee", "dog"])
+    assert filtered.tolist() == [True, False, True, False, True, True]
+    assert len(filtered) == len(packed.load_split(out, "test", exclude_classes=["bee", "dog"])[1])
+    # an audit that lists nothing leaves every image clean
+    packed.write_prepared(out, _splits(), CLASSES, _manifest(), extra_json={"duplicates.json": _audit([])})
+    assert packed.clean_mask(out).tolist() == [True] * 12
+
+
+def test_clean_mask_unknown_without_a_v2_audit(tmp_path: Path) -> None:
+    out = tmp_path / "p"
+    packed.write_prepared(out, _splits(), CLASSES, _manifest())
+    assert packed.clean_mask(out) is None  # no duplicates.json
+    v1 = {"format": "cnnbench-duplicates-v1", "dataset": "toy", "pairs": [], "groups": []}
+    packed.write_prepared(out, _splits(), CLASSES, _manifest(), extra_json={"duplicates.json": v1})
+    assert packed.clean_mask(out) is None  # no test_leaked: clean accuracy unknown, not an error
+    assert packed.clean_mask(out, "val") is None  # the audit lists test images only
+
+
+@pytest.mark.parametrize(
+    "audit, message",
+    [
+        (_audit([3, 12]), r"duplicates\.json: test_leaked holds position\(s\) \[12\] outside the 12 images of "
+                          r"test_labels\.npy.*cnnbench preprocess --dataset toy"),
+        (_audit([-1]), r"duplicates\.json: test_leaked holds position\(s\) \[-1\]"),
+        (_audit(["3"]), r"duplicates\.json: test_leaked must be a list of integer positions"),
+        (_audit([1, 2], test_clean_count=11), r"duplicates\.json: test_clean_count is 11 but test_leaked leaves 10"),
+    ],
+)
+def test_clean_mask_rejects_an_audit_of_another_store(tmp_path: Path, audit: dict, message: str) -> None:
+    out = tmp_path / "p"
+    packed.write_prepared(out, _splits(), CLASSES, _manifest(), extra_json={"duplicates.json": audit})
+    with pytest.raises(DataError, match=message):
+        packed.clean_mask(out)
+
+
+def test_clean_mask_bad_json_and_arguments(tmp_path: Path) -> None:
+    out = tmp_path / "p"
+    packed.write_prepared(out, _splits(), CLASSES, _manifest())
+    (out / "duplicates.json").write_text("{not json")
+    with pytest.raises(DataError, match=r"duplicates\.json is not valid JSON"):
+        packed.clean_mask(out)
+    with pytest.raises(ValueError, match="unknown split 'valid'"):
+        packed.clean_mask(out, "valid")

@@ -9,7 +9,8 @@ One directory per data set (e.g. ``data/prepared/cifar10``)::
     classes.json       list of class names, in label order
     manifest.json      provenance, counts, exclusions, notes (see `write_prepared`)
     excluded.csv       split,file,reason for every image that was left out
-    <name>.json        optional extra reports of one data set (e.g. butterflies' duplicates.json)
+    <name>.json        optional extra reports of one data set (e.g. duplicates.json, the leak audit;
+                       see `clean_mask`)
 
 Every class is stored; dropping classes (e.g. the noisy butterfly classes) is a
 per-variant decision made at load time with ``load_split(..., exclude_classes=...)``,
@@ -38,6 +39,7 @@ __all__ = [
     "FORMAT",
     "write_prepared",
     "load_split",
+    "clean_mask",
     "read_manifest",
     "read_classes",
     "staging_dir",
@@ -52,6 +54,7 @@ log = logging.getLogger("cnnbench.data")
 _MANIFEST = "manifest.json"
 _CLASSES = "classes.json"
 _EXCLUDED = "excluded.csv"
+_DUPLICATES = "duplicates.json"
 
 
 staging_dir = temp_dir  # the store's staging folder follows cnnbench.atomic's convention; old name kept
@@ -265,18 +268,12 @@ def load_split(
     prepared_dir = Path(prepared_dir)
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; expected one of {list(SPLITS)}")
-    if isinstance(exclude_classes, str):
+    if isinstance(exclude_classes, str):  # before the store is read: the caller's mistake comes first
         raise ValueError(
             f"exclude_classes must be a list of class names, not the string {exclude_classes!r}"
         )
     classes = read_classes(prepared_dir)
-    excluded = list(dict.fromkeys(exclude_classes))
-    unknown = [c for c in excluded if c not in classes]
-    if unknown:
-        raise ConfigError(
-            f"cannot exclude unknown class(es) {unknown} from {prepared_dir}: they are not among its "
-            f"{len(classes)} classes (see {prepared_dir / _CLASSES}); check the spelling"
-        )
+    excluded = _exclusions(prepared_dir, classes, exclude_classes)
     images_path = _require(prepared_dir, f"{split}_images.npy")
     labels_path = _require(prepared_dir, f"{split}_labels.npy")
     try:
@@ -292,12 +289,97 @@ def load_split(
         )
     if not excluded:
         return images, labels, classes
+    new_labels, kept = _remap(prepared_dir, classes, excluded, labels)
+    mask = new_labels >= 0
+    return np.asarray(images[mask]), new_labels[mask], kept
+
+
+def _exclusions(prepared_dir: Path, classes: list[str], exclude_classes: Iterable[str]) -> list[str]:
+    """``exclude_classes`` checked against the stored classes, repeats removed."""
+    if isinstance(exclude_classes, str):
+        raise ValueError(f"exclude_classes must be a list of class names, not the string {exclude_classes!r}")
+    excluded = list(dict.fromkeys(exclude_classes))
+    unknown = [c for c in excluded if c not in classes]
+    if unknown:
+        raise ConfigError(
+            f"cannot exclude unknown class(es) {unknown} from {prepared_dir}: they are not among its "
+            f"{len(classes)} classes (see {prepared_dir / _CLASSES}); check the spelling"
+        )
+    return excluded
+
+
+def _remap(
+    prepared_dir: Path, classes: list[str], excluded: list[str], labels: np.ndarray
+) -> tuple[np.ndarray, list[str]]:
+    """Labels renumbered over the kept classes (-1 for an excluded class's image) and the kept names."""
     kept = [c for c in classes if c not in excluded]
     if not kept:
         raise ConfigError(f"exclude_classes {excluded} removes every class of {prepared_dir}")
     remap = np.full(len(classes), -1, dtype=np.int64)
     for new, name in enumerate(kept):
         remap[classes.index(name)] = new
-    new_labels = remap[labels]
-    mask = new_labels >= 0
-    return np.asarray(images[mask]), new_labels[mask], kept
+    return remap[labels], kept
+
+
+def clean_mask(prepared_dir: Path, split: str = "test", exclude_classes: Iterable[str] = ()) -> np.ndarray | None:
+    """Which images of ``split`` have no duplicate among the training images, per the leak audit.
+
+    preprocess writes ``duplicates.json`` (format ``cnnbench-duplicates-v2``) whose ``test_leaked``
+    lists the positions, in the stored split (all classes), of the test images with an exact,
+    mirrored or near duplicate among the train images that were kept. Accuracy on the other
+    ("clean") images is what a model scores without having seen the answer, as ciFAIR reports it.
+
+    Args:
+        prepared_dir: a directory written by `write_prepared`.
+        split: one of `SPLITS`; the audit lists ``<split>_leaked`` (today ``test_leaked`` only).
+        exclude_classes: the classes the variant drops, as given to `load_split`.
+
+    Returns:
+        A bool array aligned element for element with the images ``load_split(prepared_dir,
+        split, exclude_classes)`` returns, True for a clean image; None when there is no
+        ``duplicates.json`` or it has no ``<split>_leaked`` (an audit of the old v1 format, or none):
+        clean accuracy is then unknown, which is not an error.
+
+    Raises:
+        DataError: ``duplicates.json`` is not valid JSON, its list is not a list of integers, a
+            position is outside the stored split, or its ``<split>_clean_count`` disagrees with it.
+        ConfigError, ValueError: as `load_split`, for the split name and the excluded classes.
+    """
+    prepared_dir = Path(prepared_dir)
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; expected one of {list(SPLITS)}")
+    path = prepared_dir / _DUPLICATES
+    if not path.is_file():
+        return None
+    audit = _read_json(path)
+    key = f"{split}_leaked"
+    if not isinstance(audit, dict) or audit.get(key) is None:
+        return None
+    classes = read_classes(prepared_dir)
+    excluded = _exclusions(prepared_dir, classes, exclude_classes)
+    labels_path = _require(prepared_dir, f"{split}_labels.npy")
+    try:
+        labels = np.load(labels_path, allow_pickle=False).astype(np.int64, copy=False)
+    except (OSError, ValueError, EOFError) as e:
+        raise DataError(f"{labels_path} is not readable ({e}); the store is corrupt, re-run `cnnbench preprocess`") from e
+    leaked = audit[key]
+    redo = f"re-run `cnnbench preprocess --dataset {_dataset_hint(prepared_dir)}`"
+    if not isinstance(leaked, list) or not all(isinstance(i, int) and not isinstance(i, bool) for i in leaked):
+        raise DataError(f"{path}: {key} must be a list of integer positions in the {split} split; {redo}")
+    outside = sorted({i for i in leaked if not 0 <= i < len(labels)})
+    if outside:
+        raise DataError(
+            f"{path}: {key} holds position(s) {outside[:5]}{' …' if len(outside) > 5 else ''} outside the "
+            f"{len(labels)} images of {labels_path.name}: the audit is not of this store; {redo}"
+        )
+    mask = np.ones(len(labels), dtype=bool)
+    mask[np.asarray(leaked, dtype=np.int64)] = False
+    count = audit.get(f"{split}_clean_count")
+    if count is not None and count != int(mask.sum()):
+        raise DataError(
+            f"{path}: {split}_clean_count is {count!r} but {key} leaves {int(mask.sum())} of the "
+            f"{len(labels)} stored {split} images clean; {redo}"
+        )
+    if excluded:
+        mask = mask[_remap(prepared_dir, classes, excluded, labels)[0] >= 0]
+    return mask
