@@ -4,6 +4,11 @@ manifests, and the aggregate stage's output. Used by the aggregate, plot and rep
 
 Every number is a known function of the variant, recipe and seed, so tests can state the
 answer: a variant's test top-1 is ``base(variant) + RECIPE_GAIN[recipe] + noise(seed)``.
+
+The leak audit: each prepared data set has a duplicates.json (v2) with thumbnails (`write_audit`),
+and every run marks the easiest ``LEAKED_SHARE`` of its test images as leaked (they have a duplicate
+in train, and every run gets them right, as memorised images are). So, with N test images and
+L = round(LEAKED_SHARE x N), the top-1 on the clean images is ``(round(top1 x N) - L) / (N - L)``.
 """
 
 from __future__ import annotations
@@ -23,6 +28,8 @@ REPO = Path(__file__).resolve().parents[1]
 RECIPE_GAIN = {"lab": 0.0, "fast": 3.0}
 SEED_NOISE = {0: -0.4, 1: 0.1, 2: 0.3, 3: -0.2, 4: 0.5}
 BUTTERFLY_CLASSES = [f"SPECIES {i:02d}" for i in range(94)]
+LEAKED_SHARE = 0.1
+SPLIT_PAIRS = ("train-train", "val-val", "test-test", "train-val", "train-test", "val-test")
 
 
 def butterfly_classes(noisy: list[str]) -> list[str]:
@@ -54,13 +61,24 @@ def _csv_cell(text: str) -> str:
     return f'"{text}"' if ("," in text or '"' in text) else text
 
 
+def _rank(size: int) -> np.ndarray:
+    """How easy each test image is (0: easiest): a fixed permutation, the same for every run."""
+    return np.random.default_rng(12345).permutation(size)
+
+
+def clean_top1(top1: float, size: int) -> float:
+    """The fixture's top-1 on the clean test images, in %, for a run of ``top1`` % on ``size`` images."""
+    leaked = round(LEAKED_SHARE * size)
+    return 100 * (round(top1 / 100 * size) - leaked) / (size - leaked)
+
+
 def _outcomes(classes: list[str], per_class: int, top1: float) -> tuple[np.ndarray, np.ndarray]:
     """(actual, predicted) per test image: ``per_class`` images of each class, in class order, of which
     round(top1 % x images) are right: the images ranked first by a fixed permutation (the same for
     every run, so runs and variants agree on the easy images, as real ones do)."""
     names = np.array(classes, dtype=object)
     actual = np.repeat(names, per_class)
-    rank = np.random.default_rng(12345).permutation(actual.size)
+    rank = _rank(actual.size)
     right = rank < round(top1 / 100 * actual.size)
     predicted = np.where(right, actual, np.repeat(np.roll(names, -1), per_class))
     return actual, predicted
@@ -68,8 +86,11 @@ def _outcomes(classes: list[str], per_class: int, top1: float) -> tuple[np.ndarr
 
 def write_run(run: Path, *, variant: str, dataset: str, model: str, recipe: str, seed: int, classes: list[str],
               top1: float, epochs: int, epoch_seconds: float, params: int, wobble: float = 0.0,
-              noisy: tuple[str, ...] = ()) -> None:
+              noisy: tuple[str, ...] = (), audited: bool = True) -> None:
     """history.csv, metrics.json, confusion.csv and predictions.csv of one run (accuracies in %).
+
+    ``audited``: the data set has a leak audit, so metrics.json has the clean-test numbers and
+    predictions.csv a `clean` column (the easiest LEAKED_SHARE of the images are leaked).
 
     The test split has 1000 images per class on CIFAR-10 (10,000, as the real one) and 10 on the
     butterflies (1000), so the accuracy the predictions give is ``top1`` to 0.01 / 0.1 points;
@@ -98,6 +119,9 @@ def write_run(run: Path, *, variant: str, dataset: str, model: str, recipe: str,
                "memory_kind": "process peak RSS", "device": "cpu (test fixture)", "eval_device": "cpu (test fixture)",
                "precision": "fp32", "tta_flip": recipe == "fast", "torch_version": "2.x",
                "per_class_accuracy": {c: float(confusion[i, i] / confusion[i].sum()) for i, c in enumerate(classes)}}
+    clean = _rank(len(actual)) >= round(LEAKED_SHARE * len(actual)) if audited else None
+    metrics["test_images_clean"] = int(clean.sum()) if audited else None
+    metrics["test_top1_clean"] = float(right[clean].mean()) if audited else None
     if dataset == "butterflies":
         kept = ~np.isin(actual, list(noisy))
         metrics["test_top5"] = min(1.0, top1 / 100 + 0.2)
@@ -109,23 +133,90 @@ def write_run(run: Path, *, variant: str, dataset: str, model: str, recipe: str,
     (run / "confusion.csv").write_text("\n".join(lines) + "\n")
     cell = {c: _csv_cell(c) for c in classes}
     preds = ["actual,predicted", *(f"{cell[a]},{cell[p]}" for a, p in zip(actual.tolist(), predicted.tolist()))]
+    if audited:
+        preds = [f"{preds[0]},clean", *(f"{row},{int(c)}" for row, c in zip(preds[1:], clean.tolist()))]
     (run / "predictions.csv").write_text("\n".join(preds) + "\n")
 
 
-def write_manifests(prepared: Path, cfg) -> None:
+def write_manifests(prepared: Path, cfg, audit: bool = True) -> None:
+    """manifest.json of each data set (100 train, 10 val, 50 test images) and, with ``audit``, its
+    duplicates.json and thumbnails: CIFAR-10 with 30 groups that span splits, the butterflies with 3."""
     for ds in cfg.datasets:
         (prepared / ds).mkdir(parents=True, exist_ok=True)
         manifest = {"dataset": ds, "source": {"source": "mirror", "location": f"/mirror/{ds}.archive",
                                               "sha256": "ab" * 32},
                     "splits": {"train": {"count": 100}, "val": {"count": 10}, "test": {"count": 50}}}
         (prepared / ds / "manifest.json").write_text(json.dumps(manifest))
+        if audit:
+            write_audit(prepared / ds, ds, cross_split=30 if ds == "cifar10" else 3)
+
+
+def _member(dataset: str, split: str, index: int, cls: str, thumb: int | None, dropped: bool = False) -> dict:
+    batch = {"train": "data_batch_1", "val": "data_batch_5", "test": "test_batch"}[split]
+    file = f"{batch}[{index}]" if dataset == "cifar10" else f"{'valid' if split == 'val' else split}/{cls}/{index}.jpg"
+    return {"split": split, "file": file, "index": index, "class": cls, "dropped": dropped, "thumb": thumb}
+
+
+def write_audit(prepared_dir: Path, dataset: str, cross_split: int, *, thumbs: bool = True) -> dict:
+    """A duplicates.json (format v2) the way preprocess writes it, and duplicate_thumbs.npy (unless not
+    ``thumbs``); returns the audit. Groups, sorted as preprocess sorts them: one label conflict (train
+    "cat" = test "dog", mirrored), then ``cross_split - 1`` more train-test groups (near duplicates,
+    the train copy of the first one dropped), then one train-train exact group (no thumbnails).
+    Every thumbnail is a flat colour: member k of the whole file is (k, 255 - k, 100)."""
+    groups, pairs_count, leaked, thumb_rows = [], {}, [], []
+
+    def thumb() -> int | None:
+        thumb_rows.append(len(thumb_rows))
+        return thumb_rows[-1]
+
+    def add(kind: str, members: list[dict], distance: float) -> None:
+        a, b = members
+        splits = f"{a['split']}-{b['split']}"  # members come in SPLIT_PAIRS' order
+        key = (splits, kind, "same_class" if a["class"] == b["class"] else "different_class")
+        pairs_count[key] = pairs_count.get(key, 0) + 1
+        conflict = a["class"] != b["class"]
+        groups.append({"id": len(groups), "kinds": [kind], "splits": sorted({a["split"], b["split"]}),
+                       "classes": sorted({a["class"], b["class"]}), "label_conflict": conflict,
+                       "members": members, "pairs": [{"a": 0, "b": 1, "kind": kind, "distance": distance}]})
+        if b["split"] == "test" and not a["dropped"]:
+            leaked.append(b["index"])
+
+    add("flip", [_member(dataset, "train", 7, "cat", thumb()), _member(dataset, "test", 3, "dog", thumb())], 0.0)
+    for g in range(1, cross_split):
+        add("near", [_member(dataset, "train", 10 + g, "cat", thumb(), dropped=g == 1),
+                     _member(dataset, "test", 3 + g, "cat", thumb())], round(0.01 * g, 3))
+    add("exact", [_member(dataset, "train", 90, "ship", None), _member(dataset, "train", 91, "ship", None)], 0.0)
+    test_count = 50
+    audit = {
+        "format": "cnnbench-duplicates-v2", "dataset": dataset,
+        "method": "exact and mirrored: SHA-1 of the pixels; near: distance of 64-bit perceptual hashes",
+        "near_duplicate_threshold": 0.25, "images_audited": {"train": 100, "val": 10, "test": test_count},
+        "pairs": [{"splits": sp, "kind": kind, "same_class": pairs_count.get((sp, kind, "same_class"), 0),
+                   "different_class": pairs_count.get((sp, kind, "different_class"), 0)}
+                  for sp in SPLIT_PAIRS for kind in ("exact", "flip", "near")],
+        "group_count": len(groups), "cross_split_groups": cross_split, "label_conflict_groups": 1,
+        "images_in_groups": 2 * len(groups), "train_duplicates_of_eval": cross_split,
+        "drop_train_duplicates_of_eval": False, "dropped_train": 1 if cross_split > 1 else 0,
+        "test_leaked": sorted(leaked), "test_clean_count": test_count - len(leaked),
+        "thumbs_file": "duplicate_thumbs.npy", "groups": groups,
+    }
+    prepared_dir = Path(prepared_dir)
+    prepared_dir.mkdir(parents=True, exist_ok=True)
+    (prepared_dir / "duplicates.json").write_text(json.dumps(audit))
+    if thumbs:
+        rows = np.zeros((len(thumb_rows), 64, 64, 3), dtype=np.uint8)
+        for k in thumb_rows:
+            rows[k] = (k, 255 - k, 100)
+        np.save(prepared_dir / "duplicate_thumbs.npy", rows)
+    return audit
 
 
 def make_study(root: Path, *, profile: str = "smoke", seeds: list[int] | None = (0, 1, 2), epochs: int = 4,
-               accuracy=None, edit=None, run_aggregate: bool = True) -> SimpleNamespace:
+               accuracy=None, edit=None, run_aggregate: bool = True, audit: bool = True) -> SimpleNamespace:
     """Write a whole constructed study under ``root``; return its paths and config.
 
     ``accuracy(variant, recipe, seed, default) -> float`` may replace the default test top-1.
+    ``audit``: the data sets have a leak audit (duplicates.json, clean-test numbers in every run).
     """
     root = Path(root)
     params = write_params(root, profile, list(seeds) if seeds is not None else None, edit)
@@ -149,8 +240,8 @@ def make_study(root: Path, *, profile: str = "smoke", seeds: list[int] | None = 
                           model=spec["model"], recipe=recipe, seed=seed, classes=classes, top1=top1,
                           epochs=epochs, epoch_seconds=1.0 + 0.1 * index + 0.01 * seed,
                           params=1_000_000 + 1000 * index, wobble=4.0 if unstable else 0.5,
-                          noisy=tuple(noisy) if dataset == "butterflies" else ())
-    write_manifests(prepared, cfg)
+                          noisy=tuple(noisy) if dataset == "butterflies" else (), audited=audit)
+    write_manifests(prepared, cfg, audit)
     out = SimpleNamespace(root=root, params=params, cfg=cfg, runs=runs_root, summary=summary, prepared=prepared,
                           plots=root / "results" / "plots", report=root / "results" / "report")
     if run_aggregate:

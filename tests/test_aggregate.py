@@ -11,7 +11,7 @@ from cnnbench.aggregate import FAILS, HOLDS, INCONCLUSIVE, aggregate, collect_ru
 from cnnbench.stats import IMAGES_ONLY
 from cnnbench.cli import main
 from cnnbench.errors import DataError
-from study_fixture import make_study
+from study_fixture import clean_top1, make_study
 
 def test_instability_counts_only_drops():
     assert instability(pd.Series([0.1, 0.3, 0.2, 0.4])) == pytest.approx(10 / 3)  # one 10-point drop in 3 steps
@@ -120,3 +120,59 @@ def test_a_study_without_claims_still_aggregates_and_reports(tmp_path):
     claims = pd.read_csv(study.summary / "claims.csv")
     assert claims.empty and "verdict" in claims.columns
     assert json.loads((study.summary / "summary.json").read_text())["verdicts"] == {"lab": {}, "fast": {}}
+
+
+def test_clean_test_top1_follows_the_constructed_leaks(tmp_path):
+    # the fixture marks the easiest 10 % of the test images leaked, and every run gets those right
+    study = make_study(tmp_path, seeds=[0, 1, 2], accuracy=lambda v, r, s, d: {0: 88.0, 1: 88.5, 2: 89.5}[s])
+    variants = pd.read_csv(study.summary / "variants.csv")
+    row = variants[(variants["variant"] == "cifar10-resnet18") & (variants["recipe"] == "lab")].iloc[0]
+    # 8800, 8850 and 8950 of 10,000 right, 1000 of them leaked: 7800, 7850, 7950 of 9000 clean images
+    assert row["test_images_clean"] == 9000 and row["test_images"] == 10_000
+    assert row["test_top1_clean_mean"] == pytest.approx(100 * 7866.6667 / 9000, abs=1e-4)
+    assert row["test_top1_clean_std"] == pytest.approx(100 * pd.Series([7800, 7850, 7950]).std() / 9000)
+    assert row["test_top1_clean_ci_low"] < row["test_top1_clean_mean"] < row["test_top1_clean_ci_high"]
+    assert row["test_top1_mean"] == pytest.approx(88.6667, abs=1e-4)
+    runs = pd.read_csv(study.summary / "runs.csv")
+    bf = runs[runs["dataset"] == "butterflies"].iloc[0]
+    assert bf["test_images_clean"] == round(0.9 * bf["test_images"])
+    assert bf["test_top1_clean"] == pytest.approx(clean_top1(bf["test_top1"], int(bf["test_images"])), abs=1e-9)
+    # the count is written as an integer, not 9000.0
+    assert ",9000," in (study.summary / "variants.csv").read_text()
+
+
+def test_clean_numbers_are_empty_without_an_audit_or_for_some_seeds_only(tmp_path):
+    study = make_study(tmp_path, seeds=[0, 1], audit=False)
+    variants = pd.read_csv(study.summary / "variants.csv")
+    assert variants["test_top1_clean_mean"].isna().all() and variants["test_images_clean"].isna().all()
+    assert variants["test_top1_mean"].notna().all()
+    # one seed re-evaluated after the audit: a mean over that seed alone would pass for the variant's
+    run = study.runs / "cifar10-resnet18" / "lab" / "seed1"
+    metrics = json.loads((run / "metrics.json").read_text())
+    (run / "metrics.json").write_text(json.dumps(dict(metrics, test_images_clean=9999, test_top1_clean=metrics["test_top1"])))
+    lines = (run / "predictions.csv").read_text().splitlines()
+    (run / "predictions.csv").write_text("\n".join([lines[0] + ",clean", *(f"{x},{int(i > 0)}" for i, x in enumerate(lines[1:]))]) + "\n")
+    with pytest.raises(DataError, match=r"seed1/predictions.csv: 9999 clean images at top-1 .* disagree with metrics.json"):
+        collect_runs(study.cfg, study.runs)
+    correct = [x.split(",")[0] == x.split(",")[1] for x in lines[2:]]
+    (run / "metrics.json").write_text(json.dumps(dict(metrics, test_images_clean=9999,
+                                                      test_top1_clean=sum(correct) / len(correct))))
+    aggregate(study.cfg, study.runs, study.summary)
+    runs = pd.read_csv(study.summary / "runs.csv").set_index(["variant", "recipe", "seed"])
+    assert runs.loc[("cifar10-resnet18", "lab", 1), "test_images_clean"] == 9999
+    assert pd.isna(runs.loc[("cifar10-resnet18", "lab", 0), "test_images_clean"])
+    variants = pd.read_csv(study.summary / "variants.csv").set_index(["variant", "recipe"])
+    assert pd.isna(variants.loc[("cifar10-resnet18", "lab"), "test_top1_clean_mean"])
+    assert pd.isna(variants.loc[("cifar10-resnet18", "lab"), "test_images_clean"])
+
+
+def test_stale_clean_column_is_named(tmp_path):
+    study = make_study(tmp_path, seeds=[0], run_aggregate=False)
+    run = study.runs / "cifar10-resnet18" / "lab" / "seed0"
+    lines = (run / "predictions.csv").read_text().splitlines()
+    (run / "predictions.csv").write_text("\n".join(x.rsplit(",", 1)[0] for x in lines) + "\n")  # no clean column
+    with pytest.raises(DataError, match=r"seed0/predictions.csv: no `clean` column, but metrics.json counts 9000"):
+        collect_runs(study.cfg, study.runs)
+    (run / "predictions.csv").write_text("\n".join([lines[0], *(x[:-1] + "yes" for x in lines[1:])]) + "\n")
+    with pytest.raises(DataError, match=r"seed0/predictions.csv: the `clean` column must hold 1 or 0"):
+        collect_runs(study.cfg, study.runs)

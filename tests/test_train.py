@@ -204,6 +204,35 @@ def test_evaluate_writes_metrics_and_confusion(cfg, prepared, tmp_path):
     assert sum(map(sum, counts)) == 40 == saved["test_images"]
     diag = sum(counts[i][i] for i in range(10))
     assert saved["test_top1"] == pytest.approx(diag / 40)
+    # no leak audit: clean accuracy unknown, predictions.csv as before
+    assert saved["test_images_clean"] is None and saved["test_top1_clean"] is None
+    assert (out / "predictions.csv").read_text().splitlines()[0] == "actual,predicted"
+
+
+def test_evaluate_scores_the_clean_test_images(cfg, prepared, tmp_path):
+    from cnnbench.aggregate import _read_predictions
+
+    out = tmp_path / "run"
+    run(cfg, prepared, out)
+    leaked = [0, 5, 6, 39]
+    (prepared / "duplicates.json").write_text(json.dumps(
+        {"format": "cnnbench-duplicates-v2", "test_leaked": leaked, "test_clean_count": 36, "groups": []}))
+    metrics = evaluate_variant(cfg, "cifar10-resnet18", prepared, out)
+    with open(out / "predictions.csv", newline="", encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))
+    assert list(rows[0]) == ["actual", "predicted", "clean"]
+    assert [r["clean"] for r in rows] == ["0" if i in leaked else "1" for i in range(40)]
+    right = [r["actual"] == r["predicted"] for r in rows]
+    assert metrics["test_images_clean"] == 36 and metrics["test_images"] == 40
+    assert metrics["test_top1_clean"] == pytest.approx(sum(ok for i, ok in enumerate(right) if i not in leaked) / 36)
+    # aggregate reads the same per-image outcomes and agrees with metrics.json
+    _, correct, clean = _read_predictions(out / "predictions.csv", "evaluate", metrics)
+    assert clean.tolist() == [i not in leaked for i in range(40)] and correct.tolist() == right
+    # every test image leaked: nothing to score, but the count is known
+    (prepared / "duplicates.json").write_text(json.dumps({"test_leaked": list(range(40))}))
+    metrics = evaluate_variant(cfg, "cifar10-resnet18", prepared, out)
+    assert metrics["test_images_clean"] == 0 and metrics["test_top1_clean"] is None
+    assert _read_predictions(out / "predictions.csv", "evaluate", metrics)[2].sum() == 0
 
 
 def test_evaluate_csv_files_are_valid_csv_for_any_class_name(cfg, tmp_path):
@@ -260,6 +289,19 @@ def test_butterfly_variant_filters_classes_and_reports_top5(cfg, tmp_path):
     kept = [(a, b) for a, b in rows if a not in noisy]
     assert len(kept) == m2["test_images_kept"]
     assert m2["test_top1_kept"] == pytest.approx(sum(a == b for a, b in kept) / len(kept))
+    # the leak audit lists positions in the stored test split (all 16 classes): the filtered variant
+    # sees only those of its 10 classes, in the order load_split keeps them
+    labels = packed.load_split(prepared, "test")[1]
+    leaked = [i for i in range(len(labels)) if i % 3 == 0]
+    (prepared / "duplicates.json").write_text(json.dumps({"test_leaked": leaked}))
+    m1 = evaluate_variant(cfg, "butterflies-resnet18", prepared, out)
+    m2 = evaluate_variant(cfg, "butterflies-resnet18-unfiltered", prepared, out2)
+    assert m2["test_images_clean"] == len(labels) - len(leaked)
+    assert m1["test_images_clean"] == sum(1 for i, y in enumerate(labels) if i % 3 and classes[y] not in noisy)
+    rows = [line.split(",") for line in (out / "predictions.csv").read_text().splitlines()[1:]]
+    clean = [(a, b) for a, b, c in rows if c == "1"]
+    assert len(clean) == m1["test_images_clean"]
+    assert m1["test_top1_clean"] == pytest.approx(sum(a == b for a, b in clean) / len(clean))
 
 
 def test_evaluate_refuses_model_of_other_settings(cfg, prepared, tmp_path):

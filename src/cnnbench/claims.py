@@ -74,6 +74,7 @@ class RunResult:
     correct: np.ndarray     # bool per test image
     epoch_seconds: np.ndarray
     kept: np.ndarray        # bool per test image: its class is kept by every variant (not a noisy class)
+    clean: np.ndarray | None = None  # bool per test image: no duplicate in train (None: data set not audited)
 
 
 @dataclass

@@ -1,4 +1,10 @@
-"""Evaluate one trained variant on the test split: metrics.json and a confusion matrix."""
+"""Evaluate one trained variant on the test split: metrics.json and a confusion matrix.
+
+Where preprocess audited the data set for duplicates (duplicates.json with ``test_leaked``), top-1 is
+also reported on the clean test images, those with no exact, mirrored or near duplicate among the
+training images (``test_top1_clean``), as ciFAIR does for CIFAR: a model that memorised a training
+image gets its test copy right without having learned anything.
+"""
 
 from __future__ import annotations
 
@@ -58,6 +64,7 @@ def evaluate_run(spec: RunSpec, prepared_dir: Path, run_dir: Path) -> dict:
     model, blob = load_trained(run_dir / "model.pt", spec)
     model = engine.prepare(model)
     x, y, classes = packed.load_split(prepared_dir, "test", exclude_classes=list(spec.exclude_classes))
+    clean = packed.clean_mask(prepared_dir, "test", exclude_classes=list(spec.exclude_classes))
     if classes != blob["classes"]:
         raise ModelMismatch(f"{run_dir / 'model.pt'}: trained on classes that differ from {prepared_dir}'s test split")
     data = DeviceData(x, y, device)
@@ -94,7 +101,16 @@ def evaluate_run(spec: RunSpec, prepared_dir: Path, run_dir: Path) -> dict:
         "tta_flip": settings.tta_flip,
         "torch_version": train_summary["torch_version"],
         "per_class_accuracy": per_class,
+        # None when the data set has no leak audit (no duplicates.json, or its v1 format); then
+        # predictions.csv has no `clean` column either
+        "test_images_clean": None,
+        "test_top1_clean": None,
     }
+    if clean is not None:
+        is_clean = torch.from_numpy(clean).to(labels.device)
+        metrics["test_images_clean"] = int(is_clean.sum().item())
+        metrics["test_top1_clean"] = ((pred[is_clean] == labels[is_clean]).float().mean().item()
+                                      if is_clean.any() else None)
     if spec.dataset == "butterflies":
         top5 = logits.topk(min(5, k), dim=1).indices
         metrics["test_top5"] = (top5 == labels[:, None]).any(1).float().mean().item()
@@ -108,11 +124,18 @@ def evaluate_run(spec: RunSpec, prepared_dir: Path, run_dir: Path) -> dict:
     # confusion.csv: rows = true class, columns = predicted class.
     write_csv(run_dir / "confusion.csv", ([c, *(int(v) for v in confusion[i].tolist())] for i, c in enumerate(classes)),
               ["true\\predicted", *classes])
-    # predictions.csv: one row per test image, for `dvc plots` (confusion template).
-    write_csv(run_dir / "predictions.csv", ([classes[a], classes[b]] for a, b in zip(labels.tolist(), pred.tolist())),
-              ["actual", "predicted"])
+    # predictions.csv: one row per test image, for `dvc plots` (confusion template) and aggregate's
+    # statistics; `clean` (1/0: no duplicate in train) when the data set was audited for leaks.
+    pairs = ([classes[a], classes[b]] for a, b in zip(labels.tolist(), pred.tolist()))
+    if clean is None:
+        write_csv(run_dir / "predictions.csv", pairs, ["actual", "predicted"])
+    else:
+        write_csv(run_dir / "predictions.csv", ([*row, int(c)] for row, c in zip(pairs, clean.tolist())),
+                  ["actual", "predicted", "clean"])
     atomic_write_text(run_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
-    log.info("%s: test top-1 %.4f%s on %d images", name, metrics["test_top1"],
-             f", top-5 {metrics['test_top5']:.4f}" if "test_top5" in metrics else "", len(labels))
+    clean_top1 = metrics["test_top1_clean"]
+    log.info("%s: test top-1 %.4f%s on %d images%s", name, metrics["test_top1"],
+             f", top-5 {metrics['test_top5']:.4f}" if "test_top5" in metrics else "", len(labels),
+             f"; {clean_top1:.4f} on the {metrics['test_images_clean']} clean ones" if clean_top1 is not None else "")
     return metrics
 
