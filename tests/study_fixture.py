@@ -157,12 +157,14 @@ def _member(dataset: str, split: str, index: int, cls: str, thumb: int | None, d
     return {"split": split, "file": file, "index": index, "class": cls, "dropped": dropped, "thumb": thumb}
 
 
-def write_audit(prepared_dir: Path, dataset: str, cross_split: int, *, thumbs: bool = True) -> dict:
+def write_audit(prepared_dir: Path, dataset: str, cross_split: int, *, thumbs: bool = True,
+                drop: bool = False) -> dict:
     """A duplicates.json (format v2) the way preprocess writes it, and duplicate_thumbs.npy (unless not
     ``thumbs``); returns the audit. Groups, sorted as preprocess sorts them: one label conflict (train
-    "cat" = test "dog", mirrored), then ``cross_split - 1`` more train-test groups (near duplicates,
-    the train copy of the first one dropped), then one train-train exact group (no thumbnails).
-    Every thumbnail is a flat colour: member k of the whole file is (k, 255 - k, 100)."""
+    "cat" = test "dog", mirrored), then ``cross_split - 1`` more train-test groups (near duplicates at
+    distance 0.01 x g), then one train-train exact group (no thumbnails). With ``drop``
+    (drop_train_duplicates_of_eval) the train copies of test images are dropped, so no test image leaks.
+    Every thumbnail is a flat colour: row k of the file is (k, 255 - k, 100)."""
     groups, pairs_count, leaked, thumb_rows = [], {}, [], []
 
     def thumb() -> int | None:
@@ -181,9 +183,9 @@ def write_audit(prepared_dir: Path, dataset: str, cross_split: int, *, thumbs: b
         if b["split"] == "test" and not a["dropped"]:
             leaked.append(b["index"])
 
-    add("flip", [_member(dataset, "train", 7, "cat", thumb()), _member(dataset, "test", 3, "dog", thumb())], 0.0)
+    add("flip", [_member(dataset, "train", 7, "cat", thumb(), drop), _member(dataset, "test", 3, "dog", thumb())], 0.0)
     for g in range(1, cross_split):
-        add("near", [_member(dataset, "train", 10 + g, "cat", thumb(), dropped=g == 1),
+        add("near", [_member(dataset, "train", 10 + g, "cat", thumb(), drop),
                      _member(dataset, "test", 3 + g, "cat", thumb())], round(0.01 * g, 3))
     add("exact", [_member(dataset, "train", 90, "ship", None), _member(dataset, "train", 91, "ship", None)], 0.0)
     test_count = 50
@@ -196,7 +198,7 @@ def write_audit(prepared_dir: Path, dataset: str, cross_split: int, *, thumbs: b
                   for sp in SPLIT_PAIRS for kind in ("exact", "flip", "near")],
         "group_count": len(groups), "cross_split_groups": cross_split, "label_conflict_groups": 1,
         "images_in_groups": 2 * len(groups), "train_duplicates_of_eval": cross_split,
-        "drop_train_duplicates_of_eval": False, "dropped_train": 1 if cross_split > 1 else 0,
+        "drop_train_duplicates_of_eval": drop, "dropped_train": cross_split if drop else 0,
         "test_leaked": sorted(leaked), "test_clean_count": test_count - len(leaked),
         "thumbs_file": "duplicate_thumbs.npy", "groups": groups,
     }

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import io
 import json
 import re
 import shutil
@@ -18,7 +19,7 @@ from cnnbench.cli import main, reproduce_command
 from cnnbench.errors import DataError
 from cnnbench.provenance import report_context
 from cnnbench.report import NOT_A_CHECKOUT, build_report, git_commit, lab_figure, mean_std
-from study_fixture import make_study
+from study_fixture import clean_top1, make_study, write_audit
 
 
 def fake_figures(plots: Path, datasets=("cifar10", "butterflies")) -> list[dict]:
@@ -34,9 +35,12 @@ def fake_figures(plots: Path, datasets=("cifar10", "butterflies")) -> list[dict]
     return index
 
 
-def build(study, profile_command="x", quality=None):
+def build(study, profile_command="x", quality=...):
+    """report.html and report.md of ``study``; ``quality`` replaces the data-quality sections that
+    report_context found in the prepared data (the leak audits)."""
     ctx = report_context(study.cfg, study.prepared, command=profile_command)
-    ctx["data_quality"] = quality
+    if quality is not ...:
+        ctx["data_quality"] = quality
     return build_report(study.cfg, study.summary, study.plots, study.runs, study.report, ctx)
 
 
@@ -53,7 +57,9 @@ def test_report_is_self_contained_and_complete(study):
     # self-contained: every image inline, nothing fetched from elsewhere
     assert not re.search(r"""(src|href)=["'](https?:|//)""", html)
     srcs = re.findall(r'<img src="([^"]+)"', html)
-    assert len(srcs) == 3 and all(s.startswith("data:image/png;base64,") for s in srcs)
+    # the 3 figures, and the thumbnails of the duplicates that span splits: 24 groups of CIFAR-10, 3 of the
+    # butterflies (the fixture's audits), 2 images each
+    assert len(srcs) == 3 + 2 * (24 + 3) and all(s.startswith("data:image/png;base64,") for s in srcs)
     for s in srcs:
         assert base64.b64decode(s.split(",", 1)[1]).startswith(b"\x89PNG")
     # every claim, every recipe, every variant appears
@@ -189,12 +195,111 @@ def test_duplicates_found_by_preprocess_reach_the_report(study):
                {"split": "train", "file": "train/A/1.jpg", "class": "A", "mirrored": False, "dropped": True},
                {"split": "test", "file": "test/B/2.jpg", "class": "B", "mirrored": True}]}]}
     (study.prepared / "butterflies" / "duplicates.json").write_text(json.dumps(dup))
+    (study.prepared / "butterflies" / "duplicate_thumbs.npy").unlink()  # v1 had none
     ctx = report_context(study.cfg, study.prepared, command="x")
     html, md = (p.read_text() for p in build_report(study.cfg, study.summary, study.plots, study.runs, study.report, ctx))
+    html, md = html_section(html, "butterflies"), md_section(md, "Butterflies & moths")
     assert "1 group(s) of identical or mirrored images" in md and "were dropped from train" in md
+    assert "accuracy on the clean test images is unknown" in md and "<img" not in html
     assert "| train-test | flip | 0 | 1 |" in md and "train-train" not in md  # empty rows left out
     assert "LABEL CONFLICT: train/A/1.jpg (A, dropped) = test/B/2.jpg (B, mirrored)" in md
-    assert 'id="data-quality"' in html
+    assert "showing 1 of 1 groups that span splits" in html and html.count("<li><code>") == 1
+
+
+def html_section(html: str, dataset: str) -> str:
+    """The data-quality section of one data set in report.html."""
+    start = html.index(f'<section id="data-quality-{dataset}">')
+    return html[start:html.index("</section>", start)]
+
+
+def md_section(md: str, title: str) -> str:
+    """The data-quality section of one data set in report.md."""
+    start = md.index(f"### Duplicates in {title}")
+    ends = [i for i in (md.find("\n### ", start + 4), md.find("\n## ", start)) if i > 0]
+    return md[start:min(ends)]
+
+
+def test_leak_audit_of_every_data_set_reaches_the_report(study):
+    # the fixture's audits (study_fixture.write_audit): CIFAR-10 with 30 groups spanning train and test,
+    # the butterflies with 3; the first group of each is a label conflict
+    html, md = (p.read_text() for p in build(study))
+    assert html.count('id="data-quality"') == 1
+    cifar, butterflies = html_section(html, "cifar10"), html_section(html, "butterflies")
+    assert cifar.count("<img ") == 2 * 24 and "showing 24 of 30 groups that span splits" in cifar
+    assert butterflies.count("<img ") == 2 * 3 and "showing 3 of 3 groups that span splits" in butterflies
+    assert all(src.startswith("data:image/png;base64,") for src in re.findall(r'<img src="([^"]+)"', cifar))
+    # thumbnail row k of the file is the flat colour (k, 255 - k, 100): group 1's test image is row 3
+    group1 = cifar[cifar.index("<strong>group 1</strong>"):cifar.index("<strong>group 2</strong>")]
+    src = re.findall(r'<img src="data:image/png;base64,([^"]+)"', group1)[1]
+    with Image.open(io.BytesIO(base64.b64decode(src))) as thumb:
+        assert thumb.size == (64, 64) and thumb.getpixel((10, 10)) == (3, 252, 100)
+    assert "dropped" not in cifar  # drop_train_duplicates_of_eval: false
+    assert "test_batch[4] (#4)" in group1 and "near duplicate, distance 0.010" in group1
+    assert cifar.count("label conflict</span>") == 1 and "mirror image" in cifar
+    assert "train/cat/11.jpg" in butterflies  # butterfly files are paths
+    for text in (cifar, md_section(md, "CIFAR-10")):
+        assert "31 group(s) of identical, mirrored or near-duplicate images" in text
+        assert "30 span splits" in text and "30 train image(s) duplicate a validation or test image and were kept" in text
+        assert "20 of 50 test images are clean" in text  # 30 test copies of kept train images leaked
+        assert "near duplicates below a distance of 0.25" in text
+    cifar_md = md_section(md, "CIFAR-10")
+    assert "| train-test | flip | 0 | 1 |" in cifar_md and "| train-test | near | 29 | 0 |" in cifar_md
+    assert "| train-train | exact | 1 | 0 |" in cifar_md and "val-test" not in cifar_md  # rows of zeros left out
+    assert "Groups that span splits (showing 24 of 30 groups that span splits):" in cifar_md
+    assert cifar_md.count("\n- `") == 24
+    assert "- `LABEL CONFLICT: train data_batch_1[7] (cat) = test test_batch[3] (dog) [mirror image]`" in cifar_md
+    assert "- `train data_batch_1[11] (cat) = test test_batch[4] (cat) [near duplicate 0.010]`" in cifar_md
+
+
+def test_dropped_train_copies_are_marked(study):
+    write_audit(study.prepared / "butterflies", "butterflies", cross_split=3, drop=True)
+    html, md = (p.read_text() for p in build(study))
+    section = html_section(html, "butterflies")
+    assert section.count('<figure class="dup dropped">') == 3 and section.count("<strong>dropped from train</strong>") == 3
+    assert section.count('<figure class="dup">') == 3  # the test images
+    text = md_section(md, "Butterflies & moths")
+    assert "3 were dropped from train (drop_train_duplicates_of_eval: true)" in text
+    assert "50 of 50 test images are clean" in text
+    assert "- `train train/cat/11.jpg (cat, dropped) = test test/cat/4.jpg (cat) [near duplicate 0.010]`" in text
+
+
+def test_report_shows_clean_test_top1_beside_test_top1(study):
+    html, md = (p.read_text() for p in build(study))
+    # cifar10-resnet18_small_stem under lab: 88.45 + (-0.4, 0.1, 0.3) % of 10,000 images, 1000 of them leaked
+    expected = [clean_top1(88.45 + noise, 10_000) for noise in (-0.4, 0.1, 0.3)]
+    mean, std = pd.Series(expected).mean(), pd.Series(expected).std()
+    row = next(line for line in md.splitlines() if line.startswith("| cifar10-resnet18_small_stem | lab |"))
+    assert "**88.45 ± 0.36** |" in row and f"| {mean:.2f} ± {std:.2f} [" in row and "| 9,000 of 10,000 |" in row
+    assert "clean test top-1 % [95 % CI] | clean test images |" in md
+    clean_test = ("clean test = test images with no exact, mirrored or near-duplicate in the training images the "
+                  "model saw")
+    assert md.count(clean_test) == 2 and html.count(clean_test) == 2  # under each data set's table
+
+
+def test_report_without_a_leak_audit(tmp_path):
+    s = make_study(tmp_path, seeds=[0, 1], audit=False)
+    fake_figures(s.plots)
+    html, md = (p.read_text() for p in build(s))
+    assert 'id="data-quality"' not in html and "clean test" not in md and "clean test" not in html
+    assert len(re.findall(r"<img ", html)) == 3
+
+
+def test_missing_thumbnails_leave_the_groups_as_text(study):
+    (study.prepared / "cifar10" / "duplicate_thumbs.npy").unlink()
+    html = build(study)[0].read_text()
+    cifar = html_section(html, "cifar10")
+    assert "<img " not in cifar and "the thumbnails file is missing: text only" in cifar
+    assert cifar.count("<li><code>") == 24 and "test_batch[4]" in cifar
+    assert html_section(html, "butterflies").count("<img ") == 6
+
+
+def test_thumbnail_row_outside_the_file_is_named(study):
+    audit = write_audit(study.prepared / "cifar10", "cifar10", cross_split=2)
+    audit["groups"][0]["members"][0]["thumb"] = 99
+    (study.prepared / "cifar10" / "duplicates.json").write_text(json.dumps(audit))
+    with pytest.raises(DataError, match=r"cifar10/duplicates.json: group 0 names thumbnail row 99, but "
+                                        r"duplicate_thumbs.npy has 4 rows; re-run `cnnbench preprocess`"):
+        report_context(study.cfg, study.prepared)
 
 
 def test_report_explains_its_statistics_and_names_every_n(study):

@@ -224,14 +224,19 @@ def test_report_renders_offline_in_chromium(browser, report_html):
         assert name in page.text
     assert "smoke data: not evidence" in page.text
 
-    # every figure of figures.json, in order, each drawn at the PNG's own size
+    # every figure of figures.json, in order, each drawn at the PNG's own size; then the 64 x 64
+    # thumbnails of the duplicate groups that span splits (the fixture's audits: 24 shown of CIFAR-10's
+    # 30, the butterflies' 3, two images each)
     plots = report_html.parents[1] / "plots"
     expected = []
     for name in figure_files(plots):
         with Image.open(plots / name) as im:
             expected.append((im.width, im.height))
-    assert [(img["naturalWidth"], img["naturalHeight"]) for img in page.images] == expected
+    sizes = [(img["naturalWidth"], img["naturalHeight"]) for img in page.images]
+    assert sizes[:len(expected)] == expected
     assert all(w > 100 and h > 100 for w, h in expected)
+    assert sizes[len(expected):] == [(64, 64)] * 2 * (24 + 3)
+    assert "showing 24 of 30 groups that span splits" in page.text
 
     with Image.open(io.BytesIO(page.screenshot)) as shot:
         assert shot.width == WINDOW[0]

@@ -136,8 +136,10 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
 def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("evaluate", help="test metrics and confusion matrix of one trained run",
                        description="Evaluate <run>/model.pt on the test split: metrics.json (top-1, top-5 and "
-                       "top-1 on the kept classes for butterflies, loss, per-class accuracy, parameters, epoch "
-                       "time, peak memory, device), confusion.csv and predictions.csv (for `dvc plots`).")
+                       "top-1 on the kept classes for butterflies, top-1 on the clean test images where preprocess audited the "
+                       "data set for duplicates (duplicates.json: no duplicate in train), loss, per-class accuracy, "
+                       "parameters, epoch time, peak memory, device), confusion.csv and predictions.csv (for `dvc "
+                       "plots`; with a clean column where audited).")
     _common(p)
     _run_args(p)
     p.add_argument("--run", type=Path, help="run directory (default: results/runs/<variant>/<recipe>/seed<k>)")
@@ -148,7 +150,8 @@ def _add_aggregate(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("aggregate", help="every run's numbers, mean ± std and 95 %% interval per variant and recipe, the "
                        "claims' verdicts (Holm-adjusted; seed and test-set noise)",
                        description="Read every run of the study (results/runs/<variant>/<recipe>/seed<k>/) and "
-                       "write runs.csv (one row per run), variants.csv (mean, std and n per variant and recipe), "
+                       "write runs.csv (one row per run), variants.csv (mean, std and n per variant and recipe; top-1 also on "
+                       "the clean test images, where the data set was audited for duplicates), "
                        "claims.csv and summary.json (each lab-report claim under each recipe, with the verdict of "
                        "the rule in params.yaml `claims_rule`: Holm-adjusted p over every tested claim; accuracy "
                        "from the per-image predictions, counting seed and test-set noise; P(a > b); the seeds "

@@ -8,6 +8,7 @@ devices and versions; the methods section is generated from params.yaml.
 from __future__ import annotations
 
 import base64
+import io
 import json
 import math
 import os
@@ -194,6 +195,12 @@ def result_rows(cfg: Config, variants: pd.DataFrame, dataset: str) -> list[dict]
             "top1": mean_std(r["test_top1_mean"], r["test_top1_std"]),
             "top1_ci": _interval(r["test_top1_ci_low"], r["test_top1_ci_high"], ".2f") or "—",
             "images": int(r["test_images"]),
+            "clean": " ".join(x for x in (mean_std(r.get("test_top1_clean_mean"), r.get("test_top1_clean_std")),
+                                          _interval(r.get("test_top1_clean_ci_low"), r.get("test_top1_clean_ci_high"),
+                                                    ".2f")) if x),
+            "audited": _isnum(r.get("test_images_clean")),  # variants.csv of an older aggregate has no column
+            "clean_images": (f"{int(r['test_images_clean']):,} of {int(r['test_images']):,}"
+                             if _isnum(r.get("test_images_clean")) else "—"),
             "top5": mean_std(r["test_top5_mean"], r["test_top5_std"]),
             "kept": " ".join(x for x in (mean_std(r["top1_kept_mean"], r["top1_kept_std"]),
                                          _interval(r["top1_kept_ci_low"], r["top1_kept_ci_high"], ".2f")) if x),
@@ -429,6 +436,32 @@ def _data_uri(path: Path) -> str:
     return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode("ascii")
 
 
+def png_data_uri(image) -> str:
+    """An RGB uint8 H x W x 3 array as an inline PNG (``data:image/png;base64,...``), so the report
+    stays one file."""
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(image, "RGB").save(buffer, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+CLEAN_TEST = ("clean test = test images with no exact, mirrored or near-duplicate in the training images the model "
+              "saw (the leak audit of `cnnbench preprocess`; ciFAIR reports CIFAR accuracy the same way); a model that "
+              "memorised a training image gets its test copy right without having learned the class.")
+
+
+def _quality_sections(quality) -> list[dict]:
+    """context["data_quality"]: a list of `provenance.data_quality` sections (one per audited data set);
+    a single section, as older callers pass it, is one item. Keys a caller left out get empty values."""
+    if not quality:
+        return []
+    sections = [quality] if isinstance(quality, dict) else list(quality)
+    empty = {"key": "", "title": "duplicates", "summary": "", "headers": [], "counts": [], "groups": [],
+             "examples": [], "showing": "", "thumbnails": False, "thumbs_missing": False}
+    return [{**empty, **q} for q in sections]
+
+
 def load_figures(plots_dir: Path) -> list[dict]:
     """figures.json of `cnnbench plot`, each entry checked to exist."""
     figures = read_json(plots_dir / "figures.json", "cnnbench plot")
@@ -442,8 +475,9 @@ def build_report(cfg: Config, summary_dir: Path, plots_dir: Path, runs_root: Pat
     """Render ``report.html`` (self-contained: images inline, no external URL) and ``report.md``.
 
     ``context`` carries the provenance (profile, params_hash, git_commit, versions, command,
-    generated, data, data_quality). The Markdown refers to the PNGs by their path relative to
-    ``out_dir``. Returns (html_path, md_path).
+    generated, data, data_quality: the duplicate audit of each data set that has one). The Markdown
+    refers to the PNGs by their path relative to ``out_dir`` and lists the duplicate groups as text.
+    Returns (html_path, md_path).
     """
     summary_dir, plots_dir, out_dir = Path(summary_dir), Path(plots_dir), Path(out_dir)
     variants = read_table(summary_dir / "variants.csv", "cnnbench aggregate")
@@ -453,9 +487,11 @@ def build_report(cfg: Config, summary_dir: Path, plots_dir: Path, runs_root: Pat
     datasets = []
     for ds in cfg.datasets:
         info = data.get(ds) or {}
+        rows = result_rows(cfg, variants, ds)
         datasets.append({
-            "key": ds, "title": dataset_title(ds), "rows": result_rows(cfg, variants, ds),
+            "key": ds, "title": dataset_title(ds), "rows": rows,
             "butterflies": ds == "butterflies",
+            "clean": any(r["audited"] for r in rows),  # some runs of it were scored on the clean test images
             "data": {"source": str(info.get("source") or "?"), "location": str(info.get("location") or "?"),
                      "sha256": str(info.get("sha256") or "?"), "counts": info.get("counts") or {}},
             "figures": [f for f in figures if f.get("dataset") == ds],
@@ -475,7 +511,8 @@ def build_report(cfg: Config, summary_dir: Path, plots_dir: Path, runs_root: Pat
         "methods": methods(cfg, variants, claims),
         "plan": plan_seeds(claims).sentence(),
         "facts": run_facts(runs_root, cfg),
-        "quality": context.get("data_quality"),
+        "quality": _quality_sections(context.get("data_quality")),
+        "clean_test": CLEAN_TEST,
     }
 
     def rel(p: Path) -> str:
