@@ -17,31 +17,28 @@ with a warning and listed in the manifest (``on_bad_image: skip``) or fatal
 The noisy classes are validated and recorded, not removed: variants drop them at
 load time with ``packed.load_split(..., exclude_classes=manifest["noisy_classes"])``.
 
-Duplicates: every kept image is hashed flip-aware (`pixel_key`) from its decoded
-224x224 pixels, *before* the resize to ``image_size``, so every profile finds the same
-duplicates and drops the same files; an exact copy is identical at 224 px and hence
-identical after the (deterministic) resize as well, while hashing after a downscale
-would also merge images that differ at full resolution, making "exact" depend on the
-profile. Exact copies and horizontal mirrors are found within train, val and test and
-across them, each pair counted as same-class or different-class (a label error); the
-counts and example groups go into ``manifest["duplicates"]`` and every group into
-``duplicates.json``. With ``drop_train_duplicates_of_eval`` the train images that
+Duplicates: every image that decodes is fingerprinted for the leak audit
+(`cnnbench.data.duplicates`) from its decoded 224x224 pixels, *before* the resize to
+``image_size``, so every profile finds the same duplicates and drops the same files. Exact
+copies, mirror images and near-duplicates (``near_duplicate_threshold``) are found within
+train, val and test and across them, each pair counted as same-class or different-class (a
+label error); the counts and example groups go into ``manifest["duplicates"]``, every group
+into ``duplicates.json`` and thumbnails of the groups that span splits into
+``duplicate_thumbs.npy``. With ``drop_train_duplicates_of_eval`` the train images that
 duplicate a val or test image are left out and listed in ``excluded``.
 """
 
 from __future__ import annotations
 
 import csv
-import hashlib
 import io
-import itertools
 import logging
 import re
 import stat
 import zipfile
 import zlib
-from collections import Counter, defaultdict
-from collections.abc import Mapping, Sequence
+from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -50,14 +47,11 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from cnnbench.data import packed
+from cnnbench.data import duplicates, packed
 from cnnbench.data.fetch import locate_archive, read_source
 from cnnbench.errors import ConfigError, DataError
 
-__all__ = [
-    "prepare", "SOURCE_SIZE", "CSV_NAMES", "DUPLICATES_FILE", "SPLIT_PAIRS", "Hashed", "check_archive_members", "pixel_key",
-    "find_duplicates",
-]
+__all__ = ["prepare", "SOURCE_SIZE", "CSV_NAMES", "DUPLICATES_FILE", "check_archive_members"]
 
 log = logging.getLogger("cnnbench.butterflies")
 
@@ -66,9 +60,8 @@ CSV_NAMES = ("butterflies and moths.csv", "butterflies.csv")  # current name fir
 _SPLIT_DIRS = {"train": "train", "valid": "val", "test": "test"}  # folder in the archive -> our split
 _DATA_SET = {"train": "train", "valid": "val", "val": "val", "validation": "val", "test": "test"}
 _KEY = "datasets.butterflies"
-DUPLICATES_FILE = "duplicates.json"  # written beside manifest.json
+DUPLICATES_FILE = duplicates.FILE  # written beside manifest.json
 _DROP_KEY = "drop_train_duplicates_of_eval"
-_MAX_EXAMPLES = 10  # duplicate groups copied into the manifest (all of them are in DUPLICATES_FILE)
 
 
 # --------------------------------------------------------------------------- archive safety
@@ -192,26 +185,11 @@ def _check_class_ids(rows: list[_Row], labels: list[str], where: str) -> None:
 
 
 # --------------------------------------------------------------------------- images
-def pixel_key(im: Image.Image) -> tuple[bytes, bool, bool]:
-    """Flip-aware hash of a decoded image: ``(digest, mirrored, symmetric)``.
-
-    The digest is the SHA-1 of the raw pixel bytes of the image or of its horizontal
-    mirror, whichever byte string is smaller, so an image and its mirror share one digest.
-    ``mirrored`` says the mirror was hashed, ``symmetric`` that the image equals its own
-    mirror. Two images with one digest are exact copies when both have the same
-    ``mirrored`` (or either is symmetric), mirror images of each other otherwise. SHA-1
-    is the fastest hashlib digest here (hardware SHA) and ample against accidental
-    collisions; a collision could only invent a duplicate, never hide one.
-    """
-    raw = im.tobytes()
-    mirror = im.transpose(Image.Transpose.FLIP_LEFT_RIGHT).tobytes()
-    mirrored = mirror < raw
-    digest = hashlib.sha1(mirror if mirrored else raw, usedforsecurity=False).digest()
-    return digest, mirrored, raw == mirror
+_THUMB_SIDE = duplicates.thumb_side(*SOURCE_SIZE)
 
 
-def _decode(data: bytes, size: int) -> tuple[np.ndarray | None, tuple[bytes, bool, bool] | None, str | None]:
-    """Fully decode one image; return (HxWx3 uint8 array, `pixel_key` of the 224 px source, None)
+def _decode(data: bytes, size: int) -> tuple[np.ndarray | None, duplicates.Fingerprint | None, str | None]:
+    """Fully decode one image; return (HxWx3 uint8 array, its leak-audit fingerprint at 224 px, None)
     or (None, None, reason it is bad)."""
     if not data:
         return None, None, "empty file (0 bytes)"
@@ -230,84 +208,15 @@ def _decode(data: bytes, size: int) -> tuple[np.ndarray | None, tuple[bytes, boo
             im.load()  # full decode: truncated or corrupt data fails here
         except Exception as e:
             return None, None, f"corrupt or truncated JPEG ({type(e).__name__}: {e})"
-        key = pixel_key(im)  # before the resize: see the module docstring
+        try:
+            key = duplicates.fingerprint(im, _THUMB_SIDE)  # before the resize: see the module docstring
+        except ValueError as e:
+            return None, None, f"cannot be fingerprinted for the leak audit ({e})"
         if im.size != (size, size):
             # Pillow's resize antialiases when downscaling (the filter support scales with the factor).
             resized = im.resize((size, size), Image.Resampling.BILINEAR)
             return np.asarray(resized, dtype=np.uint8), key, None
         return np.asarray(im, dtype=np.uint8), key, None
-
-
-# --------------------------------------------------------------------------- duplicates
-_SPLIT_ORDER = {s: i for i, s in enumerate(packed.SPLITS)}
-SPLIT_PAIRS: tuple[tuple[str, str], ...] = (
-    ("train", "train"), ("val", "val"), ("test", "test"), ("train", "val"), ("train", "test"), ("val", "test"),
-)
-
-
-@dataclass(frozen=True)
-class Hashed:
-    """One decoded image and its `pixel_key`."""
-
-    split: str
-    file: str
-    label: str
-    digest: bytes
-    mirrored: bool
-    symmetric: bool = False
-
-
-def _pair_kind(a: Hashed, b: Hashed) -> str:
-    return "exact" if a.mirrored == b.mirrored or a.symmetric or b.symmetric else "flip"
-
-
-def find_duplicates(images: Sequence[Hashed]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """Group images that are exact copies or horizontal mirrors of each other.
-
-    Returns:
-        ``(groups, pairs)``. ``groups``: one dict per set of two or more images with one
-        digest, label conflicts first, then groups that span splits, then by their first
-        file; each with ``id``, ``kinds`` (``exact``/``flip`` pairs it contains), ``splits``,
-        ``classes``, ``label_conflict`` and ``members`` (``split``, ``file``, ``class``,
-        ``mirrored``: a mirror image of the first member). ``pairs``: for every split
-        pair of `SPLIT_PAIRS` and kind, the number of image pairs with the same class
-        and with different classes (a group of n images holds n(n-1)/2 pairs).
-    """
-    by_digest: dict[bytes, list[Hashed]] = defaultdict(list)
-    for image in images:
-        by_digest[image.digest].append(image)
-    counts = {(pair, kind): Counter() for pair in SPLIT_PAIRS for kind in ("exact", "flip")}
-    raw_groups = []
-    for members in by_digest.values():
-        if len(members) < 2:
-            continue
-        members = sorted(members, key=lambda m: (_SPLIT_ORDER[m.split], m.file))
-        kinds = set()
-        for a, b in itertools.combinations(members, 2):
-            kind = _pair_kind(a, b)
-            kinds.add(kind)
-            counts[(a.split, b.split), kind]["same_class" if a.label == b.label else "different_class"] += 1
-        classes = sorted({m.label for m in members})
-        splits = sorted({m.split for m in members}, key=_SPLIT_ORDER.__getitem__)
-        raw_groups.append({
-            "kinds": sorted(kinds),
-            "splits": splits,
-            "classes": classes,
-            "label_conflict": len(classes) > 1,
-            "members": [
-                {"split": m.split, "file": m.file, "class": m.label, "mirrored": _pair_kind(members[0], m) == "flip"}
-                for m in members
-            ],
-        })
-    raw_groups.sort(key=lambda g: (not g["label_conflict"], len(g["splits"]) == 1,
-                                   _SPLIT_ORDER[g["members"][0]["split"]], g["members"][0]["file"]))
-    groups = [{"id": i, **g} for i, g in enumerate(raw_groups)]
-    pairs = [
-        {"splits": f"{a}-{b}", "kind": kind, "same_class": counts[(a, b), kind]["same_class"],
-         "different_class": counts[(a, b), kind]["different_class"]}
-        for (a, b) in SPLIT_PAIRS for kind in ("exact", "flip")
-    ]
-    return groups, pairs
 
 
 # --------------------------------------------------------------------------- prepare
@@ -319,6 +228,7 @@ class _Settings:
     on_bad: str  # "skip" or "fail"
     noisy: list[str]
     drop_dups: bool  # drop_train_duplicates_of_eval
+    threshold: float  # near_duplicate_threshold
 
 
 def prepare(raw_dir: Path, out_dir: Path, cfg: Mapping[str, Any]) -> dict[str, Any]:
@@ -328,16 +238,16 @@ def prepare(raw_dir: Path, out_dir: Path, cfg: Mapping[str, Any]) -> dict[str, A
         raw_dir: the download stage's output (archive + ``source.json``).
         out_dir: the packed store to write (see `cnnbench.data.packed`).
         cfg: ``datasets.butterflies`` params; reads ``filename``, ``image_size``,
-            ``on_bad_image`` (skip|fail), ``max_uncompressed_bytes``, ``noisy_classes`` and
-            ``drop_train_duplicates_of_eval`` (true|false).
+            ``on_bad_image`` (skip|fail), ``max_uncompressed_bytes``, ``noisy_classes``,
+            ``drop_train_duplicates_of_eval`` (true|false) and ``near_duplicate_threshold``.
 
     The manifest adds to the common keys: ``noisy_classes``, ``splits_without_noisy``
     (per-split counts once the noisy classes are dropped), ``dropped_classes``
     (CSV classes left with no usable image; not in ``classes``), ``csv``,
     ``source_image_size``, ``on_bad_image``, ``excluded`` (every skipped, dropped or
     ignored member with its reason; ``split`` is "" for files outside the splits) and
-    ``duplicates`` (counts and example groups of exact and mirrored duplicates among the
-    decoded images, before any is dropped; every group is in ``duplicates.json``).
+    ``duplicates`` (counts and example groups of exact, mirrored and near-duplicates among
+    the decoded images, before any is dropped; every group is in ``duplicates.json``).
 
     Raises:
         DataError: a missing archive or ``source.json``, an unsafe, oversized or unreadable
@@ -362,7 +272,7 @@ def prepare(raw_dir: Path, out_dir: Path, cfg: Mapping[str, Any]) -> dict[str, A
             f"{_KEY}.{_DROP_KEY} must be true or false, got {drop_dups!r}; set it in params.yaml "
             "(true leaves out train images that are exact or mirrored copies of a valid or test image)"
         )
-    settings = _Settings(image_size, on_bad, noisy, drop_dups)
+    settings = _Settings(image_size, on_bad, noisy, drop_dups, duplicates.threshold_setting(cfg, _KEY))
     source = read_source(raw_dir, "butterflies")
 
     try:
@@ -387,18 +297,19 @@ def _prepare(
     candidates = _match_csv_to_folders(index, folder_files, folders, excluded)
 
     decoded = _decode_splits(zf, index, candidates, settings, excluded)
-    groups, summary = _duplicate_report(decoded.hashed, excluded.items, settings.drop_dups)
+    audit = _audit(decoded, settings, excluded)
+    summary = audit.summary
     classes, dropped, noisy_kept = _kept_classes(index.labels, decoded, settings.noisy, archive)
     notes = _notes(settings, classes, dropped, noisy_kept, excluded.items, summary)
-    _log_findings(dropped, summary, settings.drop_dups)
+    _log_findings(dropped, summary)
 
     splits, without_noisy = _pack_splits(decoded, classes, noisy_kept)
     manifest = _build_manifest(
         index, source, total_bytes, settings, classes=classes, noisy_kept=noisy_kept, without_noisy=without_noisy,
-        dropped=dropped, excluded=excluded.items, summary=summary, groups=groups, notes=notes,
+        dropped=dropped, excluded=excluded.items, summary=summary, notes=notes,
     )
-    duplicates = {"format": "cnnbench-duplicates-v1", "dataset": "butterflies", **summary, "groups": groups}
-    packed.write_prepared(out_dir, splits, classes, manifest, extra_json={DUPLICATES_FILE: duplicates})
+    packed.write_prepared(out_dir, splits, classes, manifest, extra_json={DUPLICATES_FILE: audit.record},
+                          extra_arrays={duplicates.THUMBS_FILE: audit.thumbs})
     log.info(
         "butterflies: %s images of %d classes, %d excluded -> %s",
         {s: len(decoded.labels[s]) for s in packed.SPLITS},
@@ -542,51 +453,45 @@ def _match_csv_to_folders(
 # --------------------------------------------------------------------------- prepare: decode
 @dataclass
 class _Decoded:
-    """The kept images per split, and the `pixel_key` of every image that decoded."""
+    """The images per split that decoded, with their leak-audit fingerprints."""
 
     arrays: dict[str, np.ndarray]  # split -> room for every candidate; the first len(labels[split]) are filled
     labels: dict[str, list[str]]  # split -> class name of each kept image, in CSV order
-    hashed: list[Hashed]
+    refs: list[duplicates.ImageRef]  # every decoded image, in the order of `prints`
+    prints: duplicates.Fingerprints
+
+    def filled(self, split: str) -> np.ndarray:
+        return self.arrays[split][: len(self.labels[split])]
 
 
 def _decode_splits(
     zf: zipfile.ZipFile, index: _Index, candidates: list[_Row], settings: _Settings, excluded: _Excluded
 ) -> _Decoded:
-    """Decode every candidate; bad ones go to `excluded`, and with ``drop_dups`` so do train copies
-    of valid or test images."""
-    # Decode: valid and test first, so a train copy of one of their images is known when it
-    # comes and, with drop_train_duplicates_of_eval, never stored (each split keeps CSV order).
+    """Decode and fingerprint every candidate; bad ones go to `excluded`."""
     per_split = Counter(r.split for r in candidates)
     size = settings.image_size
     decoded = _Decoded(
         arrays={s: np.empty((per_split[s], size, size, 3), np.uint8) for s in packed.SPLITS},
         labels={s: [] for s in packed.SPLITS},
-        hashed=[],
+        refs=[],
+        prints=duplicates.Fingerprints(len(candidates), _THUMB_SIDE),
     )
-    eval_copy: dict[bytes, Hashed] = {}  # digest -> first val/test image with it
-    order = {"val": 0, "test": 1, "train": 2}
-    for row in tqdm(sorted(candidates, key=lambda r: order[r.split]), desc="decode butterflies", unit="img",
-                    mininterval=0.5, leave=False):
-        array, image = _decode_row(zf, index, row, size, excluded)
-        if array is None or image is None:
+    for row in tqdm(candidates, desc="decode butterflies", unit="img", mininterval=0.5, leave=False):
+        array, key = _decode_row(zf, index, row, size, excluded)
+        if array is None or key is None:
             continue
-        decoded.hashed.append(image)
-        if row.split != "train":
-            eval_copy.setdefault(image.digest, image)
-        elif settings.drop_dups and image.digest in eval_copy:
-            other = eval_copy[image.digest]
-            how = "an exact copy" if _pair_kind(image, other) == "exact" else "a mirror image"
-            excluded.dropped(row.path, f"dropped: {how} of {other.split} image {other.file} ({_KEY}.{_DROP_KEY}: true)")
-            continue
-        decoded.arrays[row.split][len(decoded.labels[row.split])] = array
+        stored = len(decoded.labels[row.split])
+        decoded.arrays[row.split][stored] = array
         decoded.labels[row.split].append(row.label)
+        decoded.refs.append(duplicates.ImageRef(row.split, row.path, row.label, stored))
+        decoded.prints.add(key)
     return decoded
 
 
 def _decode_row(
     zf: zipfile.ZipFile, index: _Index, row: _Row, size: int, excluded: _Excluded
-) -> tuple[np.ndarray | None, Hashed | None]:
-    """Read and decode one CSV row's image: (pixels, its hash), or (None, None) when it is bad."""
+) -> tuple[np.ndarray | None, duplicates.Fingerprint | None]:
+    """Read and decode one CSV row's image: (pixels, its fingerprint), or (None, None) when it is bad."""
     try:
         data = zf.read(index.members[index.prefix + row.path])
     except (zipfile.BadZipFile, zlib.error, EOFError, OSError, NotImplementedError) as e:
@@ -597,40 +502,22 @@ def _decode_row(
         assert reason is not None
         excluded.bad(row.split, row.path, reason)
         return None, None
-    return array, Hashed(row.split, row.path, row.label, *key)
+    return array, key
 
 
-# --------------------------------------------------------------------------- prepare: what is kept, manifest
-def _duplicate_report(
-    hashed: list[Hashed], excluded: list[dict[str, str]], drop_dups: bool
-) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """The duplicate groups (each member marked ``dropped`` or not) and their summary counts."""
-    groups, pairs = find_duplicates(hashed)
-    dropped_files = {e["file"] for e in excluded if e["split"] == "train" and e["reason"].startswith("dropped:")}
-    for group in groups:
-        for member in group["members"]:
-            member["dropped"] = member["split"] == "train" and member["file"] in dropped_files
-    train_dups_of_eval = sum(
-        1 for g in groups if set(g["splits"]) - {"train"} for m in g["members"] if m["split"] == "train"
-    )
-    summary: dict[str, Any] = {
-        "method": (
-            f"SHA-1 of the decoded {SOURCE_SIZE[0]}x{SOURCE_SIZE[1]} RGB pixels (before the resize to image_size) "
-            "of each image or its horizontal mirror, whichever bytes are smaller: exact copies and mirror "
-            "images share a digest"
-        ),
-        "hashed_size": [SOURCE_SIZE[1], SOURCE_SIZE[0]],
-        "images_hashed": {s: sum(1 for h in hashed if h.split == s) for s in packed.SPLITS},
-        "group_count": len(groups),
-        "label_conflict_groups": sum(1 for g in groups if g["label_conflict"]),
-        "images_in_groups": sum(len(g["members"]) for g in groups),
-        "pairs": pairs,
-        "train_duplicates_of_eval": train_dups_of_eval,
-        _DROP_KEY: drop_dups,
-        "dropped_train": len(dropped_files),
-        "file": DUPLICATES_FILE,
-    }
-    return groups, summary
+# --------------------------------------------------------------------------- prepare: leak audit, what is kept, manifest
+def _audit(decoded: _Decoded, settings: _Settings, excluded: _Excluded) -> duplicates.Outcome:
+    """Find every duplicate pair; with ``drop_dups`` leave out the train copies of val/test images."""
+    result = duplicates.audit(decoded.refs, decoded.prints, settings.threshold)
+    out = duplicates.outcome("butterflies", result, {s: decoded.filled(s) for s in packed.SPLITS},
+                             settings.drop_dups, f"{_KEY}.{_DROP_KEY}")
+    train_files = {r.index: r.name for r in decoded.refs if r.split == "train"}
+    for position, reason in sorted(out.dropped.items()):
+        excluded.dropped(train_files[position], reason)
+    kept = duplicates.keep_rows(decoded.filled("train"), out.dropped)
+    decoded.labels["train"] = [c for i, c in enumerate(decoded.labels["train"]) if i not in out.dropped]
+    decoded.arrays["train"] = kept
+    return out
 
 
 def _kept_classes(
@@ -666,26 +553,15 @@ def _notes(
     n_bad = sum(1 for e in excluded if not e["reason"].startswith(("ignored:", "dropped:")))
     if n_bad:
         notes.append(f"{n_bad} bad image(s) or CSV/folder mismatch(es) skipped (on_bad_image: skip); see excluded.csv")
-    notes.append(
-        f"duplicates (exact or mirrored, hashed at {SOURCE_SIZE[0]} px): {summary['group_count']} group(s) of "
-        f"{summary['images_in_groups']} images, {summary['label_conflict_groups']} with conflicting labels; "
-        f"{summary['train_duplicates_of_eval']} train image(s) duplicate a valid or test image"
-        + (f", {summary['dropped_train']} dropped ({_KEY}.{_DROP_KEY}: true)" if settings.drop_dups
-           else f", kept ({_KEY}.{_DROP_KEY}: false)")
-        + f"; every group is in {DUPLICATES_FILE}"
-    )
+    notes.append(duplicates.note(summary, f"{_KEY}.{_DROP_KEY}"))
     return notes
 
 
-def _log_findings(dropped: list[str], summary: dict[str, Any], drop_dups: bool) -> None:
+def _log_findings(dropped: list[str], summary: dict[str, Any]) -> None:
     """Say what the manifest notes say that needs a reader's attention."""
     if dropped:
         log.warning("classes %s have no usable image and are left out", dropped)
-    if summary["label_conflict_groups"]:
-        log.warning("%d duplicate group(s) carry different labels (label errors); see %s",
-                    summary["label_conflict_groups"], DUPLICATES_FILE)
-    log.info("duplicates: %d group(s); %d train image(s) duplicate a valid or test image%s",
-             summary["group_count"], summary["train_duplicates_of_eval"], ", dropped" if drop_dups else "")
+    duplicates.log_findings("butterflies", summary)
 
 
 def _pack_splits(
@@ -709,7 +585,7 @@ def _pack_splits(
 def _build_manifest(
     index: _Index, source: dict[str, Any], total_bytes: int, settings: _Settings, *, classes: list[str],
     noisy_kept: list[str], without_noisy: dict[str, dict[str, int]], dropped: list[str],
-    excluded: list[dict[str, str]], summary: dict[str, Any], groups: list[dict[str, Any]], notes: list[str],
+    excluded: list[dict[str, str]], summary: dict[str, Any], notes: list[str],
 ) -> dict[str, Any]:
     """The butterfly keys of manifest.json (``splits`` is filled in by `packed.write_prepared`)."""
     return {
@@ -726,6 +602,6 @@ def _build_manifest(
         "uncompressed_bytes": total_bytes,
         "on_bad_image": settings.on_bad,
         "excluded": excluded,
-        "duplicates": {**summary, "examples": groups[:_MAX_EXAMPLES]},
+        "duplicates": summary,
         "notes": notes,
     }

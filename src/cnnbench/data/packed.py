@@ -124,6 +124,7 @@ def write_prepared(
     classes: list[str],
     manifest: dict[str, Any],
     extra_json: Mapping[str, Any] | None = None,
+    extra_arrays: Mapping[str, np.ndarray] | None = None,
 ) -> None:
     """Write a packed data set to `out_dir` atomically (replacing an existing one).
 
@@ -141,6 +142,8 @@ def write_prepared(
             ``{"split", "file", "reason"}``) is also written to ``excluded.csv``.
         extra_json: optional ``{file name: JSON-serialisable object}`` written beside the
             manifest in the same atomic rename (e.g. ``{"duplicates.json": {...}}``).
+        extra_arrays: optional ``{file name: array}`` written as ``.npy`` beside it, likewise
+            (e.g. the leak audit's ``duplicate_thumbs.npy``).
 
     Raises:
         DataError: class names that are empty, not strings or repeated (they come from the data).
@@ -157,6 +160,11 @@ def write_prepared(
             raise ValueError(
                 f"extra_json file name {name!r} must be a plain '*.json' file name other than {sorted(reserved)}"
             )
+    arrays = dict(extra_arrays or {})
+    reserved_arrays = {f"{s}_{kind}.npy" for s in SPLITS for kind in ("images", "labels")}
+    for name in arrays:
+        if not isinstance(name, str) or Path(name).name != name or not name.endswith(".npy") or name in reserved_arrays:
+            raise ValueError(f"extra_arrays file name {name!r} must be a plain '*.npy' file name other than the splits'")
     if not isinstance(manifest, dict):
         raise ValueError(f"manifest must be a dict, got {type(manifest).__name__}")
     manifest = json.loads(json.dumps(manifest))  # deep copy; also proves it is JSON-serialisable
@@ -190,6 +198,8 @@ def write_prepared(
         (tmp / _MANIFEST).write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
         for name, obj in extra.items():
             (tmp / name).write_text(json.dumps(obj, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        for name, array in arrays.items():
+            np.save(tmp / name, np.ascontiguousarray(array), allow_pickle=False)
         (tmp / _EXCLUDED).write_text(csv_text(excluded, ["split", "file", "reason"]), encoding="utf-8")
         replace_dir(tmp, out_dir)
     except BaseException:
