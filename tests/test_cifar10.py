@@ -211,3 +211,95 @@ def test_missing_inputs(tmp_path: Path) -> None:
     (tmp_path / "source.json").write_text("{}")
     with pytest.raises(ConfigError, match="val_fraction"):
         cifar10.prepare(tmp_path, tmp_path / "out", {**CFG, "val_fraction": 1.0})
+
+
+# --------------------------------------------------------------------------- leak audit
+def _distinct_batch(n: int, seed: int) -> tuple[np.ndarray, list[int]]:
+    """n unrelated natural-ish 32x32 pictures (smooth random colours plus grain) as (n, 32, 32, 3), labels."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    images = np.empty((n, 32, 32, 3), np.uint8)
+    for k in range(n):
+        coarse = Image.fromarray(rng.integers(0, 256, (5, 5, 3), dtype=np.uint8)).resize((32, 32), Image.Resampling.BICUBIC)
+        images[k] = np.clip(np.asarray(coarse, np.float64) + rng.normal(0, 10, (32, 32, 3)), 0, 255).astype(np.uint8)
+    return images, [(seed + k) % 10 for k in range(n)]
+
+
+def _pickled(images: np.ndarray, labels: list[int]) -> bytes:
+    data = np.ascontiguousarray(images.transpose(0, 3, 1, 2)).reshape(len(images), 3072)  # NHWC -> CIFAR rows
+    return pickle.dumps({"batch_label": "batch", "labels": labels, "data": data}, protocol=2)
+
+
+def _jpeg_shifted(image: np.ndarray) -> np.ndarray:
+    """The picture moved one pixel left (last column repeated) and saved as JPEG quality 90."""
+    from PIL import Image
+
+    moved = np.ascontiguousarray(np.concatenate([image[:, 1:], image[:, -1:]], axis=1))
+    buf = io.BytesIO()
+    Image.fromarray(moved).save(buf, "JPEG", quality=90)
+    buf.seek(0)
+    return np.asarray(Image.open(buf).convert("RGB"))
+
+
+@pytest.mark.parametrize("drop", [False, True])
+def test_leak_audit_finds_planted_test_copies(tmp_path: Path, drop: bool) -> None:
+    train = [_distinct_batch(20, 10 * b) for b in range(1, 6)]
+    test_x, test_y = _distinct_batch(10, 99)
+    all_train_y = np.concatenate([np.array(y) for _, y in train])
+    keep, held = cifar10.stratified_holdout(all_train_y, 0.1, 0)
+    # Two train images that stay in train (not held out for val): their copies go into the test batch.
+    src_near, src_exact = int(keep[3]), int(keep[57])
+    (bn, rn), (be, re_) = divmod(src_near, 20), divmod(src_exact, 20)
+    test_x[4], test_y[4] = _jpeg_shifted(train[bn][0][rn]), train[bn][1][rn]  # re-encoded, shifted copy
+    test_x[7], test_y[7] = train[be][0][re_], train[be][1][re_]  # exact copy
+    members = {f"cifar-10-batches-py/data_batch_{b + 1}": _pickled(*train[b]) for b in range(5)}
+    members["cifar-10-batches-py/test_batch"] = _pickled(test_x, test_y)
+    members["cifar-10-batches-py/batches.meta"] = _meta(False)
+    raw = _raw_dir(tmp_path / "raw")
+    _tar(raw / NAME, members)
+
+    out = tmp_path / "out"
+    manifest = cifar10.prepare(raw, out, {**CFG, "near_duplicate_threshold": 0.2, "drop_train_duplicates_of_eval": drop})
+    listed = json.loads((out / "duplicates.json").read_text())
+    names = {f"data_batch_{bn + 1}[{rn}]": "near", f"data_batch_{be + 1}[{re_}]": "exact"}
+    assert listed["format"] == "cnnbench-duplicates-v2" and listed["dataset"] == "cifar10"
+    groups = listed["groups"]
+    # exactly the two planted pairs: a train image and its test copy, same class
+    assert sorted(([m["file"] for m in g["members"]], [p["kind"] for p in g["pairs"]]) for g in groups) == sorted([
+        ([f"data_batch_{bn + 1}[{rn}]", "test_batch[4]"], ["near"]),
+        ([f"data_batch_{be + 1}[{re_}]", "test_batch[7]"], ["exact"]),
+    ])
+    near = next(p for g in groups for p in g["pairs"] if p["kind"] == "near")
+    assert 0 < near["distance"] <= 0.2
+    assert all(not g["label_conflict"] and g["splits"] == ["train", "test"] for g in groups)
+    summary = manifest["duplicates"]
+    assert summary["images_audited"] == {"train": len(keep), "val": len(held), "test": 10}
+    assert summary["train_duplicates_of_eval"] == 2 and summary["cross_split_groups"] == 2
+    assert summary["drop_train_duplicates_of_eval"] is drop and summary["near_duplicate_threshold"] == 0.2
+    assert len(summary["pairs"]) == 18
+    assert {(r["splits"], r["kind"]): r["same_class"] for r in summary["pairs"] if r["same_class"] or r["different_class"]} \
+        == {("train-test", "exact"): 1, ("train-test", "near"): 1}
+    train_x, _, _ = packed.load_split(out, "train")
+    kept_hashes = set(_hashes(train_x))
+    source_hashes = {name: _hashes(train[int(name[11]) - 1][0][[int(name.split("[")[1][:-1])]])[0] for name in names}
+    if drop:
+        assert listed["test_leaked"] == [] and summary["test_clean_count"] == 10
+        excluded = {e["file"]: e for e in manifest["excluded"]}
+        assert set(excluded) == set(names) and all(e["split"] == "train" for e in excluded.values())
+        exact_name = f"data_batch_{be + 1}[{re_}]"
+        assert excluded[exact_name]["reason"] == (
+            "dropped: an exact copy of test image test_batch[7] (datasets.cifar10.drop_train_duplicates_of_eval: true)")
+        assert excluded[f"data_batch_{bn + 1}[{rn}]"]["reason"].startswith(
+            f"dropped: a near-duplicate (distance {near['distance']:.3f}) of test image test_batch[4]")
+        assert manifest["splits"]["train"]["count"] == len(keep) - 2 == len(train_x)
+        assert not kept_hashes & set(source_hashes.values())  # the train copies are gone
+        assert all(m["dropped"] and m["index"] is None for g in groups for m in g["members"] if m["split"] == "train")
+    else:
+        assert listed["test_leaked"] == [4, 7] and summary["test_clean_count"] == 8
+        assert manifest["excluded"] == [] and manifest["splits"]["train"]["count"] == len(keep)
+        assert set(source_hashes.values()) <= kept_hashes
+        for g in groups:  # the stored index of each train member is that image
+            m = g["members"][0]
+            assert _hashes(train_x[[m["index"]]])[0] == source_hashes[m["file"]]
+    assert manifest["duplicates"]["dropped_train"] == (2 if drop else 0)

@@ -195,6 +195,20 @@ def test_spec_hash_is_the_hash_of_its_plain_data():
          ["datasets.butterflies.drop_train_duplicates_of_eval", "'yes'"]),
         (lambda d: d["datasets"]["butterflies"].pop("drop_train_duplicates_of_eval"),
          ["datasets.butterflies", "drop_train_duplicates_of_eval"]),
+        (lambda d: d["datasets"]["butterflies"].update(near_duplicate_threshold=1.5),
+         ["datasets.butterflies.near_duplicate_threshold", "1.5", "allowed: >= 0 and < 1"]),
+        (lambda d: d["datasets"]["butterflies"].update(near_duplicate_threshold=-0.1),
+         ["datasets.butterflies.near_duplicate_threshold", "-0.1", "allowed: >= 0 and < 1"]),
+        (lambda d: d["datasets"]["butterflies"].update(near_duplicate_threshold="high"),
+         ["datasets.butterflies.near_duplicate_threshold", "expected number", "'high'"]),
+        (lambda d: d["datasets"]["cifar10"].update(near_duplicate_threshold=1.5),
+         ["datasets.cifar10.near_duplicate_threshold", "1.5", "allowed: >= 0 and < 1"]),
+        (lambda d: d["datasets"]["cifar10"].update(near_duplicate_threshold=-0.1),
+         ["datasets.cifar10.near_duplicate_threshold", "-0.1", "allowed: >= 0 and < 1"]),
+        (lambda d: d["datasets"]["cifar10"].update(near_duplicate_threshold="high"),
+         ["datasets.cifar10.near_duplicate_threshold", "expected number", "'high'"]),
+        (lambda d: d["datasets"]["cifar10"].update(drop_train_duplicates_of_eval="no"),
+         ["datasets.cifar10.drop_train_duplicates_of_eval", "'no'"]),
         (lambda d: d["variants"]["cifar10"]["resnet18"].update(filter_noisy=True),
          ["variants.cifar10.resnet18.filter_noisy", "only butterfly variants"]),
         (lambda d: d["variants"]["cifar10"]["resnet18"].update(model_args={"dropout": 0.1}),
@@ -240,6 +254,17 @@ def test_bad_params_give_one_message_naming_the_key(params_copy, edit, expected)
     assert "\n" not in msg
     for part in expected:
         assert part in msg, f"{part!r} not in {msg!r}"
+
+
+@pytest.mark.parametrize("dataset", ["cifar10", "butterflies"])
+def test_near_duplicate_threshold_edges_are_valid(params_copy, dataset):
+    """0 (only exact and mirrored copies) and anything below 1 are allowed."""
+    load(params_copy(lambda d: d["datasets"][dataset].update(near_duplicate_threshold=0)))
+    load(params_copy(lambda d: d["datasets"][dataset].update(near_duplicate_threshold=0.99)))
+
+
+def test_cifar10_drop_switch_is_optional(params_copy):
+    load(params_copy(lambda d: d["datasets"]["cifar10"].pop("drop_train_duplicates_of_eval")))
 
 
 def test_yaml_syntax_error_names_line(tmp_path, params_copy):
