@@ -13,7 +13,7 @@ from pathlib import Path
 from . import __version__
 from .atomic import atomic_write_text
 from .config import Config, load, run_dir
-from .errors import CnnbenchError, ConfigError
+from .errors import CnnbenchError, ConfigError, DataError
 from .spec import RunSpec
 
 log = logging.getLogger("cnnbench")
@@ -86,7 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
     for add_stage in (
         _add_download, _add_preprocess, _add_train, _add_evaluate, _add_aggregate, _add_plot, _add_report,
         _add_validate, _add_specs, _add_exp_run, _add_dvc_yaml, _add_models, _add_bench, _add_variants,
-        _add_plan_seeds, _add_compare,
+        _add_plan_seeds, _add_compare, _add_leak_eval,
     ):
         add_stage(sub)
     return parser
@@ -109,8 +109,11 @@ def _add_preprocess(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("preprocess", help="decode, validate and pack a data set into uint8 arrays + manifest",
                        description="Decode every image once, validate it, resize, and pack uint8 arrays "
                        "(train/val/test) plus manifest.json and excluded.csv into data/prepared/<dataset>/. "
-                       "Butterflies: also finds exact and mirrored duplicate images (duplicates.json) and, with "
-                       "datasets.butterflies.drop_train_duplicates_of_eval, leaves out train copies of valid/test images.")
+                       "Every data set: the leak audit finds exact, mirrored and near-duplicate images within and "
+                       "across the splits (duplicates.json, duplicate_thumbs.npy; a pair is near when its distance is "
+                       "at most datasets.<dataset>.near_duplicate_threshold) and, with "
+                       "datasets.<dataset>.drop_train_duplicates_of_eval, leaves out train copies of val/test images. "
+                       "`cnnbench leak-eval` measures the audit's precision and recall.")
     _common(p)
     p.add_argument("--dataset", required=True, help="cifar10 or butterflies")
     p.add_argument("--raw", type=Path, help="downloaded data (default: data/raw/<dataset>)")
@@ -336,6 +339,33 @@ examples:
   dvc exp apply lr-0.02                                  # its results, check out the other
   cnnbench compare /tmp/lr-0.01 results --out /tmp/lr-compare
 """
+
+
+LEAK_EVAL_DESCRIPTION = """\
+Measure the leak audit that preprocess runs (cnnbench.data.duplicates) on a labelled set built
+from a data set's raw archive: --per-case random images per transform and strength (JPEG
+re-encoding, centre and off-centre crops, rescaling, brightness, contrast, saturation, a colour
+cast, mirroring, a mix) are copied and audited together with every source image, whose own
+look-alikes (same class, same background) are the hard negatives. Prints recall and precision at
+each --thresholds value and, at the data set's near_duplicate_threshold, the recall per transform
+and strength. --speed instead times the audit on a full-size data set (60,000 CIFAR-10 or 13,594
+butterfly images made from the archive's real images) with its peak memory. docs/duplicates.md
+records what this measured."""
+
+
+def _add_leak_eval(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("leak-eval", help="precision and recall (or --speed) of preprocess's near-duplicate audit",
+                       description=LEAK_EVAL_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
+    _common(p)
+    p.add_argument("--dataset", choices=["cifar10", "butterflies"], required=True, help="which data set's archive")
+    p.add_argument("--archive", type=Path, help="the raw archive (default: data/raw/<dataset>/<source filename>)")
+    p.add_argument("--per-case", type=int, default=10, help="copies per transform and strength (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the numpy Generator that picks and alters images (default: %(default)s)")
+    p.add_argument("--thresholds", type=lambda v: [float(x) for x in v.split(",")], default="0.1,0.15,0.2,0.25,0.3",
+                   help="comma-separated thresholds to score (default: %(default)s)")
+    p.add_argument("--speed", action="store_true", help="time the audit at full size instead")
+    p.add_argument("--out", type=Path, help="also write the result as JSON here")
+    p.set_defaults(func=cmd_leak_eval)
 
 
 def _add_compare(sub: argparse._SubParsersAction) -> None:
@@ -646,6 +676,38 @@ def cmd_compare(cfg: Config | None, args) -> None:
 BUG_REPORT = "report it with the traceback above to the cnnbench issue tracker"
 
 
+
+def cmd_leak_eval(cfg: Config, args) -> None:
+    from .data import leak_eval
+
+    settings = cfg.preprocess_settings(args.dataset)
+    archive = args.archive or Path("data/raw") / args.dataset / settings["filename"]
+    if not archive.is_file():
+        raise DataError(f"{archive}: no such archive; run `cnnbench download --dataset {args.dataset}` or pass --archive")
+    sources = leak_eval.load_sources(args.dataset, archive)
+    if args.speed:
+        row = leak_eval.time_audit(args.dataset, leak_eval.full_size_images(sources, leak_eval.FULL_SIZE[args.dataset],
+                                                                             args.seed), settings["near_duplicate_threshold"])
+        print(json.dumps(row, indent=2))
+        result: object = row
+    else:
+        labelled = leak_eval.evaluate(args.dataset, sources, per_case=args.per_case, seed=args.seed)
+        scores = [labelled.score(t) for t in args.thresholds]
+        print(f"{args.dataset}: {len(sources)} source images + {scores[0].copies} copies; "
+              f"{scores[0].hard_negatives} same-class source pairs verified (hard negatives); audit {labelled.seconds:.1f} s")
+        print("threshold  recall  precision  true found/all  false  source pairs (known real/other)")
+        for sc in scores:
+            print(f"{sc.threshold:9.2f}  {sc.recall:6.3f}  {sc.precision:9.3f}  {sc.found_true:5d}/{sc.true_pairs:<5d}  "
+                  f"{sc.false_pairs:5d}  {len(sc.found_in_source):4d} ({sc.real_found}/{sc.real_other})")
+        chosen = labelled.score(settings["near_duplicate_threshold"])
+        print(f"recall per transform at near_duplicate_threshold {chosen.threshold:g} (found/copies by strength):")
+        for name, cells in chosen.per_transform.items():
+            print(f"  {name}: " + ", ".join(f"{k}: {v['found']}/{v['copies']}" for k, v in cells.items()))
+        result = {"scores": [sc.to_dict() for sc in scores], "chosen": chosen.to_dict()}
+    if args.out:
+        atomic_write_text(args.out, json.dumps(result, indent=2, default=str) + "\n")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -685,3 +747,4 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())
+

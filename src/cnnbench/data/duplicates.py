@@ -78,8 +78,8 @@ THRESHOLD_RANGE = (0.0, 1.0)  # a distance; at 1 any two unrelated images would 
 # makes half-pixel misalignments cheap; at 32 px (CIFAR-10) detail is scarce and only the coarse
 # blur is taken off.
 _BAND = {64: (0.01, 0.04), 32: (0.0, 0.06)}
-_BLOCK = 128  # rows per block of the all-pairs search (temporary memory: 2 x _BLOCK x N x 4 bytes)
-_VERIFY_BATCH = 2048  # pairs verified per FFT batch
+_BLOCK = 32  # rows per block of the all-pairs search (temporary memory: about 3 x _BLOCK x N x 4 bytes)
+_VERIFY_PIXELS = 2**20  # pairs verified per FFT batch x thumbnail pixels (1024 pairs at 32 px, 256 at 64)
 _MIRROR_SIGNS = np.tile((-1.0) ** np.arange(DCT), DCT)[1:].astype(np.float32)  # (u, v) -> (-1)**v, DC left out
 METHOD = (
     "exact and mirrored copies: SHA-1 of the decoded pixels of each image or its mirror; near-duplicates: "
@@ -213,21 +213,22 @@ def candidate_pairs(desc: np.ndarray, neighbours: int = NEIGHBOURS, min_similari
     found: list[np.ndarray] = []
     if k < 1:
         return np.empty((0, 4))
+    desc_t, mirror_t = np.ascontiguousarray(desc.T), np.ascontiguousarray(mirror.T)
     for start in tqdm(range(0, n, _BLOCK), desc="near-duplicate candidates", unit="block", leave=False,
                       disable=not progress):
         rows = desc[start:start + _BLOCK]
-        same = rows @ desc.T
-        flip = rows @ mirror.T
-        use_flip = flip > same
-        sim = np.where(use_flip, flip, same)
-        sim[np.arange(len(rows)), np.arange(start, start + len(rows))] = -np.inf  # not its own neighbour
-        top = np.argpartition(-sim, k - 1, axis=1)[:, :k]
-        r = np.repeat(np.arange(len(rows)), k)
-        c = top.ravel()
-        s = sim[r, c]
-        keep = s >= min_similarity
-        r, c, s = r[keep], c[keep], s[keep]
-        found.append(np.stack([r + start, c, use_flip[r, c], s], 1).astype(np.float64))
+        ar = np.arange(len(rows))
+        flip = rows @ mirror_t
+        sim = np.maximum(rows @ desc_t, flip)
+        sim[ar, ar + start] = -np.inf  # not its own neighbour
+        # the k largest per row by k passes of argmax: far cheaper than argpartition for small k
+        for _ in range(k):
+            c = sim.argmax(1)
+            s = sim[ar, c]
+            keep = s >= min_similarity
+            mirrored = flip[ar, c] >= s  # the mirror is (at least) as close
+            found.append(np.stack([ar[keep] + start, c[keep], mirrored[keep], s[keep]], 1).astype(np.float64))
+            sim[ar, c] = -np.inf
     if not found:
         return np.empty((0, 4))
     rows = np.concatenate(found)
@@ -282,11 +283,15 @@ def _overlap_ncc(a: np.ndarray, b: np.ndarray, dy: np.ndarray, dx: np.ndarray) -
     return np.where(den > 1e-6, num / np.maximum(den, 1e-6), 0.0)
 
 
+def _fft_size(side: int, max_shift: int) -> int:
+    """The smallest fast FFT length whose circular correlation has no wrap-around up to `max_shift`."""
+    return sfft.next_fast_len(side + max_shift + 1, real=True)
+
+
 def _aligned_ncc(fa: np.ndarray, fb: np.ndarray, a: np.ndarray, b: np.ndarray, max_shift: int) -> np.ndarray:
     """The correlation of each pair at the shift (up to `max_shift` pixels) where their
     cross-correlation, computed for every shift at once from the FFTs ``fa`` and ``fb``, peaks."""
-    side = a.shape[-1]
-    size = 2 * side  # zero padding: no wrap-around
+    size = _fft_size(a.shape[-1], max_shift)
     corr = sfft.irfft2(np.conj(fa) * fb, s=(size, size), workers=-1)
     shifts = np.r_[0:max_shift + 1, -max_shift:0]
     window = corr[:, shifts[:, None], shifts[None, :]].reshape(len(a), -1)
@@ -301,16 +306,18 @@ def verify(thumbs_of: ThumbSource, pairs: np.ndarray, progress: bool = False) ->
     if not len(pairs):
         return np.empty(0, np.float32)
     out = np.empty(len(pairs), np.float32)
-    for start in tqdm(range(0, len(pairs), _VERIFY_BATCH), desc="verify near-duplicate candidates",
+    first = thumbs_of(np.asarray(pairs[:1, 0], np.int64))
+    batch = max(1, _VERIFY_PIXELS // (first.shape[-1] * first.shape[-2]))
+    for start in tqdm(range(0, len(pairs), batch), desc="verify near-duplicate candidates",
                       unit="batch", leave=False, disable=not progress):
-        chunk = pairs[start:start + _VERIFY_BATCH]
+        chunk = pairs[start:start + batch]
         i, j, flip = (chunk[:, 0].astype(np.int64), chunk[:, 1].astype(np.int64), chunk[:, 2].astype(bool))
         a = _high_pass(thumbs_of(i))
         b = thumbs_of(j)
         b = _high_pass(np.where(flip[:, None, None], b[:, :, ::-1], b))
         side = a.shape[-1]
-        size = (2 * side, 2 * side)
         max_shift = max(1, int(round(MAX_SHIFT * side)))
+        size = (_fft_size(side, max_shift),) * 2
         fa, fb = sfft.rfft2(a, s=size, workers=-1), sfft.rfft2(b, s=size, workers=-1)
         best = _aligned_ncc(fa, fb, a, b, max_shift)
         for factor in ZOOMS[1:]:
@@ -414,10 +421,10 @@ class Audit:
                      "dropped": m in gone}
                     for m, r in zip(members, refs)
                 ],
-                "pairs": [
-                    {"a": pos[p.a], "b": pos[p.b], "kind": p.kind, "distance": round(float(p.distance), 4)}
-                    for p in sorted(by_group[g], key=lambda p: (pos[p.a], pos[p.b]))
-                ],
+                "pairs": sorted(
+                    ({"a": min(pos[p.a], pos[p.b]), "b": max(pos[p.a], pos[p.b]), "kind": p.kind,
+                      "distance": round(float(p.distance), 4)} for p in by_group[g]),
+                    key=lambda q: (q["a"], q["b"])),
             })
         records.sort(key=lambda r: (not r["label_conflict"], len(r["splits"]) == 1,
                                     SPLITS.index(r["members"][0]["split"]), r["members"][0]["file"]))
@@ -482,6 +489,8 @@ def audit(refs: Sequence[ImageRef], prints: Fingerprints, threshold: float = DEF
 
 # --------------------------------------------------------------------------- what preprocess writes
 REPORT_THUMB = 64  # side of the RGB thumbnails of cross-split groups kept for the report
+THUMB_GROUPS = 48  # groups spanning splits that get thumbnails (the first ones; the report shows 24)
+THUMB_MEMBERS = 16  # members of one group that get thumbnails (the first ones)
 THUMBS_FILE = "duplicate_thumbs.npy"
 FILE = "duplicates.json"
 FORMAT = "cnnbench-duplicates-v2"
@@ -555,13 +564,17 @@ def _index_after_drop(n: int, gone: set[int]) -> Callable[[int | None], int | No
 
 
 def _report_thumbs(records: list[dict[str, Any]], refs: Sequence[ImageRef], arrays: dict[str, np.ndarray]) -> np.ndarray:
-    """RGB thumbnails of the members of every group that spans splits; sets each member's ``thumb``."""
+    """RGB thumbnails of the first members of the first groups that span splits (`THUMB_GROUPS`,
+    `THUMB_MEMBERS`: a bounded file whatever the data); sets each member's ``thumb`` (None: none)."""
     by_name = {(r.split, r.name): r for r in refs}
     thumbs: list[np.ndarray] = []
+    spanning = 0
     for group in records:
-        for member in group["members"]:
+        spans = len(group["splits"]) > 1
+        spanning += spans
+        for k, member in enumerate(group["members"]):
             member["thumb"] = None
-            if len(group["splits"]) < 2:
+            if not spans or spanning > THUMB_GROUPS or k >= THUMB_MEMBERS:
                 continue
             ref = by_name[member["split"], member["file"]]
             image = Image.fromarray(np.asarray(arrays[ref.split][ref.index]))

@@ -279,3 +279,76 @@ def _hard_negatives(prints: dup.Fingerprints, refs: Sequence[dup.ImageRef], base
     return int(sum(1 for c in candidates
                    if int(c[0]) not in base_of and int(c[1]) not in base_of
                    and refs[int(c[0])].label == refs[int(c[1])].label))
+
+
+# --------------------------------------------------------------------------- speed at full size
+FULL_SIZE = {"cifar10": {"train": 45000, "val": 5000, "test": 10000},
+             "butterflies": {"train": 12594, "val": 500, "test": 500}}
+
+
+def full_size_images(sources: Sequence[SourceImage], counts: dict[str, int], seed: int = 0
+                     ) -> dict[str, tuple[list[Image.Image], list[str]]]:
+    """Real images enough for a full-size data set: the sources, each used several times, every use
+    but the first a random crop (up to 20 % of the side), mirror and brightness change of it, so the
+    audit meets realistic neighbours (and many near-duplicates: a pessimistic load)."""
+    rng = np.random.default_rng(seed)
+    out: dict[str, tuple[list[Image.Image], list[str]]] = {}
+    use = 0
+    for split, n in counts.items():
+        images, labels = [], []
+        for _ in range(n):
+            src = sources[use % len(sources)]
+            im = src.image
+            if use >= len(sources):
+                im = _crop(im, float(rng.uniform(0.02, 0.2)), float(rng.uniform()), float(rng.uniform()))
+                im = ImageEnhance.Brightness(im.transpose(FLIP) if rng.uniform() < 0.5 else im).enhance(
+                    float(rng.uniform(0.8, 1.2)))
+            images.append(im)
+            labels.append(src.label)
+            use += 1
+        out[split] = (images, labels)
+    return out
+
+
+def time_audit(dataset: str, data: dict[str, tuple[list[Image.Image], list[str]]],
+               threshold: float = dup.DEFAULT_THRESHOLD) -> dict[str, Any]:
+    """Time the audit as `preprocess` runs it (fingerprints, then the audit), with the peak memory it
+    allocates (tracemalloc: numpy's arrays included) beside the size of the packed arrays."""
+    import tracemalloc
+
+    from cnnbench.data import cifar10
+
+    counts = {s: len(v[0]) for s, v in data.items()}
+    classes = sorted({c for _, labels in data.values() for c in labels})
+    if dataset == "cifar10":
+        splits = {s: (np.stack([np.asarray(im, np.uint8) for im in ims]), np.array([classes.index(c) for c in labels]))
+                  for s, (ims, labels) in data.items()}
+        names = {s: [f"{s}[{i}]" for i in range(n)] for s, n in counts.items()}
+        packed_bytes = sum(a.nbytes for a, _ in splits.values())
+        tracemalloc.start()
+        started = time.perf_counter()
+        outcome = cifar10._audit(splits, names, classes, threshold, drop=False)
+    else:
+        side = dup.thumb_side(*data["train"][0][0].size)
+        packed_bytes = sum(counts.values()) * 224 * 224 * 3
+        tracemalloc.start()
+        started = time.perf_counter()
+        prints = dup.Fingerprints(sum(counts.values()), side)
+        refs = []
+        for split, (ims, labels) in data.items():
+            for i, (im, label) in enumerate(zip(ims, labels)):
+                prints.add(dup.fingerprint(im, side))
+                refs.append(dup.ImageRef(split, f"{split}/{i}", label, i))
+        fingerprint_seconds = time.perf_counter() - started
+        result = dup.audit(refs, prints, threshold)
+        outcome = None
+    seconds = time.perf_counter() - started
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    summary = outcome.summary if outcome is not None else None
+    row = {"dataset": dataset, "images": sum(counts.values()), "seconds": round(seconds, 1),
+           "peak_audit_mib": round(peak / 2**20, 1), "packed_mib": round(packed_bytes / 2**20, 1),
+           "groups": summary["group_count"] if summary else len(result.groups)}
+    if outcome is None:
+        row["fingerprint_seconds"] = round(fingerprint_seconds, 1)
+    return row
