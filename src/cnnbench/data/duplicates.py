@@ -11,24 +11,27 @@ Three kinds of pair are found, for every data set `preprocess` prepares:
 Exact and mirrored copies share a flip-aware SHA-1 of the pixels (`pixel_key`). Near
 duplicates are found in two steps, the usual shape of a near-duplicate search:
 
-1. **Candidates.** Every image gets a 64-bit perceptual hash (``imagehash.phash``: the
-   signs of the low-frequency DCT of a 32x32 grey image) of itself and of its mirror. All
-   pairs whose hashes differ in at most `CANDIDATE_BITS` bits are candidates (an exact
-   all-pairs search: the Hamming distance of two +-1 vectors is one matrix product, done in
-   blocks). Each image keeps at most `NEIGHBOURS` candidates, the closest first.
-2. **Verification.** The hash cannot tell a re-saved photograph from another photograph
-   with the same layout (two butterflies on a white background). Each candidate pair is
-   compared on grey thumbnails of `THUMB` pixels, high-pass filtered (so a shared plain
-   background and the overall shape count for nothing and fine detail decides), by the
-   normalised cross-correlation over the overlap, maximised over shifts of up to
-   `MAX_SHIFT` of the side and zooms of `ZOOMS` (either image enlarged), computed for every
-   shift at once with FFTs. The pair's ``distance`` is 1 minus that correlation: 0 for a
-   copy, about 1 for unrelated images. A pair is a near-duplicate when its distance is at
-   most the data set's ``near_duplicate_threshold``.
+1. **Candidates.** Each image is described by the `DCT` x `DCT` lowest DCT-II coefficients of
+   a grey thumbnail (DC left out, unit length): the numbers a perceptual hash such as
+   ``imagehash.phash`` keeps only the signs of. Keeping the numbers finds more re-cropped
+   copies among an image's nearest neighbours (docs/duplicates.md). Every image's `NEIGHBOURS`
+   nearest images by cosine similarity, each as it is or mirrored (a mirror's coefficients are
+   the image's with signs flipped, `mirror_descriptor`), are candidates: an exact search, one
+   matrix product per block of images.
+2. **Verification.** Nearest neighbours include look-alikes (two butterflies of one species on
+   a white background). Each candidate pair is compared on its grey thumbnails (`THUMB` px, or
+   the images' own size when smaller), band-passed (a difference of Gaussian blurs, so a shared
+   plain background and the overall shape count for nothing and detail decides), by their
+   normalised cross-correlation over the overlap at the best shift (up to `MAX_SHIFT` of the
+   side; found for every shift at once with FFTs) and zoom (`ZOOMS`, either image enlarged, to
+   undo small crops). The pair's ``distance`` is 1 minus that correlation: 0 for a copy, about
+   1 for unrelated images. A pair is a near-duplicate when its distance is at most the data
+   set's ``near_duplicate_threshold``.
 
-Pairs are joined into groups (connected components). The result of `audit` is
-written by `preprocess` to ``duplicates.json`` with counts in the manifest.
-The measured precision and recall of the default threshold are in ``docs/duplicates.md``.
+Pairs are joined into groups (connected components). `outcome` turns an audit into what
+`preprocess` writes: ``duplicates.json``, the manifest's counts, thumbnails for the report and the
+train copies to drop. `cnnbench leak-eval` (`cnnbench.data.leak_eval`) measures precision and
+recall; the figures are in docs/duplicates.md.
 """
 
 from __future__ import annotations
@@ -68,7 +71,7 @@ KINDS = ("exact", "flip", "near")
 THUMB = 64  # side of the grey thumbnails that are compared (images smaller than this: their own size)
 DCT = 8  # the descriptor is the DCT-II block of DCT x DCT lowest frequencies of the thumbnail, DC left out
 NEIGHBOURS = 3  # candidates per image: its nearest images by descriptor
-MIN_SIMILARITY = 0.5  # candidates below this cosine similarity are not verified (none measured below 0.8)
+MIN_SIMILARITY = 0.5  # candidates below this cosine similarity are not verified (true copies measured >= 0.74)
 ZOOMS = (1.0, 1.07, 1.14)  # enlargements tried (either image), to undo small crops
 MAX_SHIFT = 0.125  # largest shift tried, as a fraction of the side
 DEFAULT_THRESHOLD = 0.2  # near-duplicate when 1 - correlation <= this (see docs/duplicates.md)
