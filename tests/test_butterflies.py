@@ -349,6 +349,36 @@ def test_fail_names_the_bad_file(tmp_path: Path, name: str) -> None:
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize("on_bad", ["skip", "fail"])
+def test_an_image_that_cannot_be_fingerprinted_is_a_bad_image(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                              on_bad: str) -> None:
+    """A decoded image the leak audit cannot fingerprint goes the way of any bad image: skipped and
+    listed, or fatal naming the file."""
+    raw = _raw_dir(tmp_path / "raw")
+    _make_zip(raw / ZIP, [])
+    real = duplicates.fingerprint
+    calls = []
+
+    def fingerprint(im: Image.Image, side: int) -> duplicates.Fingerprint:
+        calls.append(im.size)
+        if len(calls) == 2:  # the second image of the archive, whichever it is
+            raise ValueError("no pixels to hash")
+        return real(im, side)
+
+    monkeypatch.setattr(duplicates, "fingerprint", fingerprint)
+    if on_bad == "fail":
+        with pytest.raises(DataError, match=r"cannot be fingerprinted for the leak audit \(no pixels to hash\)") as err:
+            butterflies.prepare(raw, tmp_path / "out", _cfg(on_bad_image="fail", image_size=32))
+        assert f"{KEY}.on_bad_image" in str(err.value)
+        assert not (tmp_path / "out").exists()
+        return
+    manifest = butterflies.prepare(raw, tmp_path / "out", _cfg(image_size=32))
+    bad = [e for e in manifest["excluded"] if "fingerprinted" in e["reason"]]
+    assert len(bad) == 1 and bad[0]["file"] in _good()
+    assert sum(manifest["splits"][s]["count"] for s in packed.SPLITS) == len(_good()) - 1
+    assert sum(manifest["duplicates"]["images_audited"].values()) == len(_good()) - 1
+
+
 def test_fail_mode_accepts_a_clean_archive_with_model_file(tmp_path: Path) -> None:
     raw = _raw_dir(tmp_path / "raw")
     _make_zip(raw / ZIP, [], h5=True)
