@@ -163,8 +163,19 @@ def assert_study_complete(repo: Path) -> None:
         assert v in html and v in md, f"report does not name {v}"
     for claim in cfg.claims:
         assert claim["text"] in html
-    assert 'id="data-quality"' in html  # the butterfly duplicates found by preprocess
-    assert "smoke data: not evidence" in html and html.count("<img src=\"data:image/png;base64,") == len(figures)
+    # The leak audit of each data set: its section, and the thumbnails of the groups that span splits
+    # (the first 24 of each) beside the figures.
+    thumbnails = 0
+    for dataset in cfg.datasets:
+        assert f'id="data-quality-{dataset}"' in html
+        audit = json.loads((repo / "data/prepared" / dataset / "duplicates.json").read_text())
+        spanning = [g for g in audit["groups"] if len(g["splits"]) > 1][:24]
+        thumbnails += sum(m["thumb"] is not None for g in spanning for m in g["members"])
+        for g in spanning:
+            assert all(m["file"] in html for m in g["members"])
+    assert "train/ULYSES/005.jpg" in html and "test_batch[546]" in html  # mirror findings (docs/duplicates.md)
+    assert "smoke data: not evidence" in html
+    assert html.count("<img src=\"data:image/png;base64,") == len(figures) + thumbnails
 
 
 @pytest.fixture(scope="module")

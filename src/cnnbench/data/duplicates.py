@@ -86,10 +86,10 @@ _VERIFY_PIXELS = 2**20  # pairs verified per FFT batch x thumbnail pixels (1024 
 _MIRROR_SIGNS = np.tile((-1.0) ** np.arange(DCT), DCT)[1:].astype(np.float32)  # (u, v) -> (-1)**v, DC left out
 METHOD = (
     "exact and mirrored copies: SHA-1 of the decoded pixels of each image or its mirror; near-duplicates: "
-    f"each image's {NEIGHBOURS} nearest images (or mirror images) by the {DCT}x{DCT} low-frequency DCT of a "
-    f"{THUMB}x{THUMB} grey thumbnail (the coefficients a perceptual hash thresholds), verified by the normalised "
-    f"cross-correlation of the high-pass filtered thumbnails at the best shift (up to {MAX_SHIFT:g} of the side) "
-    f"and zoom ({', '.join(f'{z:g}' for z in ZOOMS)}); distance = 1 - correlation"
+    f"each image's {NEIGHBOURS} nearest images (or mirror images) by the {DCT}x{DCT} low-frequency DCT of a grey "
+    f"thumbnail ({THUMB} px, or the images' own size when smaller), verified by the normalised correlation of the "
+    f"band-passed thumbnails at the best shift (up to {MAX_SHIFT:g} of the side) and zoom "
+    f"({', '.join(f'{z:g}' for z in ZOOMS)}); distance = 1 - correlation"
 )
 
 ThumbSource = Callable[[np.ndarray], np.ndarray]  # positions -> (n, side, side) uint8 grey thumbnails
