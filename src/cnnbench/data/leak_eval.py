@@ -94,8 +94,8 @@ TRANSFORMS: dict[str, tuple[Callable[[Image.Image, float], Image.Image], tuple[f
     "mix: mirror, crop, brighter, jpeg 70": (_mix, (0.03, 0.06)),
 }
 
-# Pairs of the butterfly mirror (../shared/data/mirror) that are one photograph, judged by eye
-# from thumbnails side by side: every pair of source images the audit reports up to
+# Pairs of the mirror (../shared/data/mirror) that are one photograph, judged by eye from
+# thumbnails side by side. Butterflies: every pair of source images the audit reports up to
 # `REVIEWED_UP_TO` was judged, and these are the ones that are one photograph (re-encoded,
 # cropped, or with the background replaced; the last but one carries two labels). A copy of one
 # is a true duplicate of the other too. The rest of the pairs up to that distance are look-alikes.
@@ -119,6 +119,24 @@ KNOWN_DUPLICATES: tuple[tuple[str, str], ...] = (
     ("test/PIPEVINE SWALLOW/3.jpg", "train/PIPEVINE SWALLOW/092.jpg"),
     ("train/EASTERN COMA/048.jpg", "train/QUESTION MARK/066.jpg"),
     ("test/CRIMSON PATCH/3.jpg", "train/CRIMSON PATCH/016.jpg"),
+    # The CIFAR-10 mirror: every pair the audit reports up to 0.2 is one photograph.
+    ("data_batch_3[430]", "data_batch_4[68]"),
+    ("data_batch_1[119]", "data_batch_3[79]"),
+    ("data_batch_2[327]", "data_batch_5[653]"),
+    ("data_batch_5[886]", "test_batch[939]"),
+    ("data_batch_4[159]", "data_batch_5[263]"),
+    ("data_batch_3[79]", "data_batch_4[62]"),
+    ("data_batch_4[3]", "data_batch_4[478]"),
+    ("data_batch_1[547]", "test_batch[546]"),
+    ("data_batch_3[124]", "test_batch[180]"),
+    ("data_batch_2[514]", "data_batch_4[889]"),
+    ("data_batch_1[523]", "data_batch_5[238]"),
+    ("data_batch_2[70]", "test_batch[896]"),
+    ("data_batch_3[304]", "test_batch[104]"),
+    ("data_batch_4[108]", "test_batch[149]"),
+    ("data_batch_3[79]", "data_batch_4[570]"),
+    ("data_batch_1[694]", "data_batch_4[141]"),
+    ("data_batch_4[433]", "data_batch_5[963]"),
 )
 
 
