@@ -112,26 +112,8 @@ def evaluate_run(spec: RunSpec, prepared_dir: Path, run_dir: Path) -> dict:
         metrics["test_top1_clean"] = ((pred[is_clean] == labels[is_clean]).float().mean().item()
                                       if is_clean.any() else None)
     if spec.dataset == "butterflies":
-        top5 = logits.topk(min(5, k), dim=1).indices
-        metrics["test_top5"] = (top5 == labels[:, None]).any(1).float().mean().item()
-        # Top-1 on the test images of the classes every butterfly variant keeps (the noisy
-        # classes removed), so a filtered and an unfiltered model are compared on the same images.
-        # (the noisy classes as preprocess recorded them, so the prepared data is all this reads)
-        noisy = set(packed.read_manifest(prepared_dir).get("noisy_classes", []))
-        keep = torch.tensor([c not in noisy for c in classes], device=labels.device)[labels]
-        metrics["test_top1_kept"] = (pred[keep] == labels[keep]).float().mean().item() if keep.any() else None
-        metrics["test_images_kept"] = int(keep.sum().item())
-    # confusion.csv: rows = true class, columns = predicted class.
-    write_csv(run_dir / "confusion.csv", ([c, *(int(v) for v in confusion[i].tolist())] for i, c in enumerate(classes)),
-              ["true\\predicted", *classes])
-    # predictions.csv: one row per test image, for `dvc plots` (confusion template) and aggregate's
-    # statistics; `clean` (1/0: no duplicate in train) when the data set was audited for leaks.
-    pairs = ([classes[a], classes[b]] for a, b in zip(labels.tolist(), pred.tolist()))
-    if clean is None:
-        write_csv(run_dir / "predictions.csv", pairs, ["actual", "predicted"])
-    else:
-        write_csv(run_dir / "predictions.csv", ([*row, int(c)] for row, c in zip(pairs, clean.tolist())),
-                  ["actual", "predicted", "clean"])
+        metrics.update(_butterfly_metrics(logits, labels, classes, prepared_dir))
+    _write_tables(run_dir, classes, confusion, labels, pred, clean)
     atomic_write_text(run_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
     clean_top1 = metrics["test_top1_clean"]
     log.info("%s: test top-1 %.4f%s on %d images%s", name, metrics["test_top1"],
@@ -139,3 +121,33 @@ def evaluate_run(spec: RunSpec, prepared_dir: Path, run_dir: Path) -> dict:
              f"; {clean_top1:.4f} on the {metrics['test_images_clean']} clean ones" if clean_top1 is not None else "")
     return metrics
 
+
+
+def _butterfly_metrics(logits: torch.Tensor, labels: torch.Tensor, classes: list[str], prepared_dir: Path) -> dict:
+    """Top-5, and top-1 on the test images of the classes every butterfly variant keeps (the noisy
+    classes removed, as preprocess recorded them), so a filtered and an unfiltered model are
+    compared on the same images."""
+    pred = logits.argmax(1)
+    top5 = logits.topk(min(5, len(classes)), dim=1).indices
+    noisy = set(packed.read_manifest(prepared_dir).get("noisy_classes", []))
+    keep = torch.tensor([c not in noisy for c in classes], device=labels.device)[labels]
+    return {
+        "test_top5": (top5 == labels[:, None]).any(1).float().mean().item(),
+        "test_top1_kept": (pred[keep] == labels[keep]).float().mean().item() if keep.any() else None,
+        "test_images_kept": int(keep.sum().item()),
+    }
+
+
+def _write_tables(run_dir: Path, classes: list[str], confusion: torch.Tensor, labels: torch.Tensor,
+                  pred: torch.Tensor, clean) -> None:
+    """confusion.csv (rows: true class, columns: predicted) and predictions.csv: one row per test
+    image, for `dvc plots` (confusion template) and aggregate's statistics, with `clean` (1/0: no
+    duplicate in train) when the data set was audited for leaks."""
+    write_csv(run_dir / "confusion.csv", ([c, *(int(v) for v in confusion[i].tolist())] for i, c in enumerate(classes)),
+              ["true\\predicted", *classes])
+    pairs = ([classes[a], classes[b]] for a, b in zip(labels.tolist(), pred.tolist()))
+    if clean is None:
+        write_csv(run_dir / "predictions.csv", pairs, ["actual", "predicted"])
+    else:
+        write_csv(run_dir / "predictions.csv", ([*row, int(c)] for row, c in zip(pairs, clean.tolist())),
+                  ["actual", "predicted", "clean"])

@@ -299,19 +299,25 @@ def prepare(raw_dir: Path, out_dir: Path, cfg: Mapping[str, Any]) -> dict[str, A
     names = {"train": [train_names[i] for i in keep], "val": [train_names[i] for i in held],
              "test": [f"{TEST_BATCH}[{row}]" for row in range(len(test_labels))]}
     audit = _audit(splits, names, classes, threshold, drop)
+    _apply_audit(audit, splits, names["train"], manifest)
+    packed.write_prepared(out_dir, splits, classes, manifest, extra_json={duplicates.FILE: audit.record},
+                          extra_arrays={duplicates.THUMBS_FILE: audit.thumbs})
+    log.info("cifar10: %d train, %d val, %d test -> %s", len(splits["train"][1]), len(held), len(test_labels), out_dir)
+    return packed.read_manifest(out_dir)
+
+
+def _apply_audit(audit: duplicates.Outcome, splits: dict[str, tuple[np.ndarray, np.ndarray]], train_names: list[str],
+                 manifest: dict[str, Any]) -> None:
+    """Leave the dropped train copies out (listed in ``excluded``) and record the audit in the manifest."""
     for position, reason in sorted(audit.dropped.items()):
-        manifest["excluded"].append({"split": "train", "file": names["train"][position], "reason": reason})
+        manifest["excluded"].append({"split": "train", "file": train_names[position], "reason": reason})
     images, labels = splits["train"]
     kept = np.ones(len(labels), bool)
     kept[list(audit.dropped)] = False
     splits["train"] = (duplicates.keep_rows(images, audit.dropped), labels[kept])
     manifest["duplicates"] = audit.summary
-    notes.append(duplicates.note(audit.summary, f"{_KEY}.{_DROP_KEY}"))
+    manifest["notes"].append(duplicates.note(audit.summary, f"{_KEY}.{_DROP_KEY}"))
     duplicates.log_findings("cifar10", audit.summary)
-    packed.write_prepared(out_dir, splits, classes, manifest, extra_json={duplicates.FILE: audit.record},
-                          extra_arrays={duplicates.THUMBS_FILE: audit.thumbs})
-    log.info("cifar10: %d train, %d val, %d test -> %s", len(splits["train"][1]), len(held), len(test_labels), out_dir)
-    return packed.read_manifest(out_dir)
 
 
 def _audit(splits: dict[str, tuple[np.ndarray, np.ndarray]], names: dict[str, list[str]], classes: list[str],

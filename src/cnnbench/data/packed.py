@@ -118,6 +118,13 @@ def _validate(
     return hw
 
 
+def _check_extra_names(what: str, files: Mapping[str, Any], suffix: str, reserved: set[str]) -> None:
+    """Extra files are plain ``*<suffix>`` names that do not clash with the store's own files."""
+    for name in files:
+        if not isinstance(name, str) or Path(name).name != name or not name.endswith(suffix) or name in reserved:
+            raise ValueError(f"{what} file name {name!r} must be a plain '*{suffix}' file name other than {sorted(reserved)}")
+
+
 def write_prepared(
     out_dir: Path,
     splits: dict[str, tuple[np.ndarray, np.ndarray]],
@@ -154,17 +161,9 @@ def write_prepared(
     out_dir = Path(out_dir)
     hw = _validate(splits, classes)
     extra = dict(extra_json or {})
-    reserved = {_MANIFEST, _CLASSES}
-    for name in extra:
-        if not isinstance(name, str) or Path(name).name != name or not name.endswith(".json") or name in reserved:
-            raise ValueError(
-                f"extra_json file name {name!r} must be a plain '*.json' file name other than {sorted(reserved)}"
-            )
+    _check_extra_names("extra_json", extra, ".json", {_MANIFEST, _CLASSES})
     arrays = dict(extra_arrays or {})
-    reserved_arrays = {f"{s}_{kind}.npy" for s in SPLITS for kind in ("images", "labels")}
-    for name in arrays:
-        if not isinstance(name, str) or Path(name).name != name or not name.endswith(".npy") or name in reserved_arrays:
-            raise ValueError(f"extra_arrays file name {name!r} must be a plain '*.npy' file name other than the splits'")
+    _check_extra_names("extra_arrays", arrays, ".npy", {f"{s}_{kind}.npy" for s in SPLITS for kind in ("images", "labels")})
     if not isinstance(manifest, dict):
         raise ValueError(f"manifest must be a dict, got {type(manifest).__name__}")
     manifest = json.loads(json.dumps(manifest))  # deep copy; also proves it is JSON-serialisable
