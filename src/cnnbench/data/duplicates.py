@@ -52,6 +52,7 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 from tqdm import tqdm
 
+from cnnbench.data.packed import SPLITS
 from cnnbench.errors import ConfigError
 
 __all__ = [
@@ -63,7 +64,6 @@ __all__ = [
 
 log = logging.getLogger("cnnbench.duplicates")
 
-SPLITS = ("train", "val", "test")
 SPLIT_PAIRS: tuple[tuple[str, str], ...] = (
     ("train", "train"), ("val", "val"), ("test", "test"), ("train", "val"), ("train", "test"), ("val", "test"),
 )
@@ -244,8 +244,8 @@ def candidate_pairs(desc: np.ndarray, neighbours: int = NEIGHBOURS, min_similari
 
 
 # --------------------------------------------------------------------------- verification
-def _high_pass(thumbs: np.ndarray) -> np.ndarray:
-    """Grey thumbnails minus their Gaussian blur, as float32: what is left is the detail."""
+def _band_pass(thumbs: np.ndarray) -> np.ndarray:
+    """Grey thumbnails as float32, band-passed (`_BAND`): the detail, without the plain background."""
     x = thumbs.astype(np.float32)
     side = x.shape[-1]
     fine, coarse = (f * side for f in _BAND[64 if side >= 64 else 32])
@@ -315,9 +315,9 @@ def verify(thumbs_of: ThumbSource, pairs: np.ndarray, progress: bool = False) ->
                       unit="batch", leave=False, disable=not progress):
         chunk = pairs[start:start + batch]
         i, j, flip = (chunk[:, 0].astype(np.int64), chunk[:, 1].astype(np.int64), chunk[:, 2].astype(bool))
-        a = _high_pass(thumbs_of(i))
+        a = _band_pass(thumbs_of(i))
         b = thumbs_of(j)
-        b = _high_pass(np.where(flip[:, None, None], b[:, :, ::-1], b))
+        b = _band_pass(np.where(flip[:, None, None], b[:, :, ::-1], b))
         side = a.shape[-1]
         max_shift = max(1, int(round(MAX_SHIFT * side)))
         size = (_fft_size(side, max_shift),) * 2
@@ -364,7 +364,8 @@ class Audit:
     groups: list[list[int]] = field(default_factory=list)  # positions, each group sorted by split then name
 
     def __post_init__(self) -> None:
-        self.groups = _groups(self.refs, self.pairs)
+        if not self.groups:  # given when only the refs change (see `outcome`): no second search
+            self.groups = _groups(self.refs, self.pairs)
 
     def counts(self) -> list[dict[str, Any]]:
         """Pairs per split pair of `SPLIT_PAIRS` and kind, with the same class and with different ones."""
@@ -525,7 +526,8 @@ def outcome(dataset: str, result: Audit, arrays: dict[str, np.ndarray], drop: bo
         arrays: each split's images as decoded, before any is dropped.
         drop: leave out the train images that duplicate a val or test image (``drop_key`` names the setting).
     """
-    partners = result.eval_partners() if drop else {}
+    all_partners = result.eval_partners()
+    partners = all_partners if drop else {}
     dropped_positions = set(partners)
     dropped = {}
     for train, (other, pair) in partners.items():
@@ -534,7 +536,7 @@ def outcome(dataset: str, result: Audit, arrays: dict[str, np.ndarray], drop: bo
         dropped[int(ref.index)] = f"dropped: {how[pair.kind]} of {eval_ref.split} image {eval_ref.name} ({drop_key}: true)"
     shift = _index_after_drop(arrays["train"].shape[0], set(dropped))
     refs = [ImageRef(r.split, r.name, r.label, shift(r.index) if r.split == "train" else r.index) for r in result.refs]
-    records = Audit(refs, result.pairs, result.threshold).group_records(dropped_positions)
+    records = Audit(refs, result.pairs, result.threshold, result.groups).group_records(dropped_positions)
     thumbs = _report_thumbs(records, result.refs, arrays)
     leaked = sorted(int(result.refs[p].index) for p in result.leaked("test", dropped_positions))
     summary = {
@@ -546,7 +548,7 @@ def outcome(dataset: str, result: Audit, arrays: dict[str, np.ndarray], drop: bo
         "label_conflict_groups": sum(1 for g in records if g["label_conflict"]),
         "images_in_groups": sum(len(g["members"]) for g in records),
         "pairs": result.counts(),
-        "train_duplicates_of_eval": len(result.eval_partners()),
+        "train_duplicates_of_eval": len(all_partners),
         "drop_train_duplicates_of_eval": drop,
         "dropped_train": len(dropped),
         "test_clean_count": sum(1 for r in result.refs if r.split == "test") - len(leaked),
