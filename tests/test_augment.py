@@ -100,10 +100,29 @@ def test_numba_kernel_is_the_cpu_default_agrees_with_torch_and_repeats_exactly()
 def test_kernel_choice_is_checked(monkeypatch):
     with pytest.raises(ValueError, match="kernel must be one of auto, numba, torch, not 'c'"):
         ResizedCropFlip(0.5, True, MEAN, STD, kernel="c")
-    monkeypatch.setattr(augment, "_cpu_kernel", None)  # as without numba installed
+    monkeypatch.setattr(augment, "cpu_kernel", lambda: None)  # as without numba installed
     with pytest.raises(ValueError, match="needs the numba package"):
         ResizedCropFlip(0.5, True, MEAN, STD, kernel="numba")
     assert ResizedCropFlip(0.5, True, MEAN, STD).kernel_for(torch.device("cpu")) == "torch"
+
+
+def test_numba_that_cannot_cache_falls_back_to_the_torch_kernel_with_a_warning(monkeypatch):
+    """A read-only install run by a user without a writable cache directory: numba finds no place
+    for its cache and raises when the kernel is defined. Importing cnnbench.augment must not
+    fail (GPU jobs never use the kernel), and the CPU path must fall back to the torch kernel."""
+    from numba.core import caching
+
+    monkeypatch.setattr(caching.CacheImpl, "_locator_classes", [])  # no cache directory anywhere
+    augment.cpu_kernel.cache_clear()
+    try:
+        with pytest.warns(RuntimeWarning, match="numba cannot cache the resized-crop kernel .*no locator available"):
+            aug = ResizedCropFlip(0.5, True, MEAN, STD)
+            assert aug.kernel_for(torch.device("cpu")) == "torch"
+        store = torch.randint(0, 256, (6, 3, 24, 24), dtype=torch.uint8)
+        out = aug(store, torch.arange(6), torch.Generator().manual_seed(0))
+        assert out.shape == (6, 3, 24, 24) and torch.isfinite(out).all()
+    finally:
+        augment.cpu_kernel.cache_clear()  # the next test builds the real (cached) kernel again
 
 
 def test_cpu_tiles_fit_the_cache_and_a_gpu_takes_the_batch_whole():

@@ -29,7 +29,9 @@ Two implementations of the resized crop (``kernel``):
 
 from __future__ import annotations
 
+import functools
 import math
+import warnings
 
 import numpy as np
 import torch
@@ -160,8 +162,24 @@ def _resized_crop_flip_rows(store, idx, top, left, ch, cw, flip, gain, offset, o
                 dst[x] = (a + wy * (r1[x] - a)) * g + o
 
 
-_cpu_kernel = (numba.njit(parallel=True, cache=True, nogil=True)(_resized_crop_flip_rows)
-               if numba is not None else None)
+@functools.cache
+def cpu_kernel():
+    """The compiled numba kernel, built on first use (a GPU job never builds it); None without numba,
+    or, with a warning, when numba cannot cache it: ``cache=True`` makes numba look for a writable
+    cache directory (NUMBA_CACHE_DIR, ``__pycache__`` beside this file, then one under the home
+    directory) when the kernel is defined, and raises when there is none, e.g. a read-only install
+    run by a user without a writable home. The torch kernel then does the resampling."""
+    if numba is None:
+        return None
+    try:
+        return numba.njit(parallel=True, cache=True, nogil=True)(_resized_crop_flip_rows)
+    except RuntimeError as err:  # "cannot cache function ...: no locator available for file ..."
+        warnings.warn(f"numba cannot cache the resized-crop kernel ({err}); the CPU uses the torch kernel "
+                      f"instead (slower, same results to float rounding). Set NUMBA_CACHE_DIR to a writable "
+                      f"directory to use numba's.", RuntimeWarning, stacklevel=2)
+        return None
+
+
 KERNELS = ("auto", "numba", "torch")
 
 
@@ -172,8 +190,9 @@ class ResizedCropFlip:
                  tile: int | None = None, kernel: str = "auto") -> None:
         if kernel not in KERNELS:
             raise ValueError(f"kernel must be one of {', '.join(KERNELS)}, not {kernel!r}")
-        if kernel == "numba" and _cpu_kernel is None:
-            raise ValueError("kernel 'numba' needs the numba package (pip install numba), which is not installed")
+        if kernel == "numba" and cpu_kernel() is None:
+            raise ValueError("kernel 'numba' needs the numba package (pip install numba) and a writable cache "
+                             "directory for it (NUMBA_CACHE_DIR); see the warning above, or use kernel 'torch'")
         self.scale = (float(min_scale), 1.0)
         self.flip = flip
         # (x / 255 - mean) / std  ==  x * gain + offset
@@ -185,7 +204,7 @@ class ResizedCropFlip:
 
     def kernel_for(self, device: torch.device) -> str:
         """``numba`` or ``torch``: what resamples on ``device`` (numba only ever on the CPU)."""
-        if device.type == "cpu" and self.kernel in ("auto", "numba") and _cpu_kernel is not None:
+        if device.type == "cpu" and self.kernel in ("auto", "numba") and cpu_kernel() is not None:
             return "numba"
         return "torch"
 
@@ -220,7 +239,7 @@ class ResizedCropFlip:
             numba.set_num_threads(max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)))
             if flipped is None:
                 flipped = torch.zeros(b, dtype=torch.bool)
-            _cpu_kernel(images.contiguous().numpy(), idx.numpy(), top.numpy(), left.numpy(), ch.numpy(),
+            cpu_kernel()(images.contiguous().numpy(), idx.numpy(), top.numpy(), left.numpy(), ch.numpy(),
                         cw.numpy(), flipped.numpy(),
                         self.gain.reshape(-1).numpy(), self.offset.reshape(-1).numpy(), out.numpy())
             return out

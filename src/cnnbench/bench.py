@@ -210,8 +210,11 @@ def bench_spec(cfg: Config, name: str, recipe: str | None, device: torch.device,
 
 def bench_variant(cfg: Config, name: str, prepared_root: Path, *, batch_size: int | None, warmup: int,
                   windows: int, steps: int, workers: int, device: torch.device, reference: bool = True,
-                  recipe: str | None = None) -> dict:
+                  recipe: str | None = None, optimizer_impls: list[str] | None = None) -> dict:
     spec = bench_spec(cfg, name, recipe, device, batch_size)
+    # This process's settings for this run, both ways: a deterministic run timed earlier in the same
+    # process (bench --accuracy, the GPU check) must not slow this one down.
+    configure_process(dataclasses.replace(spec.execution, deterministic=False))
     settings, bs = spec.train, spec.train.batch_size
     x_np, y_np, source = train_arrays(cfg, spec.dataset, prepared_root, n_synthetic=max(4 * bs, 1024))
     classes = num_classes(spec.dataset, y_np)
@@ -244,6 +247,9 @@ def bench_variant(cfg: Config, name: str, prepared_root: Path, *, batch_size: in
 
     # The ceiling: the same engine steps on one fixed, already augmented batch (no data work at all).
     # Engine close to it = the data path costs nothing and the model's own compute sets the speed.
+    if optimizer_impls:
+        result["engine_train_images_per_s_by_optimizer"] = time_optimizer_impls(
+            spec, classes, device, batch, optimizer_impls, warmup=warmup, windows=windows, steps=steps)
     x0, y0 = (t.clone() for t in batch())  # the batch buffer is reused: keep a copy of this one
     result["model_only_train_images_per_s"] = rate(timed_windows(lambda: trainer.step(x0, y0), device, warmup,
                                                                   windows, steps), steps * bs)
@@ -267,6 +273,25 @@ def bench_variant(cfg: Config, name: str, prepared_root: Path, *, batch_size: in
                                "optimizer": ref["optimizer"], "process": "its own (spawned)",
                                "allocator": ref["allocator"]}
     return result
+
+
+OPTIMIZER_IMPLS = ("fused", "default")
+
+
+def time_optimizer_impls(spec: RunSpec, classes: int, device: torch.device, batch: Callable, impls: list[str], *,
+                         warmup: int, windows: int, steps: int) -> dict:
+    """Engine images/s with each optimizer implementation: torch's fused single-kernel step and
+    its default (foreach) one, same model and batches. What decides ``Engine.fused_optimizer``."""
+    rates = {}
+    for impl in impls:
+        engine = Engine(spec.execution, device, fused_optimizer=impl == "fused")
+        torch.manual_seed(0)
+        trainer = build_trainer(spec, classes, engine, steps_per_epoch=1000)
+        trainer.model.train()
+        rates[optimizer_impl(trainer.optimizer)] = rate(
+            timed_windows(lambda: trainer.step(*batch()), device, warmup, windows, steps),
+            steps * spec.train.batch_size)
+    return rates
 
 
 # --- 3: the data path on JPEGs -------------------------------------------------------------------------
@@ -410,7 +435,7 @@ def bench_accuracy(cfg: Config, names: list[str], prepared_root: Path, *, epochs
 def run_bench(cfg: Config, *, variants: list[str], prepared_root: Path, raw_root: Path, out: Path,
               batch_size: int | None, warmup: int, windows: int, steps: int, workers: int,
               data_path: bool, image_dir: Path | None, device_name: str | None, recipe: str | None = None,
-              tiles: list[int] | None = None) -> dict:
+              tiles: list[int] | None = None, optimizer_impls: list[str] | None = None) -> dict:
     # The device at hand unless --device names one; the engine's settings are resolved for it.
     device = select_device(device_name or ("cuda" if torch.cuda.is_available() else "cpu"))
     configure_process(dataclasses.replace(cfg.run(variants[0], recipe, device=str(device)).execution,
@@ -421,7 +446,7 @@ def run_bench(cfg: Config, *, variants: list[str], prepared_root: Path, raw_root
         log.info("benchmarking %s on %s", name, report["device"])
         report["variants"].append(bench_variant(cfg, name, prepared_root, batch_size=batch_size, warmup=warmup,
                                                 windows=windows, steps=steps, workers=workers, device=device,
-                                                recipe=recipe))
+                                                recipe=recipe, optimizer_impls=optimizer_impls))
     if data_path:
         with tempfile.TemporaryDirectory(prefix="cnnbench-bench-") as tmp:
             if image_dir is None:
@@ -454,6 +479,9 @@ def format_report(report: dict) -> str:
             lines.append(f"  model alone (one fixed batch, no data work): {ceiling:.1f} img/s; "
                          f"the engine reaches {r['engine_train_images_per_s']['median'] / ceiling:.0%} of it"
                          + (f", so engine/reference cannot exceed {ceiling / ref:.2f}x here" if ref else ""))
+        by_opt = r.get("engine_train_images_per_s_by_optimizer", {})
+        if by_opt:
+            lines.append("  optimizer step: " + ", ".join(f"{k} {v['median']:.1f} img/s" for k, v in by_opt.items()))
         lines.append(f"  data: {r['data']}; engine: {r['engine']['precision']}"
                      f"{', channels_last' if r['engine']['channels_last'] else ''}"
                      f"{', compiled' if r['engine']['compile'] else ''}; "

@@ -3,8 +3,10 @@
 After every epoch the whole training state (model, optimizer, scheduler, EMA, the random number
 generators, the history so far) is written atomically to ``<checkpoint dir>/last.pt``; a rerun of
 the same run continues after that epoch. A checkpoint carries the run's identity
-(:attr:`RunSpec.hash`): one made with other settings is set aside as ``stale-<hash>.pt``, never
-silently reused; one of another variant or data set is refused.
+(:attr:`RunSpec.hash`, which holds the resolved device kind, and the device kind itself): one made
+with other settings or on another kind of device is set aside as ``stale-<hash>.pt``, never
+silently reused; one of another variant or data set is refused. Its random-number state is that
+of the run's own device (see :func:`_rng_state`), so it restores wherever the same run resumes.
 """
 
 from __future__ import annotations
@@ -71,7 +73,7 @@ def load_checkpoint(path: Path, spec: RunSpec) -> dict | None:
             f"{path} belongs to variant {ckpt.get('variant')!r} on {ckpt.get('dataset')!r}, not "
             f"{spec.variant!r} on {spec.dataset!r}; delete it or pass the right --checkpoint-dir"
         )
-    if ckpt.get("settings_hash") != spec.hash:
+    if ckpt.get("settings_hash") != spec.hash or ckpt.get("device_kind") != spec.execution.device_kind:
         stale = path.with_name(f"stale-{ckpt.get('settings_hash', 'unknown')[:12]}.pt")
         os.replace(path, stale)
         log.warning("checkpoint %s was made with other settings; kept as %s, training from scratch", path, stale)
@@ -79,19 +81,28 @@ def load_checkpoint(path: Path, spec: RunSpec) -> dict | None:
     return ckpt
 
 
-def _rng_state(shuffle_gen: torch.Generator, aug_gen: torch.Generator) -> dict:
+def _rng_state(shuffle_gen: torch.Generator, aug_gen: torch.Generator, device: torch.device) -> dict:
+    """The generators a run draws from: torch's default CPU one, the shuffle and augmentation
+    generators, and, on CUDA, the default generator of the run's own device only (dropout draws
+    from it). Not ``get_rng_state_all()``: that holds one state per GPU this process happens to
+    see, which a job on another node, or on a CPU with CUDA installed, cannot restore."""
     state = {"torch": torch.get_rng_state(), "data": shuffle_gen.get_state(), "aug": aug_gen.get_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
     return state
 
 
-def _set_rng_state(state: dict, shuffle_gen: torch.Generator, aug_gen: torch.Generator) -> None:
+def _set_rng_state(state: dict, shuffle_gen: torch.Generator, aug_gen: torch.Generator,
+                   device: torch.device) -> None:
     torch.set_rng_state(state["torch"])
     shuffle_gen.set_state(state["data"])
     aug_gen.set_state(state["aug"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+    cuda = state.get("cuda")
+    if device.type == "cuda" and isinstance(cuda, torch.Tensor):
+        torch.cuda.set_rng_state(cuda, device)
+    # A CPU run draws nothing from CUDA's generators: whatever a checkpoint holds for them is not its
+    # state. (Checkpoints before this version held a list, one per visible GPU: their run identity
+    # has changed since, so load_checkpoint sets them aside before they get here.)
 
 
 def save_checkpoint(path: Path, spec: RunSpec, epoch: int, history: list[dict], *, model: nn.Module,
@@ -103,12 +114,13 @@ def save_checkpoint(path: Path, spec: RunSpec, epoch: int, history: list[dict], 
             "variant": spec.variant,
             "dataset": spec.dataset,
             "settings_hash": spec.hash,
+            "device_kind": spec.execution.device_kind,
             "epoch": epoch,
             "model": model.state_dict(),
             "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(),
             "ema": ema.state_dict() if ema is not None else {},
-            "rng": _rng_state(shuffle_gen, aug_gen),
+            "rng": _rng_state(shuffle_gen, aug_gen, aug_gen.device),  # aug_gen lives on the run's device
             "history": history,
         },
         path,
@@ -124,5 +136,5 @@ def restore_checkpoint(ckpt: dict, *, model: nn.Module, optimizer: torch.optim.O
     scheduler.load_state_dict(ckpt["scheduler"])
     if ema is not None:
         ema.load_state_dict(ckpt["ema"])
-    _set_rng_state(ckpt["rng"], shuffle_gen, aug_gen)
+    _set_rng_state(ckpt["rng"], shuffle_gen, aug_gen, aug_gen.device)
     return int(ckpt["epoch"]), list(ckpt["history"])

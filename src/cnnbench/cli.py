@@ -276,6 +276,10 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
                                    "these many images per tile, comma-separated (e.g. 1,2,4,64; its default on the "
                                    "CPU is the number that fits augment.CPU_TILE_BYTES; the CPU's default kernel "
                                    "is numba's, which has no tiles)")
+    p.add_argument("--optimizer-impl", type=_choice_list(("fused", "default")), metavar="IMPLS",
+                   help="also time the engine step with each of these optimizer implementations, comma-separated: "
+                   "fused (torch's single-kernel step) and default (its foreach step); the engine uses fused on "
+                   "the CPU, default on CUDA until measured there")
     p.add_argument("--images", type=Path, help="an ImageFolder tree for the data path (default: the train "
                    "split extracted from data/raw/butterflies)")
     p.add_argument("--device", help="device (default: cuda when this machine has one, else cpu); the engine's "
@@ -615,9 +619,20 @@ def cmd_bench(cfg: Config, args) -> None:
         out=args.out or Path("results/bench/bench.json"), batch_size=args.batch_size, warmup=args.warmup,
         windows=args.windows, steps=args.steps, workers=args.workers, data_path=not args.no_data_path,
         image_dir=args.images, device_name=args.device, recipe=args.recipe,
-        tiles=args.tiles,
+        tiles=args.tiles, optimizer_impls=args.optimizer_impl,
     )
     print(bench.format_report(report))
+
+
+def _choice_list(choices: tuple[str, ...]):
+    """argparse type: comma-separated values, each one of ``choices``."""
+    def parse(text: str) -> list[str]:
+        values = [v.strip() for v in text.split(",") if v.strip()]
+        bad = [v for v in values if v not in choices]
+        if bad or not values:
+            raise argparse.ArgumentTypeError(f"{text!r}: give comma-separated values of {', '.join(choices)}")
+        return values
+    return parse
 
 
 def _int_list(minimum: int):

@@ -8,6 +8,7 @@ import os
 import platform
 import resource
 import sys
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -44,12 +45,63 @@ def describe_device(device: torch.device) -> str:
     return str(device)
 
 
-def peak_memory_mb(device: torch.device) -> float:
-    """Peak device memory: CUDA allocator peak on a GPU, else the process's peak RSS."""
+# --- memory -------------------------------------------------------------------------------
+# The peak of one epoch's training steps, not of the process's life: reset at the start of each
+# epoch. On CUDA, the caching allocator's peak of allocated tensors (the data set held on the device
+# included: ``DeviceData.nbytes`` says how much of it that is) and of reserved memory (what
+# nvidia-smi shows); on Linux CPUs, the process's resident-set peak (VmHWM), which writing 5 to
+# /proc/self/clear_refs resets; elsewhere the process's peak RSS since it started.
+CLEAR_REFS = Path("/proc/self/clear_refs")
+PROC_STATUS = Path("/proc/self/status")
+
+
+def reset_peak_memory(device: torch.device) -> bool:
+    """Start a new peak-memory window; False where only the peak since the process started is known."""
     if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return rss / 2**20 if sys.platform == "darwin" else rss / 2**10  # bytes on macOS, KiB on Linux
+        torch.cuda.reset_peak_memory_stats(device)
+        return True
+    try:
+        CLEAR_REFS.write_text("5")
+        return True
+    except OSError:
+        return False
+
+
+def _resident_peak_kib() -> int | None:
+    try:
+        for line in PROC_STATUS.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def peak_memory(device: torch.device) -> dict:
+    """Peak memory (MiB) since the last :func:`reset_peak_memory`: ``peak_memory_mb`` (CUDA: allocated
+    tensors; CPU: resident set) and, on CUDA, ``peak_reserved_mb`` (the allocator's reserved memory)."""
+    if device.type == "cuda":
+        return {"peak_memory_mb": torch.cuda.max_memory_allocated(device) / 2**20,
+                "peak_reserved_mb": torch.cuda.max_memory_reserved(device) / 2**20}
+    kib = _resident_peak_kib()
+    if kib is None:
+        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        kib = rss / 1024 if sys.platform == "darwin" else rss  # bytes on macOS, KiB on Linux
+    return {"peak_memory_mb": kib / 1024}
+
+
+def memory_kind(device: torch.device, windowed: bool) -> str:
+    """What ``peak_memory_mb`` measures, in words (train.json's ``memory_kind``)."""
+    if device.type == "cuda":
+        return "CUDA peak allocated during each epoch's training steps (data set on the device included)"
+    if windowed:
+        return "peak resident memory of the process during each epoch's training steps (data set included)"
+    return "peak resident memory of the process since it started"
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    """Peak memory (MiB) since the last :func:`reset_peak_memory` (see :func:`peak_memory`)."""
+    return peak_memory(device)["peak_memory_mb"]
 
 
 def count_parameters(model: nn.Module) -> int:
@@ -57,8 +109,9 @@ def count_parameters(model: nn.Module) -> int:
 
 
 def configure_process(execution: ExecutionSpec) -> None:
-    """Threads and determinism of this process, as the run asks (both ways: a deterministic run
-    earlier in the same process leaves nothing switched on for the next)."""
+    """Threads, determinism and float precision of this process, as the run asks. Every switch is
+    set both ways, so a run earlier in the same process (bench, ``bench --accuracy`` and the
+    GPU check train several) leaves nothing behind for the next."""
     if execution.num_threads:
         torch.set_num_threads(execution.num_threads)
     if execution.deterministic:
@@ -66,6 +119,10 @@ def configure_process(execution: ExecutionSpec) -> None:
     torch.use_deterministic_algorithms(execution.deterministic)
     torch.backends.cudnn.deterministic = execution.deterministic
     torch.backends.cudnn.benchmark = not execution.deterministic
+    # "fp32" means fp32: cuDNN would otherwise run fp32 convolutions on TF32 tensor cores (its
+    # default), with a 10-bit mantissa. Under bf16 autocast the convolutions are bf16 anyway.
+    torch.backends.cudnn.allow_tf32 = False
+    torch.backends.cuda.matmul.allow_tf32 = False
 
 
 # --- data on the device ------------------------------------------------------------------
@@ -77,6 +134,10 @@ class DeviceData:
         x = torch.from_numpy(np.array(images, dtype=np.uint8, copy=True))
         self.images = x.permute(0, 3, 1, 2).contiguous().to(device)
         self.labels = torch.from_numpy(np.array(labels, dtype=np.int64, copy=True)).to(device)
+
+    @property
+    def nbytes(self) -> int:
+        return self.images.nelement() * self.images.element_size() + self.labels.nelement() * 8
 
     def __len__(self) -> int:
         return self.labels.shape[0]
@@ -127,16 +188,23 @@ def allocator_state() -> str:
     return _malloc_state
 
 
+GPU_HOST_CHECK_EVERY = 25
+
+
 class Engine:
     """Device, precision and memory layout of one run (its resolved ``execution`` settings)."""
 
-    def __init__(self, execution: ExecutionSpec, device: torch.device) -> None:
+    def __init__(self, execution: ExecutionSpec, device: torch.device, fused_optimizer: bool | None = None) -> None:
         self.device = device
         self.bf16 = execution.precision == "bf16"
         self.channels_last = execution.memory_format == "channels_last"
         self.compile = execution.compile
-        # torch's fused (single-kernel) optimizer step, where this torch has one for the device
-        self.fused_optimizer = device.type in ("cpu", "cuda")
+        # torch's fused (single-kernel) optimizer step on the CPU, where it measured faster
+        # (docs/benchmarks.md); on CUDA torch's default (foreach) until `cnnbench bench
+        # --optimizer-impl fused,default` has measured the fused one there.
+        self.fused_optimizer = device.type == "cpu" if fused_optimizer is None else fused_optimizer
+        # Steps between host-side looks at the divergence flag: free on the CPU, a wait on a GPU.
+        self.host_check_every = 1 if device.type == "cpu" else GPU_HOST_CHECK_EVERY
         # On the CPU the process's allocator is part of the engine (see tune_cpu_allocator)
         self.allocator = tune_cpu_allocator() if device.type == "cpu" else allocator_state()
 
@@ -148,7 +216,10 @@ class Engine:
 
     @property
     def precision(self) -> str:
-        return "bf16 autocast" if self.bf16 else "fp32"
+        """What training computes in (evaluation always runs in fp32: see train.predict)."""
+        if self.bf16:
+            return "bf16 autocast"
+        return "fp32 (TF32 off)" if self.device.type == "cuda" else "fp32"
 
     @property
     def memory_format(self) -> torch.memory_format:

@@ -147,7 +147,9 @@ def resolve_device(device: str, gpu_job: bool | None) -> str:
     if gpu_job is None:
         import torch
 
-        gpu_job = torch.cuda.is_available()
+        # device_count asks NVML, without initialising CUDA (is_available would, and CUDA reads
+        # CUDA_VISIBLE_DEVICES only then: a GPU slot claimed after that would be ignored).
+        gpu_job = torch.cuda.device_count() > 0
     return "cuda" if gpu_job else "cpu"
 
 

@@ -12,12 +12,15 @@ continues after the last complete epoch.
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import math
+import os
 import shutil
 import sys
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,7 +47,9 @@ from .engine import (
     configure_process,
     count_parameters,
     describe_device,
-    peak_memory_mb,
+    memory_kind,
+    peak_memory,
+    reset_peak_memory,
     select_device,
 )
 from .errors import DataError, TrainingDiverged
@@ -109,20 +114,68 @@ def lr_factor(step: int, total_steps: int, steps_per_epoch: int, sched: Schedule
     raise ValueError(f"unknown schedule {sched.name!r}")  # the schema allows only the four above
 
 
-def make_ema(model: nn.Module, decay: float | None):
-    """An exponential moving average of the weights (and BN buffers), or None."""
-    if not decay:
-        return None
-    from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+class WeightEMA(nn.Module):
+    """An exponential moving average of a model's weights and BatchNorm buffers.
 
-    return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
+    The average of ``torch.optim.swa_utils.AveragedModel`` with ``get_ema_multi_avg_fn(decay)`` and
+    ``use_buffers=True`` (the first update copies, every later one is ``ema += (1 - decay) *
+    (model - ema)``, one ``torch._foreach_lerp_`` over all floating tensors), without its per-step
+    host work: AveragedModel keeps its update counter on the CPU, branches on it twice a step and
+    copies it to the device once per tensor group, which on a GPU waits for the device each step.
+    Here the branch is on a Python count; ``n_averaged`` (a device buffer, for state-dict
+    compatibility with AveragedModel) only follows it. Integer buffers (BatchNorm's
+    ``num_batches_tracked``) are copied, not averaged."""
+
+    def __init__(self, model: nn.Module, decay: float) -> None:
+        super().__init__()
+        self.module = copy.deepcopy(model)
+        for p in self.module.parameters():
+            p.requires_grad_(False)
+        self.decay = decay
+        device = next(iter(model.parameters())).device
+        self.register_buffer("n_averaged", torch.zeros((), dtype=torch.long, device=device))
+        self._updates = 0
+
+    def _pairs(self, model: nn.Module) -> tuple[list, list, list, list]:
+        mine = [*self.module.parameters(), *self.module.buffers()]
+        theirs = [t.detach() for t in (*model.parameters(), *model.buffers())]
+        floats = [i for i, t in enumerate(mine) if t.is_floating_point()]
+        ints = [i for i in range(len(mine)) if i not in set(floats)]
+        return ([mine[i] for i in floats], [theirs[i] for i in floats],
+                [mine[i] for i in ints], [theirs[i] for i in ints])
+
+    @torch.no_grad()
+    def update_parameters(self, model: nn.Module) -> None:
+        ema_f, model_f, ema_i, model_i = self._pairs(model)
+        if self._updates == 0:  # once per run
+            for a, b in zip(ema_f + ema_i, model_f + model_i):
+                a.copy_(b)
+        else:
+            torch._foreach_lerp_(ema_f, model_f, 1.0 - self.decay)
+            for a, b in zip(ema_i, model_i):  # BatchNorm's step counters: a few scalars
+                a.copy_(b)
+        self.n_averaged.add_(1)
+        self._updates += 1
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        count = state_dict.get(prefix + "n_averaged")
+        if count is not None:
+            self._updates = int(count)  # once, when a checkpoint is restored; never in the step loop
+
+
+def make_ema(model: nn.Module, decay: float | None) -> WeightEMA | None:
+    """An exponential moving average of the weights (and BN buffers), or None."""
+    return WeightEMA(model, decay) if decay else None
 
 
 # --- evaluation ------------------------------------------------------------------------------
 @torch.no_grad()
 def predict(model: nn.Module, data: DeviceData, mean, std, batch_size: int, engine: Engine | None = None,
             tta_flip: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-    """Logits and per-example losses for a whole split (model in eval mode).
+    """Logits and per-example losses for a whole split (model in eval mode), in fp32 whatever the
+    training precision: the accuracy the claims compare is not also a test of bf16 inference, and
+    the cost is one forward pass per image.
 
     With ``tta_flip`` the softmax outputs of each image and its mirror image are averaged.
     """
@@ -131,11 +184,10 @@ def predict(model: nn.Module, data: DeviceData, mean, std, batch_size: int, engi
     logits, losses = [], []
     for i in range(0, len(data), batch_size):
         x = engine.input(normalize(data.images[i : i + batch_size], mean, std))
-        with engine.autocast():
-            out = model(x).float()
-            if tta_flip:
-                both = (out.softmax(1) + model(x.flip(3)).float().softmax(1)) / 2
-                out = both.clamp_min(1e-12).log()  # log-probabilities: cross_entropy and argmax still apply
+        out = model(x).float()
+        if tta_flip:
+            both = (out.softmax(1) + model(x.flip(3)).float().softmax(1)) / 2
+            out = both.clamp_min(1e-12).log()  # log-probabilities: cross_entropy and argmax still apply
         logits.append(out)
         losses.append(F.cross_entropy(out, data.labels[i : i + batch_size], reduction="none"))
     return torch.cat(logits), torch.cat(losses)
@@ -180,11 +232,17 @@ class Trainer:
     ema: nn.Module | None
     criterion: nn.Module
     engine: Engine
+    batch_size: int           # the full batch: the only shape a compiled step_model is called with
 
     def step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """One optimisation step on a batch; returns the (detached) loss and logits."""
+        """One optimisation step on a batch; returns the (detached) loss and logits.
+
+        A compiled model only ever sees full batches: the epoch's partial last batch (45,000 / 128
+        leaves 72) goes through the eager model, which shares its weights, instead of making
+        torch.compile recompile for a second shape and fall back to dynamic shapes."""
+        model = self.step_model if self.step_model is self.model or len(y) == self.batch_size else self.model
         with self.engine.autocast():
-            out = self.step_model(x)
+            out = model(x)
             loss = self.criterion(out.float(), y)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -214,7 +272,7 @@ def build_trainer(spec: RunSpec, num_classes: int, engine: Engine, steps_per_epo
         optimizer, lambda s: lr_factor(s, total_steps, steps_per_epoch, train.schedule)
     )
     criterion = nn.CrossEntropyLoss(label_smoothing=train.label_smoothing)
-    return Trainer(model, engine.wrap(model), optimizer, scheduler, ema, criterion, engine)
+    return Trainer(model, engine.wrap(model), optimizer, scheduler, ema, criterion, engine, train.batch_size)
 
 
 def steps_per_epoch(spec: RunSpec, train_images: int) -> int:
@@ -243,9 +301,6 @@ def load_training_data(spec: RunSpec, prepared_dir: Path, device: torch.device) 
 
 
 # --- divergence --------------------------------------------------------------------------------------
-NAN_CHECK_EVERY = 25  # GPU steps between host-side looks at the divergence flag
-
-
 def diverged(what: str, spec: RunSpec, epoch: int, step: int) -> TrainingDiverged:
     return TrainingDiverged(
         f"variant {spec.variant!r}: {what} became NaN or infinite at epoch {epoch + 1}, step {step + 1}; "
@@ -270,43 +325,121 @@ def check_finite_weights(trainer: Trainer, spec: RunSpec, epoch: int, last_step:
 
 
 # --- one epoch, one validation pass ---------------------------------------------------------------------
+class EpochBar:
+    """The epoch's progress bar (only when stderr is a terminal; tqdm's ``disable=None``).
+
+    Its loss/accuracy/images-per-second figures are device tensors: reading them waits for the
+    GPU, so they are read once every ``every`` steps (one transfer for both), never per step, and
+    the bar redraws at tqdm's own pace (``mininterval``), not per step."""
+
+    def __init__(self, spec: RunSpec, epoch: int, steps: int, every: int = 50) -> None:
+        self.bar = tqdm(total=steps, desc=f"{spec.variant} epoch {epoch + 1}/{spec.train.epochs}", unit="batch",
+                        leave=False, disable=None, file=sys.stderr, mininterval=0.5)
+        self.every = every
+        self.t0 = time.perf_counter()
+
+    @property
+    def live(self) -> bool:
+        return not self.bar.disable  # tqdm leaves it None (not False) when it draws
+
+    def update(self, step: int, loss_sum: torch.Tensor, correct: torch.Tensor, seen: int) -> None:
+        if not self.live:
+            return
+        if step % self.every == 0:
+            loss, right = torch.stack([loss_sum.float(), correct.float()]).tolist()  # one host read
+            self.bar.set_postfix(loss=f"{loss / seen:.3f}", acc=f"{right / seen:.3f}",
+                                 img_s=f"{seen / (time.perf_counter() - self.t0):.0f}", refresh=False)
+        self.bar.update(1)
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+SYNC_DEBUG_ENV = "CNNBENCH_SYNC_DEBUG"  # warn: count the step loop's host syncs (scripts/gpu-check.sh)
+
+
+class SyncCounter:
+    """With ``CNNBENCH_SYNC_DEBUG=warn`` on a CUDA run, the step loop runs under
+    ``torch.cuda.set_sync_debug_mode("warn")`` and the synchronizing operations it does are
+    counted (``count``; None when not counting). Only the step loop: the divergence check every
+    few steps and the end of the epoch synchronise on purpose."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.on = device.type == "cuda" and os.environ.get(SYNC_DEBUG_ENV, "").lower() == "warn"
+        self.count: int | None = 0 if self.on else None
+        self._catch = None
+
+    def __enter__(self) -> "SyncCounter":
+        if self.on:
+            self._catch = warnings.catch_warnings(record=True)
+            self._seen = self._catch.__enter__()
+            warnings.simplefilter("always")
+            torch.cuda.set_sync_debug_mode("warn")
+        return self
+
+    def pause(self):
+        """A block whose syncs are deliberate (not counted)."""
+        return _SyncPause(self)
+
+    def __exit__(self, *exc) -> None:
+        if self.on:
+            torch.cuda.set_sync_debug_mode("default")
+            self.count = sum("synchroniz" in str(w.message) for w in self._seen)
+            self._catch.__exit__(*exc)
+
+
+class _SyncPause:
+    def __init__(self, counter: SyncCounter) -> None:
+        self.counter = counter
+
+    def __enter__(self) -> None:
+        if self.counter.on:
+            torch.cuda.set_sync_debug_mode("default")
+
+    def __exit__(self, *exc) -> None:
+        if self.counter.on:
+            torch.cuda.set_sync_debug_mode("warn")
+
+
 def train_one_epoch(trainer: Trainer, batches: Batches, spec: RunSpec, epoch: int, steps: int,
                     shuffle_gen: torch.Generator) -> dict:
     """One pass over a fresh random order of the training images; stops at the step whose loss is
     not finite, and after the last step if the weights are not. Returns the epoch's training
-    loss, accuracy, images and seconds."""
+    loss, accuracy, images, seconds, peak memory and (when counted) host syncs in the step loop."""
     trainer.model.train()
     device, bs = trainer.engine.device, spec.train.batch_size
+    windowed = reset_peak_memory(device)
     t0 = time.perf_counter()
     order = torch.randperm(len(batches.data), generator=shuffle_gen).to(device)
     loss_sum = torch.zeros((), device=device)
     correct = torch.zeros((), device=device, dtype=torch.long)
     seen = 0
     # On the CPU looking at the flag costs nothing: stop at the first bad step. On a GPU every few steps.
-    check_every = 1 if device.type == "cpu" else NAN_CHECK_EVERY
+    check_every = trainer.engine.host_check_every
     first_bad = torch.full((), -1, device=device, dtype=torch.long)  # first step with a non-finite loss
-    bar = tqdm(range(steps), desc=f"{spec.variant} epoch {epoch + 1}/{spec.train.epochs}", unit="batch",
-               leave=False, disable=None, file=sys.stderr)
-    for step in bar:
-        x, y = batches(order[step * bs : (step + 1) * bs])
-        loss, out = trainer.step(x, y)
-        # Track divergence on the device; look at it every few steps so the GPU never waits per step.
-        first_bad = torch.where((first_bad < 0) & ~torch.isfinite(loss), step, first_bad)
-        if step % check_every == check_every - 1 or step == steps - 1:
-            check_finite_loss(first_bad, spec, epoch)
-        loss_sum += loss * len(y)
-        correct += (out.argmax(1) == y).sum()
-        seen += len(y)
-        if bar.disable is False:
-            bar.set_postfix(loss=f"{loss_sum.item() / seen:.3f}", acc=f"{correct.item() / seen:.3f}",
-                            img_s=f"{seen / (time.perf_counter() - t0):.0f}")
+    bar = EpochBar(spec, epoch, steps)
+    with SyncCounter(device) as syncs:
+        for step in range(steps):
+            x, y = batches(order[step * bs : (step + 1) * bs])
+            loss, out = trainer.step(x, y)
+            # Track divergence on the device; look at it every few steps so the GPU never waits per step.
+            first_bad = torch.where((first_bad < 0) & ~torch.isfinite(loss), step, first_bad)
+            if step % check_every == check_every - 1 or step == steps - 1:
+                with syncs.pause():
+                    check_finite_loss(first_bad, spec, epoch)
+            loss_sum += loss * len(y)
+            correct += (out.argmax(1) == y).sum()
+            seen += len(y)
+            with syncs.pause():
+                bar.update(step, loss_sum, correct, seen)
     bar.close()
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     seconds = time.perf_counter() - t0
+    memory = peak_memory(device)
     check_finite_weights(trainer, spec, epoch, steps - 1)
     return {"train_loss": loss_sum.item() / seen, "train_acc": correct.item() / seen, "images": seen,
-            "seconds": seconds}
+            "seconds": seconds, **memory, "memory_windowed": windowed, "sync_warnings": syncs.count}
 
 
 def validate(trainer: Trainer, data: DeviceData, spec: RunSpec, mean: torch.Tensor, std: torch.Tensor) -> dict:
@@ -347,6 +480,7 @@ def train_run(spec: RunSpec, prepared_dir: Path, out_dir: Path, checkpoint_dir: 
     steps = steps_per_epoch(spec, len(train_data))
     trainer = build_trainer(spec, len(classes), engine, steps)
     history: list[dict] = []
+    epoch_extras: list[dict] = []  # what train.json says of this process's epochs, beyond history.csv
     start_epoch = 0
     if ckpt is not None:
         start_epoch, history = restore_checkpoint(
@@ -362,16 +496,15 @@ def train_run(spec: RunSpec, prepared_dir: Path, out_dir: Path, checkpoint_dir: 
     shutil.rmtree(live_dir, ignore_errors=True)
     live_staging = temp_dir(live_dir) if use_dvclive else None
     live = _open_dvclive(live_staging, history) if use_dvclive else None
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
     try:
         for epoch in range(start_epoch, spec.train.epochs):
             stats = train_one_epoch(trainer, batches, spec, epoch, steps, shuffle_gen)
             row = {"epoch": epoch + 1, "train_loss": stats["train_loss"], "train_acc": stats["train_acc"],
                    **validate(trainer, val_data, spec, batches.mean, batches.std),
                    "lr": trainer.optimizer.param_groups[0]["lr"], "seconds": stats["seconds"],
-                   "peak_memory_mb": peak_memory_mb(device)}
+                   "peak_memory_mb": stats["peak_memory_mb"]}
             history.append(row)
+            epoch_extras.append({k: stats.get(k) for k in ("peak_reserved_mb", "memory_windowed", "sync_warnings")})
             log_epoch(spec, row, stats["images"])
             if live is not None:
                 _log_live(live, row)
@@ -383,7 +516,8 @@ def train_run(spec: RunSpec, prepared_dir: Path, out_dir: Path, checkpoint_dir: 
             shutil.rmtree(live_staging, ignore_errors=True)
         raise
 
-    summary = run_summary(spec, trainer, engine, batches, classes, history, len(train_data), len(val_data))
+    summary = run_summary(spec, trainer, engine, batches, classes, history, len(train_data), len(val_data),
+                          epoch_extras, train_data.nbytes + val_data.nbytes)
     write_outputs(out_dir, summary, history, trainer, live, live_staging, live_dir)
     ckpt_file.unlink(missing_ok=True)
     return summary
@@ -423,21 +557,45 @@ def model_identity(spec: RunSpec, classes: list[str]) -> dict:
             "settings_hash": spec.hash}
 
 
+def epoch_seconds(history: list[dict]) -> float:
+    """Seconds per epoch in the steady state: the mean over epochs 2..n. The first epoch also pays
+    for one-off work (torch.compile's compilation, cuDNN's autotuning, the allocator's first
+    requests), so it is left out whenever there is another; history.csv keeps every epoch's time."""
+    timed = history[1:] if len(history) > 1 else history
+    return sum(r["seconds"] for r in timed) / len(timed)
+
+
+def memory_summary(device: torch.device, history: list[dict], extras: list[dict], data_bytes: int) -> dict:
+    """train.json's memory figures: the largest per-epoch training peak, and what it measures."""
+    windowed = all(e["memory_windowed"] for e in extras) if extras else True
+    out = {"peak_memory_mb": max(r["peak_memory_mb"] for r in history),
+           "memory_kind": memory_kind(device, windowed),
+           "data_on_device_mb": data_bytes / 2**20}
+    reserved = [e["peak_reserved_mb"] for e in extras if e.get("peak_reserved_mb") is not None]
+    if reserved:
+        out["peak_reserved_mb"] = max(reserved)
+    return out
+
+
 def run_summary(spec: RunSpec, trainer: Trainer, engine: Engine, batches: Batches, classes: list[str],
-                history: list[dict], n_train: int, n_val: int) -> dict:
+                history: list[dict], n_train: int, n_val: int, extras: list[dict] | None = None,
+                data_bytes: int = 0) -> dict:
     """train.json: the model's identity, its size, time and memory, and how it was trained."""
     device = engine.device
+    extras = extras or []
+    syncs = [e["sync_warnings"] for e in extras if e.get("sync_warnings") is not None]
     return {
         **model_identity(spec, classes),
         "params": count_parameters(trainer.model),
         "epochs": spec.train.epochs,
         "train_images": n_train,
         "val_images": n_val,
-        "mean_epoch_seconds": sum(r["seconds"] for r in history) / len(history),
-        "peak_memory_mb": max(r["peak_memory_mb"] for r in history),
-        "memory_kind": "cuda max allocated" if device.type == "cuda" else "process peak RSS",
+        "mean_epoch_seconds": epoch_seconds(history),
+        "first_epoch_seconds": history[0]["seconds"],
+        **memory_summary(device, history, extras, data_bytes),
         "device": describe_device(device),
         "precision": engine.precision,
+        "eval_precision": "fp32",
         "memory_format": "channels_last" if engine.channels_last else "contiguous",
         "optimizer_impl": optimizer_impl(trainer.optimizer),
         "allocator": engine.allocator,
@@ -450,6 +608,7 @@ def run_summary(spec: RunSpec, trainer: Trainer, engine: Engine, batches: Batche
         "settings": spec.to_dict(),
         "selection": "final epoch" + (" (EMA weights)" if trainer.ema is not None else "")
         + " (the validation split is monitored, never used to pick weights)",
+        **({"sync_warnings_in_step_loop": sum(syncs)} if syncs else {}),
     }
 
 
