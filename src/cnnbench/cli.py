@@ -42,9 +42,13 @@ examples:
 
 environment:
   CNNBENCH_DATA_MIRROR   directory with <dataset>/<archive> and SHA256SUMS, tried before any download
-  CUDA_VISIBLE_DEVICES   GPUs train/evaluate may use; with several, each concurrent job claims its own
-                         (`snakemake --resources gpu=N`); not touched inside a SLURM job
-  CNNBENCH_GPU_LOCK_DIR  where those per-GPU claims (lock files) live (default: <tmp>/cnnbench-gpu-slots-<uid>)
+  CUDA_VISIBLE_DEVICES   GPUs train/evaluate/bench may use (else every GPU or MIG instance nvidia-smi lists;
+                         in SLURM, the ones it granted); each concurrent job claims a slot on one and sets
+                         this to it. A GPU has resources.<stage>.jobs_per_gpu slots (default 1), so let
+                         GPUs x jobs_per_gpu jobs run at once (`snakemake --resources gpu=N`, `dvc queue
+                         start -j N`); a job whose gpu_mem_mb does not fit a GPU's free memory waits
+  CNNBENCH_GPU_LOCK_DIR  where those GPU slots (lock files) live (default: <tmp>/cnnbench-gpu-slots-<uid>,
+                         with a slurm-<job id> folder per SLURM allocation)
   CNNBENCH_MALLOC_TUNING 0 keeps glibc's default allocator thresholds for CPU training (see README)
 
 exit status:
@@ -409,23 +413,30 @@ def _prepared_dir(cfg: Config, args) -> Path:
     return args.data or Path("data/prepared") / cfg.variant(args.variant)["dataset"]
 
 
-def _run_of(cfg: Config, args) -> RunSpec:
-    """The run of a train/evaluate job, refused before any work when it is not in the study; with
-    several GPUs and several concurrent jobs, this job gets its own (see cnnbench.gpus)."""
+def _claim_gpu(cfg: Config, device: str, stage: str) -> None:
+    """Before CUDA starts: a GPU slot for this job, shared by up to the stage's jobs_per_gpu jobs
+    and only where gpu_mem_mb fits (see cnnbench.gpus)."""
     from .gpus import assign_gpu
 
+    job = cfg.job_resources(stage)
+    assign_gpu(device, jobs_per_gpu=job["jobs_per_gpu"], gpu_mem_mb=job.get("gpu_mem_mb"))
+
+
+def _run_of(cfg: Config, args, stage: str) -> RunSpec:
+    """The run of a train/evaluate job, refused before any work when it is not in the study; with
+    several GPUs or GPU sharing and several concurrent jobs, this job claims its GPU slot."""
     spec = cfg.run(args.variant, args.recipe, args.seed)
     if args.recipe is not None and args.recipe not in cfg.recipes:
         raise ConfigError(f"--recipe {args.recipe}: not in recipes_in_study; allowed values: {', '.join(cfg.recipes)}")
     cfg.check_seed(spec.seed)
-    assign_gpu(spec.execution.device)
+    _claim_gpu(cfg, spec.execution.device, stage)
     return spec
 
 
 def cmd_train(cfg: Config, args) -> None:
     from .train import train_run
 
-    spec = _run_of(cfg, args)
+    spec = _run_of(cfg, args, "train")
     out = args.out or run_dir(RUNS, spec.variant, spec.recipe, spec.seed)
     ckpt = args.checkpoint_dir or run_dir(Path("results/.checkpoints"), spec.variant, spec.recipe, spec.seed)
     train_run(spec, _prepared_dir(cfg, args), out, ckpt, use_dvclive=not args.no_dvclive)
@@ -434,7 +445,7 @@ def cmd_train(cfg: Config, args) -> None:
 def cmd_evaluate(cfg: Config, args) -> None:
     from .evaluate import evaluate_run
 
-    spec = _run_of(cfg, args)
+    spec = _run_of(cfg, args, "evaluate")
     evaluate_run(spec, _prepared_dir(cfg, args), args.run or run_dir(RUNS, spec.variant, spec.recipe, spec.seed))
 
 
@@ -595,6 +606,8 @@ def cmd_bench(cfg: Config, args) -> None:
     names = [v.strip() for v in args.variants.split(",") if v.strip()]
     for name in names:
         cfg.variant(name)  # unknown variant: a clear error before any work
+    # Claim a GPU slot like a train job before anything asks torch about CUDA (which fixes the devices).
+    _claim_gpu(cfg, cfg.run(names[0]).execution.device if args.accuracy else (args.device or "auto"), "train")
     if args.accuracy:
         import tempfile
 

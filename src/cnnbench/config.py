@@ -257,15 +257,16 @@ class Config:
 
     def job_resources(self, stage: str) -> dict:
         """What one Snakemake job of ``stage`` (preprocess, train, evaluate) asks for:
-        ``resources.<stage>`` with ``resources.profiles.<profile>.<stage>`` merged in.
-        Empty when params.yaml has no ``resources`` block."""
+        ``resources.<stage>`` with ``resources.profiles.<profile>.<stage>`` merged in. Always
+        holds ``jobs_per_gpu`` (default 1: jobs do not share a GPU; see cnnbench.gpus); nothing
+        else when params.yaml has no ``resources`` block."""
         block = self.raw.get("resources")
         if not block:
-            return {}
+            return {"jobs_per_gpu": 1}
         if stage not in ("preprocess", "train", "evaluate"):
             raise ConfigError(f"resources: no stage {stage!r}; allowed: preprocess, train, evaluate")
         override = block.get("profiles", {}).get(self.profile, {}).get(stage)
-        return deep_merge(block[stage], override)
+        return {"jobs_per_gpu": 1, **deep_merge(block[stage], override)}
 
     def check_seed(self, seed: int) -> None:
         """Refuse a seed outside the profile's seeds (DVC users who forgot ``-S seeds=[...]``)."""

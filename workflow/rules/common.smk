@@ -74,7 +74,9 @@ def shell_command(stage, log=True, **fields):
 def job_resources(stage):
     """Snakemake resources of one stage's jobs from params.yaml `resources` (profile applied):
     mem_mb, runtime (minutes) and, only when the job asks for GPUs, gpu=N. The SLURM executor
-    turns them into --mem, --time and --gpus; locally `--resources gpu=N` caps concurrent GPU jobs."""
+    turns them into --mem, --time and --gpus; locally `--resources gpu=N` caps concurrent GPU jobs,
+    so with jobs_per_gpu k (GPU sharing, read by cnnbench.gpus at the job's start, not here) pass
+    N = GPUs x k: each job still declares gpu=1 and takes one of its GPU's k slots."""
     spec = CFG.job_resources(stage)
     res = {k: spec[k] for k in ("mem_mb", "runtime") if k in spec}
     if spec.get("gpu"):
