@@ -375,7 +375,7 @@ def test_train_evaluate_and_bench_claim_with_their_stage_settings(monkeypatch):
     monkeypatch.setattr(bench, "format_report", lambda report: "")
     cli.cmd_bench(cfg, argparse_ns(set=[], variants="cifar10-resnet18", accuracy=False, device=None, out=None,
                                    batch_size=None, warmup=1, windows=1, steps=1, workers=0, no_data_path=True,
-                                   images=None, recipe=None, tiles=None))
+                                   images=None, recipe=None, tiles=None, optimizer_impl=None))
     assert claims == [("auto", {"jobs_per_gpu": 2, "gpu_mem_mb": 3000})] and order[-2:] == ["claim", "bench"]
 
 
