@@ -311,7 +311,7 @@ def test_doctor_checks_folders_numba_cache_and_the_gpu_slots(tmp_path: Path, mon
         held.close()
     assert found["data/"].status == "FAIL" and found["data/"].value.endswith("exists but is not a folder")
     assert "chmod -R u+w" in found["data/"].fix
-    assert found["results/"].status == "OK" and "will be created" in found["results/"].value
+    assert found["results/"].status == "OK" and found["results/"].value.endswith("results: absent, can be created")
     assert found["numba"].status == "OK" and f"{blocker / 'numba'} (NUMBA_CACHE_DIR) not writable" in found["numba"].value
     assert found["GPU slots"].value.endswith("writable; 2 slot file(s), 1 held (0.0 by pid 4242)")
 

@@ -279,7 +279,7 @@ def writable(path: Path) -> tuple[bool, str]:
     if path.exists():
         return False, "exists but is not a folder"
     if parent.is_dir() and os.access(parent, os.W_OK | os.X_OK):
-        return True, f"absent; {parent} is writable, so it will be created"
+        return True, "absent, can be created"
     return False, f"absent, and {parent} is not writable"
 
 
