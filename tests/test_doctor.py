@@ -179,6 +179,13 @@ def test_require_cuda_ignores_other_devices_and_stops_a_cuda_run_with_one_line(t
     assert "\n" not in message and "or run on the CPU on purpose (--profile quick, or train.device: cpu)" in message
 
 
+def test_require_cuda_refuses_a_pinned_index_this_process_does_not_see() -> None:
+    two = fake_torch(available=True, devices=[("NVIDIA H100 80GB HBM3", 79.2, 9, 0)] * 2)
+    require_cuda("cuda:1", torch=two)
+    with pytest.raises(ConfigError, match=r"^train.device is 'cuda:2' but this process sees 2 GPU\(s\), cuda:0 to cuda:1 "):
+        require_cuda("cuda:2", torch=two)
+
+
 def test_select_device_stops_with_the_diagnosis(monkeypatch) -> None:
     from cnnbench.engine import select_device
 

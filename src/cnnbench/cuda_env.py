@@ -154,7 +154,7 @@ def pip_command(index_url: str, torch: ModuleType) -> str:
     from another build index of download.pytorch.org."""
     from importlib import metadata
 
-    packages = [f"torch=={torch.__version__.split('+')[0]}"]
+    packages = [f"torch=={_torch_versions(torch)[0]}"]
     try:
         packages.append(f"torchvision=={metadata.version('torchvision').split('+')[0]}")
     except metadata.PackageNotFoundError:
@@ -234,3 +234,11 @@ def require_cuda(device: str, **kwargs) -> None:
     if reason:
         raise ConfigError(f"the run's device is {device!r} (train.device, or auto with resources.train.gpu >= 1) "
                           f"but {reason}")
+    torch = kwargs.get("torch")
+    if torch is None:
+        import torch
+    index, count = device.partition(":")[2], torch.cuda.device_count()
+    if index and int(index) >= count:
+        raise ConfigError(f"train.device is {device!r} but this process sees {count} GPU(s), cuda:0 to cuda:{count - 1} "
+                          f"(CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', 'unset')}); set train.device: "
+                          "cuda, or an index below the count")
