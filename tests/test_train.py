@@ -452,5 +452,5 @@ def test_a_gpu_run_where_there_is_no_cuda_stops_instead_of_training_on_the_cpu()
 
     spec = load(REPO / "params.yaml", profile="full").run("cifar10-resnet18")  # its train jobs ask for a GPU
     assert spec.execution.device == "cuda"
-    with pytest.raises(ConfigError, match=r"the run's device is 'cuda' .* CUDA is not available here .*--profile quick"):
+    with pytest.raises(ConfigError, match=r"the run's device is 'cuda' .* CUDA is not available: .*--profile quick"):
         select_device(spec.execution.device)

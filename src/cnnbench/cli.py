@@ -34,6 +34,8 @@ description of its arguments) with the chosen profile applied.
 
 EPILOG = """\
 examples:
+  cnnbench --profile full doctor             before a long run: torch and its CUDA build, driver, GPUs, folders,
+                                             SLURM; exit status 1 and a fix: line for each problem
   cnnbench validate --profile smoke          check params.yaml and show the resolved plan (every run's hash)
   cnnbench download --dataset cifar10        fetch data/raw/cifar10 (mirror, then official URL)
   cnnbench train --variant cifar10-resnet18 --recipe lab --seed 0
@@ -89,7 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
     # One function per stage, in the order `cnnbench --help` lists them.
     for add_stage in (
         _add_download, _add_preprocess, _add_train, _add_evaluate, _add_aggregate, _add_plot, _add_report,
-        _add_validate, _add_specs, _add_exp_run, _add_dvc_yaml, _add_models, _add_bench, _add_variants,
+        _add_validate, _add_doctor, _add_specs, _add_exp_run, _add_dvc_yaml, _add_models, _add_bench, _add_variants,
         _add_plan_seeds, _add_compare, _add_leak_eval,
     ):
         add_stage(sub)
@@ -202,6 +204,26 @@ def _add_validate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--recipe", help="with --variant: the recipe (default: the first of recipes_in_study)")
     p.add_argument("--seed", type=int, help="with --variant: the seed (default: the profile's first)")
     p.set_defaults(func=cmd_validate)
+
+
+DOCTOR_DESCRIPTION = """\
+Check this machine for the chosen profile before a long run, in one screen: torch and the CUDA
+version it was built for, the NVIDIA driver (new enough for that build?), the GPUs torch sees
+(memory, compute capability; MIG instances from nvidia-smi -L), whether the profile's device is
+there (the full profile wants cuda), bf16 and TF32, cuDNN, numba and its cache folder, whether
+data/ and results/ in the current folder are writable, the GPU slot folder (who holds which slot)
+and the SLURM job. Each line: a name, OK/WARN/FAIL, what was found; then one fix: line per
+problem. Exit status 1 when any check fails (a profile that runs on the CPU on purpose does not
+need a driver)."""
+
+
+def _add_doctor(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("doctor", help="is this machine ready for the profile? torch, CUDA, driver, GPUs, folders, SLURM",
+                       description=DOCTOR_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
+    _common(p)
+    p.add_argument("--json", type=Path, metavar="FILE",
+                   help="also write the findings as JSON to FILE (- : only the JSON, on stdout)")
+    p.set_defaults(func=cmd_doctor, needs_params=False)  # reports a broken params.yaml as one of its findings
 
 
 def _add_specs(sub: argparse._SubParsersAction) -> None:
@@ -430,6 +452,11 @@ def _run_of(cfg: Config, args, stage: str) -> RunSpec:
         raise ConfigError(f"--recipe {args.recipe}: not in recipes_in_study; allowed values: {', '.join(cfg.recipes)}")
     cfg.check_seed(spec.seed)
     _claim_gpu(cfg, spec.execution.device, stage)
+    # A GPU run where CUDA is missing stops here, with why and what to do, before data or checkpoints
+    # are touched (after the claim: asking torch about CUDA fixes which devices this process sees).
+    from .cuda_env import require_cuda
+
+    require_cuda(spec.execution.device)
     return spec
 
 
@@ -499,6 +526,12 @@ def cmd_validate(cfg: Config, args) -> None:
                 print(f"    {spec.variant} / {recipe}: model {spec.model}, {t.epochs} epochs, batch {t.batch_size}, "
                       f"lr {t.optimizer.lr}, {x.device} {x.precision}, threads {x.num_threads or 'default'}, "
                       f"hash {spec.hash[:12]}")
+
+
+def cmd_doctor(cfg: Config | None, args) -> None:
+    from . import doctor
+
+    doctor.run(args.params, args.profile, args.json)
 
 
 def cmd_specs(cfg: Config, args) -> None:

@@ -24,13 +24,10 @@ def select_device(name: str) -> torch.device:
     """The torch device of a resolved ``execution.device`` (cpu, cuda, cuda:N, mps), refused with a
     config error when this machine does not have it."""
     dev = torch.device(name)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(
-            f"the run's device is {name!r} (train.device, or device: auto in a profile whose train jobs ask "
-            f"for a GPU, resources.train.gpu >= 1) but CUDA is not available here (torch {torch.__version__}, "
-            f"built for CUDA {torch.version.cuda or 'none'}); run a profile whose jobs ask for no GPU "
-            f"(e.g. --profile quick), or set train.device: cpu"
-        )
+    if dev.type == "cuda":
+        from .cuda_env import require_cuda
+
+        require_cuda(name)  # one line: why CUDA is missing here (CPU build, driver, devices) and what to do
     if dev.type == "mps" and not torch.backends.mps.is_available():
         raise ConfigError(f"train.device is {name!r} but MPS is not available here; use device: auto or cpu")
     return dev
