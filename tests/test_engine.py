@@ -19,7 +19,7 @@ from cnnbench.config import load
 from cnnbench.engine import Engine, configure_process, peak_memory, reset_peak_memory
 from cnnbench.train import Batches, Trainer, WeightEMA, build_trainer, epoch_seconds, train_one_epoch
 
-from test_train import CIFAR_CLASSES, make_prepared, run
+from test_train import CIFAR_CLASSES, kill_after_first_epoch, make_prepared, run
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -137,18 +137,7 @@ def test_a_checkpoint_of_another_device_kind_is_set_aside_not_a_crash(cfg, tmp_p
     """A checkpoint written by a CUDA job (one RNG state per GPU it saw, as torch's
     get_rng_state_all gives) found by a rerun on the CPU: set aside, the run starts afresh."""
     prepared = make_prepared(tmp_path, CIFAR_CLASSES)
-    real_predict, calls = train_mod.predict, {"n": 0}
-
-    def dying_predict(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 2:
-            raise KeyboardInterrupt
-        return real_predict(*args, **kwargs)
-
-    monkeypatch.setattr(train_mod, "predict", dying_predict)
-    with pytest.raises(KeyboardInterrupt):
-        run(cfg, prepared, tmp_path / "run")
-    monkeypatch.setattr(train_mod, "predict", real_predict)
+    kill_after_first_epoch(cfg, prepared, tmp_path / "run", monkeypatch)
     ckpt_file = tmp_path / "run-ckpt/last.pt"
     ckpt = torch.load(ckpt_file, weights_only=True)
     assert ckpt["device_kind"] == "cpu" and "cuda" not in ckpt["rng"]  # a CPU run saves no CUDA state

@@ -59,6 +59,24 @@ def run(cfg, prepared, out: Path, name="cifar10-resnet18", recipe=None, seed=Non
                          recipe=recipe, seed=seed)
 
 
+def kill_after_first_epoch(cfg, prepared, out: Path, monkeypatch, name="cifar10-resnet18", recipe=None) -> None:
+    """Run until the validation of epoch 2, then interrupt it as Ctrl-C would: epoch 1's
+    checkpoint is on disk, no model.pt is. ``predict`` is the real one again afterwards."""
+    real_predict = train_mod.predict
+    calls = {"n": 0}
+
+    def dying_predict(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:  # validation of epoch 2: epoch 1's checkpoint is on disk
+            raise KeyboardInterrupt
+        return real_predict(*args, **kwargs)
+
+    monkeypatch.setattr(train_mod, "predict", dying_predict)
+    with pytest.raises(KeyboardInterrupt):
+        run(cfg, prepared, out, name, recipe=recipe)
+    monkeypatch.setattr(train_mod, "predict", real_predict)
+
+
 def read_history(path: Path) -> list[dict]:
     with open(path) as fh:
         return list(csv.DictReader(fh))
@@ -92,22 +110,10 @@ def test_deterministic_runs_are_bit_identical(cfg, prepared, tmp_path):
 
 def test_interrupted_run_resumes_to_identical_result(cfg, prepared, tmp_path, monkeypatch):
     run(cfg, prepared, tmp_path / "ref")
-    real_predict = train_mod.predict
-    calls = {"n": 0}
-
-    def dying_predict(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 2:  # validation of epoch 2: epoch 1's checkpoint is on disk
-            raise KeyboardInterrupt
-        return real_predict(*args, **kwargs)
-
-    monkeypatch.setattr(train_mod, "predict", dying_predict)
-    with pytest.raises(KeyboardInterrupt):
-        run(cfg, prepared, tmp_path / "resumed")
+    kill_after_first_epoch(cfg, prepared, tmp_path / "resumed", monkeypatch)
     ckpt = torch.load(tmp_path / "resumed-ckpt/last.pt", weights_only=True)
     assert ckpt["epoch"] == 1
     assert not (tmp_path / "resumed/model.pt").exists()
-    monkeypatch.setattr(train_mod, "predict", real_predict)
     run(cfg, prepared, tmp_path / "resumed")
     a = torch.load(tmp_path / "ref/model.pt", weights_only=True)["state_dict"]
     b = torch.load(tmp_path / "resumed/model.pt", weights_only=True)["state_dict"]
@@ -406,19 +412,7 @@ def test_fast_recipe_with_ema_tta_and_bf16_trains_resumes_and_evaluates(cfg, pre
     metrics = evaluate_variant(cfg, name, prepared, tmp_path / "ref", recipe="fast")
     assert metrics["recipe"] == "fast" and metrics["tta_flip"] is True and 0 <= metrics["test_top1"] <= 1
     # killed after epoch 1 and resumed: the EMA state comes back too, so the result is bit-identical
-    real_predict = train_mod.predict
-    calls = {"n": 0}
-
-    def dying_predict(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 2:
-            raise KeyboardInterrupt
-        return real_predict(*args, **kwargs)
-
-    monkeypatch.setattr(train_mod, "predict", dying_predict)
-    with pytest.raises(KeyboardInterrupt):
-        run(cfg, prepared, tmp_path / "resumed", name, recipe="fast")
-    monkeypatch.setattr(train_mod, "predict", real_predict)
+    kill_after_first_epoch(cfg, prepared, tmp_path / "resumed", monkeypatch, name, recipe="fast")
     run(cfg, prepared, tmp_path / "resumed", name, recipe="fast")
     a = torch.load(tmp_path / "ref/model.pt", weights_only=True)["state_dict"]
     b = torch.load(tmp_path / "resumed/model.pt", weights_only=True)["state_dict"]
