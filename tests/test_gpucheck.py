@@ -69,9 +69,11 @@ def test_cpu_mode_runs_every_check_a_cpu_can_and_each_passes(tmp_path: Path, cap
     assert report["total_seconds"] == pytest.approx(seconds, abs=5)
 
 
-def test_cuda_mode_where_there_is_no_cuda_stops_with_the_reason(tmp_path: Path) -> None:
+@pytest.mark.parametrize("venv", [sys.prefix, ""])  # the virtualenv of this python; none: the python on PATH
+def test_cuda_mode_where_there_is_no_cuda_stops_with_the_reason(tmp_path: Path, venv: str) -> None:
     # CUDA_VISIBLE_DEVICES="" hides any GPU, so this holds on a GPU machine too
-    env = env_with_this_checkout(CUDA_VISIBLE_DEVICES="", VENV=sys.prefix)
+    path = os.pathsep.join([str(Path(sys.executable).parent), os.environ["PATH"]])
+    env = env_with_this_checkout(CUDA_VISIBLE_DEVICES="", VENV=venv, PATH=path)
     proc = subprocess.run([str(REPO / "scripts" / "gpu-check.sh"), "--out", str(tmp_path / "out")], env=env,
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 1
