@@ -167,3 +167,18 @@ def test_augment_batch_picks_the_pipeline_from_the_settings():
     again = ResizedCropFlip(0.5, True, MEAN, STD)(images, idx, torch.Generator().manual_seed(1))
     assert torch.equal(resized, again)
     assert not torch.allclose(resized, plain)  # cropped and resampled, not just normalised
+
+
+def test_resample_is_the_deterministic_half_of_a_call():
+    """__call__ = draw the boxes and flips, then resample: the same boxes and flips give the same
+    batch (what the GPU check compares across the two kernels)."""
+    store = torch.randint(0, 256, (5, 3, 40, 40), dtype=torch.uint8)
+    idx = torch.tensor([4, 0, 2])
+    aug = ResizedCropFlip(0.35, True, MEAN, STD)
+    drawn = aug(store, idx, torch.Generator().manual_seed(3))
+    gen = torch.Generator().manual_seed(3)
+    boxes = augment.crop_boxes(3, 40, 40, (0.35, 1.0), gen, torch.device("cpu"))
+    flips = torch.rand(3, generator=gen) < 0.5
+    for kernel in ("numba", "torch"):
+        again = ResizedCropFlip(0.35, True, MEAN, STD, kernel=kernel).resample(store, idx, boxes, flips)
+        torch.testing.assert_close(again, drawn, atol=1e-5, rtol=0)

@@ -229,8 +229,18 @@ class ResizedCropFlip:
         """
         n, c, h, w = images.shape
         b, dev = idx.shape[0], images.device
-        top, left, ch, cw = crop_boxes(b, h, w, self.scale, gen, dev)
+        boxes = crop_boxes(b, h, w, self.scale, gen, dev)
         flipped = (torch.rand(b, device=dev, generator=gen) < 0.5) if self.flip else None
+        return self.resample(images, idx, boxes, flipped, out=out)
+
+    def resample(self, images: torch.Tensor, idx: torch.Tensor, boxes: tuple[torch.Tensor, ...],
+                 flipped: torch.Tensor | None, out: torch.Tensor | None = None) -> torch.Tensor:
+        """The crop ``boxes`` (top, left, height, width per image, as :func:`crop_boxes` draws them)
+        of ``images[idx]``, mirrored where ``flipped``, resized back to the stored size and
+        normalised, by this device's kernel: the deterministic half of :meth:`__call__`."""
+        n, c, h, w = images.shape
+        b, dev = idx.shape[0], images.device
+        top, left, ch, cw = boxes
         if out is None:
             out = torch.empty(b, c, h, w, device=dev)
         elif out.shape != (b, c, h, w) or out.dtype != torch.float32 or not out.is_contiguous():

@@ -92,7 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
     for add_stage in (
         _add_download, _add_preprocess, _add_train, _add_evaluate, _add_aggregate, _add_plot, _add_report,
         _add_validate, _add_doctor, _add_specs, _add_exp_run, _add_dvc_yaml, _add_models, _add_bench, _add_variants,
-        _add_plan_seeds, _add_compare, _add_leak_eval,
+        _add_plan_seeds, _add_compare, _add_leak_eval, _add_gpu_check,
     ):
         add_stage(sub)
     return parser
@@ -318,6 +318,34 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
                    "--set recipes.fast.batch_size=256; the result is validated like params.yaml")
     p.add_argument("--out", type=Path, help="JSON output (default: results/bench/bench.json or accuracy.json)")
     p.set_defaults(func=cmd_bench)
+
+
+def _add_gpu_check(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("gpu-check", help="exercise every CUDA path on one GPU in minutes: one table of checks and bars",
+                       description="Run the GPU checks (scripts/gpu-check.sh; docs/benchmarks.md, GPU check), each in "
+                       "a process of its own with a time budget: a. training with bf16, channels_last and the EMA "
+                       "under a terminal with CUDA's sync debug mode (bar: 0 syncs in the step loop); b. the same "
+                       "compiled; c. deterministic mode twice, bit-identical; d. the resized crop's torch kernel "
+                       "against the numba one on the same boxes; e. a checkpoint resumed bit-identically; f. two "
+                       "jobs sharing the GPU's slots; g. images/s of 1, 2 and 4 concurrent CIFAR jobs; h. `cnnbench "
+                       "bench` against the GPU targets. Prints one table (check, result, figure, bar, verdict) and "
+                       "writes it, a JSON of every figure and each check's log into --out. Uses "
+                       "data/prepared/<dataset> where present, else synthetic data of its shape (the table says "
+                       "which). The networks are those of --profile (default here: full with cuda, smoke with cpu). "
+                       "Exit status 1 when a check fails, or when CUDA is not available (with the reason).")
+    _common(p)
+    p.add_argument("--device", choices=("cuda", "cpu"), default="cuda",
+                   help="cuda (default): every check at full size; cpu: the checks that need no GPU (c-f) at tiny "
+                   "sizes, the others say 'needs CUDA'")
+    p.add_argument("--only", help="comma-separated checks to run, e.g. a,c (default: all, a-h)")
+    p.add_argument("--out", type=Path, default=Path("results/gpu-check"), help="output folder (default: %(default)s)")
+    p.add_argument("--data-root", type=Path, default=Path("data/prepared"),
+                   help="prepared data sets (default: %(default)s); synthetic data where one is missing")
+    p.add_argument("--synthetic", action="store_true", help="synthetic data even where prepared data exists")
+    p.add_argument("--keep-work", action="store_true", help="keep the scratch folder (runs, models, synthetic data)")
+    p.add_argument("--time-limit", type=float, default=560.0,
+                   help="seconds for all checks together; checks not started by then fail (default: %(default)s)")
+    p.set_defaults(func=cmd_gpu_check)
 
 
 def _add_variants(sub: argparse._SubParsersAction) -> None:
@@ -679,6 +707,19 @@ def _choice_list(choices: tuple[str, ...]):
             raise argparse.ArgumentTypeError(f"{text!r}: give comma-separated values of {', '.join(choices)}")
         return values
     return parse
+
+
+def cmd_gpu_check(cfg: Config, args) -> None:
+    from . import gpucheck
+
+    report = gpucheck.gpu_check(device=args.device, params=args.params, profile=args.profile, out=args.out,
+                                data_root=args.data_root, only=args.only, synthetic=args.synthetic,
+                                keep_work=args.keep_work, time_limit=args.time_limit)
+    print(gpucheck.format_report(report))
+    failed = [r["key"] for r in report["checks"] if r["verdict"] == gpucheck.FAIL]
+    if failed:
+        raise CnnbenchError(f"{len(failed)} check(s) failed ({', '.join(failed)}); the table and every figure are in "
+                            f"{args.out}, each check's output in {args.out / 'logs'}")
 
 
 def _int_list(minimum: int):
