@@ -365,10 +365,15 @@ def test_train_evaluate_and_bench_claim_with_their_stage_settings(monkeypatch):
 
     claims, order = [], []
     monkeypatch.setattr(gpus, "assign_gpu", lambda device, **kw: claims.append((device, kw)) or order.append("claim"))
+    from cnnbench import cuda_env
+
+    # the claim comes first, then the CUDA check (tests/test_doctor.py), which this machine may fail
+    monkeypatch.setattr(cuda_env, "require_cuda", lambda device: order.append("require_cuda"))
     cfg = _config(lambda raw: raw["resources"]["train"].update(jobs_per_gpu=2, gpu_mem_mb=3000))
     cli._run_of(cfg, argparse_ns(variant="cifar10-resnet18", recipe=None, seed=None), "train")
     cli._run_of(cfg, argparse_ns(variant="cifar10-resnet18", recipe=None, seed=None), "evaluate")
     assert claims == [("cuda", {"jobs_per_gpu": 2, "gpu_mem_mb": 3000}), ("cuda", {"jobs_per_gpu": 1, "gpu_mem_mb": None})]
+    assert order == ["claim", "require_cuda"] * 2
     # bench claims like a train job, before it measures anything (run_bench is where torch first asks for CUDA)
     claims.clear()
     monkeypatch.setattr(bench, "run_bench", lambda *a, **k: order.append("bench") or {})

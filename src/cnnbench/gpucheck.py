@@ -802,34 +802,22 @@ def parse_only(text: str | None) -> list[str]:
 # --- running the checks ---------------------------------------------------------------------------
 def nvidia_smi(query: str) -> str | None:
     """One line of ``nvidia-smi --query-gpu=<query>`` for the first GPU, or None."""
-    smi = shutil.which("nvidia-smi")
-    if not smi:
-        return None
-    try:
-        out = subprocess.run([smi, f"--query-gpu={query}", "--format=csv,noheader"], capture_output=True, text=True,
-                             timeout=30, check=True).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return None
+    from .cuda_env import run_nvidia_smi
+
+    out = (run_nvidia_smi([f"--query-gpu={query}", "--format=csv,noheader"]) or "").strip()
     return out.splitlines()[0].strip() if out else None
 
 
 def cuda_problem() -> str | None:
-    """Why CUDA cannot be used here, in one line; None when it can."""
+    """Why CUDA cannot be used here, in one line (cnnbench.cuda_env's diagnosis); None when it can."""
+    from .cuda_env import cuda_unavailable_reason
+
+    reason = cuda_unavailable_reason()
+    if reason is None:
+        return None
     import torch
 
-    if torch.cuda.is_available():
-        return None
-    if not torch.version.cuda:
-        return (f"CUDA is not available: torch {torch.__version__} is a build without CUDA; install the torch "
-                f"build for your CUDA version (README), or run `scripts/gpu-check.sh --device cpu` for the CPU checks")
-    try:
-        torch.cuda.init()
-        why = "torch.cuda.is_available() is False"
-    except Exception as err:  # torch says why: no driver, a driver too old for this build, no device visible
-        why = first_line(err)
-    driver = nvidia_smi("driver_version")
-    return (f"CUDA is not available: {why} (torch {torch.__version__}, built for CUDA {torch.version.cuda}; "
-            f"NVIDIA driver {driver or 'not found'}); `cnnbench doctor` says what to do, and "
+    return (f"{reason} (torch {torch.__version__}, built for CUDA {torch.version.cuda or 'none'}); "
             f"`scripts/gpu-check.sh --device cpu` runs the checks that need no GPU")
 
 

@@ -38,13 +38,13 @@ import fcntl
 import logging
 import os
 import re
-import shutil
-import subprocess
 import tempfile
 import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Callable, Iterator, Mapping, MutableMapping, Sequence
+
+from .cuda_env import run_nvidia_smi
 
 log = logging.getLogger("cnnbench")
 
@@ -92,13 +92,7 @@ def claimable_devices(smi_list: str, indexes: Sequence[str] | None = None) -> li
 
 
 def _smi_list() -> str | None:
-    smi = shutil.which("nvidia-smi")
-    if not smi:
-        return None
-    try:
-        return subprocess.run([smi, "-L"], capture_output=True, text=True, timeout=30, check=True).stdout
-    except (OSError, subprocess.SubprocessError):
-        return None
+    return run_nvidia_smi(["-L"])
 
 
 def _split(value: str) -> list[str]:
@@ -129,15 +123,11 @@ def free_memory_mb(device: str) -> int | None:
         log.debug("GPU slot: %s is a MIG instance; nvidia-smi reports memory per GPU, so its memory is not checked",
                   device)
         return None
-    smi = shutil.which("nvidia-smi")
-    if not smi:
-        return None
-    cmd = [smi, "--query-gpu=memory.free", "--format=csv,noheader,nounits", "-i", device]
+    args = ["--query-gpu=memory.free", "--format=csv,noheader,nounits", "-i", device]
     try:
-        out = subprocess.run(cmd, capture_output=True, text=True, timeout=30, check=True).stdout
-        return int(out.split()[0])
-    except (OSError, subprocess.SubprocessError, ValueError, IndexError):
-        log.debug("GPU slot: no free-memory figure for %s from %s; not checked", device, " ".join(cmd))
+        return int((run_nvidia_smi(args) or "").split()[0])
+    except (ValueError, IndexError):
+        log.debug("GPU slot: no free-memory figure for %s from nvidia-smi %s; not checked", device, " ".join(args))
         return None
 
 
