@@ -186,15 +186,19 @@ def test_deterministic_mode_and_tf32_are_set_both_ways_in_one_process(cfg):
         torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = False, False
 
 
-def test_bench_sets_the_process_up_for_the_run_it_times(cfg, monkeypatch):
+def test_bench_sets_the_process_up_for_the_run_it_times_and_compares_optimizer_steps(cfg, monkeypatch):
     from cnnbench import bench
 
     seen = []
     monkeypatch.setattr(bench, "configure_process", lambda execution: seen.append(execution.deterministic))
     cfg.raw["profiles"]["smoke"]["train"]["deterministic"] = False
-    bench.bench_variant(cfg, "cifar10-resnet18", Path("/nonexistent"), batch_size=8, warmup=1, windows=1, steps=1,
-                        workers=0, device=torch.device("cpu"), reference=False)
+    result = bench.bench_variant(cfg, "cifar10-resnet18", Path("/nonexistent"), batch_size=8, warmup=1, windows=1,
+                                 steps=1, workers=0, device=torch.device("cpu"), reference=False,
+                                 optimizer_impls=["fused", "default"])
     assert seen == [False]
+    # both optimizer steps timed on the same model and batches (what decides Engine.fused_optimizer)
+    assert set(result["engine_train_images_per_s_by_optimizer"]) == {"fused", "default"}
+    assert "optimizer step: fused" in bench.format_report({"device": "cpu", "torch_version": "x", "variants": [result]})
 
 
 @pytest.mark.skipif(not engine_mod.CLEAR_REFS.exists(), reason="per-epoch peak RSS needs Linux's clear_refs")

@@ -747,7 +747,7 @@ def check_bench_targets(ctx: Context) -> Outcome:
         load(ctx.params, profile=ctx.profile), variants=[BENCH_VARIANT], prepared_root=Path(ctx.data_root),
         raw_root=Path("data/raw"), out=Path(ctx.logs) / "h-bench.json", batch_size=None, warmup=warmup,
         windows=windows, steps=steps, workers=2, data_path=False, image_dir=None, device_name=ctx.device,
-        recipe="lab")
+        recipe="lab", optimizer_impls=list(bench.OPTIMIZER_IMPLS))  # fused vs default: Engine.fused_optimizer's question
     return bench_outcome(report)
 
 
@@ -760,10 +760,13 @@ def bench_outcome(report: dict) -> Outcome:
                "engine_images_per_s": v["engine_train_images_per_s"]["median"],
                "model_only_images_per_s": v.get("model_only_train_images_per_s", {}).get("median"),
                "reference_images_per_s": v.get("reference_train_images_per_s", {}).get("median"),
-               "seconds_per_50k_images": epoch_s, "speedup": speedup, "engine": v.get("engine")}
+               "seconds_per_50k_images": epoch_s, "speedup": speedup, "engine": v.get("engine"),
+               "images_per_s_by_optimizer": {k: r["median"] for k, r in
+                                             v.get("engine_train_images_per_s_by_optimizer", {}).items()}}
     result = (f"{v['variant']}, batch {v['batch_size']}: engine {figures['engine_images_per_s']:,.0f} img/s, "
               f"reference {figures['reference_images_per_s'] or 0:,.0f} img/s; {v['data']}")
-    figure = f"{epoch_s:.2f} s per 50k images; {speedup or 0:.1f}x the reference"
+    figure = f"{epoch_s:.2f} s per 50k images; {speedup or 0:.1f}x the reference" + "".join(
+        f"; {k} SGD {r:,.0f} img/s" for k, r in figures["images_per_s_by_optimizer"].items())
     ok = epoch_s <= EPOCH_BAR_S and speedup is not None and speedup >= SPEEDUP_BAR
     return Outcome(PASS if ok else FAIL, result, figure, figures)
 
