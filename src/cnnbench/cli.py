@@ -40,6 +40,7 @@ examples:
   cnnbench download --dataset cifar10        fetch data/raw/cifar10 (mirror, then official URL)
   cnnbench train --variant cifar10-resnet18 --recipe lab --seed 0
                                              train one run into results/runs/cifar10-resnet18/lab/seed0/
+  cnnbench --profile quick plan              before a study: the estimated time of every run and of the whole study
   cnnbench plan-seeds                        after a study: the seeds per side that would decide each open claim
 
 environment:
@@ -92,7 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
     for add_stage in (
         _add_download, _add_preprocess, _add_train, _add_evaluate, _add_aggregate, _add_plot, _add_report,
         _add_validate, _add_doctor, _add_specs, _add_exp_run, _add_dvc_yaml, _add_models, _add_bench, _add_variants,
-        _add_plan_seeds, _add_compare, _add_leak_eval, _add_gpu_check,
+        _add_plan_seeds, _add_plan, _add_compare, _add_leak_eval, _add_gpu_check,
     ):
         add_stage(sub)
     return parser
@@ -374,6 +375,44 @@ def _add_plan_seeds(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_plan_seeds)
 
 
+PLAN_DESCRIPTION = """\
+How long the study of a profile will take on this machine, before it starts. For every distinct
+cost shape of the study's runs (model and its arguments, batch size, image size, augmentation,
+threads, precision, memory format: recipes and seeds that change only the numbers share one) it
+times a few optimisation steps of the study's own training step, one evaluation batch and one
+checkpoint, on synthetic images of the run's shape, then prints per run the estimated time of its
+train and evaluate jobs:
+
+  epochs x (train images / img/s + validation pass + checkpoint) + the evaluate job's test pass
+  + each job's start-up (measured: a fresh python, imports, a trivial stage) + the train logger
+
+and the whole study's wall time: data sets not prepared yet (their preprocess estimated from the
+archive's size, in data/raw or the data mirror), the runs scheduled longest first onto the
+parallel slots (CPU: --cores // the train job's cpus; GPU: visible GPUs x
+resources.train.jobs_per_gpu), then aggregate, plot and report. Image counts come from
+data/prepared/<dataset>/manifest.json (classes left out, train_limit applied), else from the
+official data set's split sizes; the output says which. Other programs using the CPU slow the
+timing as they slow the study: the output says when the machine was busy.
+"""
+
+
+def _add_plan(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("plan", help="estimate how long every run and the whole study take on this machine",
+                       description=PLAN_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
+    _common(p)
+    p.add_argument("--steps", type=_positive_int, default=5, help="timed steps per cost shape, after 2 warm-up steps; the "
+                   "median counts (default: %(default)s)")
+    p.add_argument("--cores", type=_positive_int, help="cores the study may use (default: this machine's, as "
+                   "snakemake --cores all counts them)")
+    p.add_argument("--device", help="time on this device instead of each run's own (cpu, cuda, ...)")
+    p.add_argument("--data", type=Path, default=Path("data/prepared"),
+                   help="prepared data root, for the image counts (default: %(default)s)")
+    p.add_argument("--raw", type=Path, default=Path("data/raw"),
+                   help="downloaded data root, for the preprocess estimate (default: %(default)s; then the data mirror)")
+    p.add_argument("--json", type=Path, help="also write the plan as JSON to this file")
+    p.set_defaults(func=cmd_plan)
+
+
 COMPARE_DESCRIPTION = """\
 Compare two studies' results: A and B are results folders as `cnnbench aggregate` left them
 (results/ or its summary/ subfolder, holding variants.csv, claims.csv and summary.json), e.g. two
@@ -491,7 +530,10 @@ def _run_of(cfg: Config, args, stage: str) -> RunSpec:
 def cmd_train(cfg: Config, args) -> None:
     from .train import train_run
 
+    from .progress import progress_line
+
     spec = _run_of(cfg, args, "train")
+    log.info(progress_line(cfg, RUNS, current=(spec.variant, spec.recipe, spec.seed)))
     out = args.out or run_dir(RUNS, spec.variant, spec.recipe, spec.seed)
     ckpt = args.checkpoint_dir or run_dir(Path("results/.checkpoints"), spec.variant, spec.recipe, spec.seed)
     train_run(spec, _prepared_dir(cfg, args), out, ckpt, use_dvclive=not args.no_dvclive)
@@ -736,6 +778,17 @@ def _int_list(minimum: int):
     return parse
 
 
+def _positive_int(text: str) -> int:
+    """argparse type: an integer of at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: must be at least 1")
+    return value
+
+
 def cmd_variants(cfg: Config, args) -> None:
     names = cfg.variants_of(args.dataset) if args.dataset else cfg.variants
     print("\n".join(names))
@@ -766,6 +819,16 @@ def cmd_plan_seeds(cfg: Config, args) -> None:
         print(f"set in params.yaml: {_seeds_key(cfg)}: {plan.setting()}   (now: {cfg.seeds})")
         if _seeds_key(cfg) != "seeds":
             print(f"under DVC: cnnbench --profile {cfg.profile} exp-run (it sets the top-level seeds too)")
+
+
+def cmd_plan(cfg: Config, args) -> None:
+    from .plan import format_plan, make_plan, write_plan
+
+    plan = make_plan(cfg, prepared_root=args.data, raw_root=args.raw, cores=args.cores, device=args.device,
+                     steps=args.steps)
+    print(format_plan(plan))
+    if args.json:
+        write_plan(plan, args.json)
 
 
 def cmd_compare(cfg: Config | None, args) -> None:

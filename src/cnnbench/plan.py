@@ -1,0 +1,543 @@
+"""`cnnbench plan`: how long a profile's study will take on this machine, before it starts.
+
+For every distinct cost shape of the study's runs (the model and its arguments, batch size, image
+size, augmentation and execution settings; recipes and seeds that change only numbers share one)
+it times a few optimisation steps with the study's own step (:meth:`cnnbench.train.Trainer.step`
+on :class:`cnnbench.train.Batches`, timed with :func:`cnnbench.bench.timed_windows`), one
+evaluation batch and one checkpoint, on synthetic images of the run's shape. Then per run::
+
+    train job     = start-up + logger + first-step extra
+                    + epochs x (train images / img/s + val images / eval img/s + checkpoint)
+    evaluate job  = start-up + test images / eval img/s          (x2 for every eval pass with flip TTA)
+
+where start-up is measured in fresh Python processes (imports, params.yaml, the process set up
+for a run) and the logger is DVCLive's, timed once. The whole study is a list schedule: data sets
+not yet prepared first, then each run (its train and evaluate jobs back to back), longest first,
+on whichever of the parallel slots frees first (CPU: cores // the train job's cpus; GPU: visible
+GPUs x jobs_per_gpu), then aggregate, plot and report one after another.
+
+On 2 CPU cores this predicted single quick-profile train jobs within 1-7 % (README, "How long will
+it take"); two concurrent one-thread jobs ran about 5 % slower than alone.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gc
+import json
+import logging
+import os
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from .atomic import atomic_write_text
+from .config import Config
+from .errors import CnnbenchError
+from .spec import RunSpec
+
+log = logging.getLogger("cnnbench.plan")
+
+# The official data sets' split sizes (before class filtering), for data sets not prepared yet.
+KNOWN_SPLITS = {"cifar10": {"train": 50_000, "test": 10_000, "classes": 10},  # val is held out of train
+                "butterflies": {"train": 12_594, "val": 500, "test": 500, "classes": 100}}
+# preprocess seconds per image and archive bytes per image, for data sets not prepared yet: measured
+# on a 2-core x86 CPU (the mirror subsets: 6,102 CIFAR-10 images in 9.2 s, 3,000 butterfly JPEGs in
+# 16.7 s, both with ~3 s of start-up; the full-size leak audit times of docs/benchmarks.md agree).
+PREPROCESS_SECONDS_PER_IMAGE = {"cifar10": 0.0010, "butterflies": 0.0045}
+ARCHIVE_BYTES_PER_IMAGE = {"cifar10": 3_078, "butterflies": 26_300}
+# aggregate, plot and report after the runs (beyond each job's start-up): fixed + per run seconds,
+# measured on the smoke study (34 runs) of a 2-core x86 CPU.
+FINAL_STAGES_SECONDS = {"aggregate": (2.0, 0.05), "plot": (3.0, 0.05), "report": (0.0, 0.03)}
+# model_args that change no tensor shape, so variants differing only in them cost the same
+COST_FREE_MODEL_ARGS = ("dropout",)
+STARTUP_CODE = "import sys; from cnnbench.plan import startup_probe; startup_probe(sys.argv[1], sys.argv[2])"
+
+
+# --- the data a run sees ------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Splits:
+    """Images per split of one run (its classes filtered, train_limit applied) and where the counts come from."""
+
+    train: int
+    val: int
+    test: int
+    source: str
+
+
+def image_size(cfg: Config, dataset: str) -> int:
+    return 32 if dataset == "cifar10" else int(cfg.dataset(dataset)["image_size"])
+
+
+def read_manifest(prepared_root: Path, dataset: str) -> dict | None:
+    path = Path(prepared_root) / dataset / "manifest.json"
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise CnnbenchError(f"{path}: not readable ({err}); run `cnnbench preprocess --dataset {dataset}` "
+                            "again") from None
+
+
+def split_sizes(cfg: Config, spec: RunSpec, prepared_root: Path, raw_root: Path = Path("data/raw")) -> Splits:
+    """Images per split of the run: from ``<prepared_root>/<dataset>/manifest.json`` when it is
+    there, else the official data set's sizes (classes left out in proportion; the source says so
+    when the archive at hand is smaller than the official one)."""
+    manifest = read_manifest(prepared_root, spec.dataset)
+    excluded = set(spec.exclude_classes)
+    if manifest is not None:
+        splits = manifest["splits"]
+        counts = {s: splits[s]["count"] - sum(n for c, n in splits[s].get("per_class", {}).items() if c in excluded)
+                  for s in ("train", "val", "test")}
+        source = f"{Path(prepared_root) / spec.dataset / 'manifest.json'}"
+    else:
+        known = KNOWN_SPLITS[spec.dataset]
+        keep = 1 - len(excluded) / known["classes"]
+        if spec.dataset == "cifar10":
+            val = round(cfg.dataset("cifar10")["val_fraction"] * known["train"])
+            counts = {"train": known["train"] - val, "val": val, "test": known["test"]}
+        else:
+            counts = {s: known[s] for s in ("train", "val", "test")}
+        counts = {s: round(n * keep) for s, n in counts.items()}
+        source = f"the official {spec.dataset} split sizes (not prepared here)"
+        archive = raw_archive(cfg, spec.dataset, raw_root)
+        images = archive.stat().st_size / ARCHIVE_BYTES_PER_IMAGE[spec.dataset] if archive else None
+        if images is not None and images < 0.9 * official_images(spec.dataset):
+            source += (f"; {archive} holds only about {images:,.0f} images, so the time is overestimated: "
+                       f"prepare it first for its own counts")
+    train = counts["train"]
+    if spec.train.train_limit:
+        train = min(train, spec.train.train_limit)
+    return Splits(train=train, val=counts["val"], test=counts["test"], source=source)
+
+
+def raw_archive(cfg: Config, dataset: str, raw_root: Path) -> Path | None:
+    """The data set's archive as `download` left it, else the one it will copy from the data mirror."""
+    from .data.fetch import resolve_mirror
+
+    filename = cfg.source_settings(dataset)["filename"]
+    mirror = resolve_mirror(cfg.data_mirror)
+    for folder in (Path(raw_root), mirror):
+        if folder is not None and (folder / dataset / filename).is_file():
+            return folder / dataset / filename
+    return None
+
+
+def official_images(dataset: str) -> int:
+    known = KNOWN_SPLITS[dataset]
+    return known["train"] + known.get("val", 0) + known["test"]
+
+
+def preprocess_estimate(cfg: Config, dataset: str, prepared_root: Path, raw_root: Path) -> dict | None:
+    """Seconds of `preprocess` for a data set that is not prepared at the profile's settings (None
+    when it is): images (from the archive's size, or the official count) x seconds per image."""
+    manifest = read_manifest(prepared_root, dataset)
+    size = image_size(cfg, dataset)
+    if manifest is not None and list(manifest.get("image_size", [size, size])) == [size, size]:
+        return None
+    archive = raw_archive(cfg, dataset, raw_root)
+    if archive is not None:
+        images = archive.stat().st_size / ARCHIVE_BYTES_PER_IMAGE[dataset]
+        how = (f"estimated from the size of {archive} ({archive.stat().st_size / 1e6:.0f} MB, about {images:,.0f} "
+               f"images)")
+    else:
+        images = official_images(dataset)
+        how = (f"estimated for the official {images:,} images (no archive in {Path(raw_root) / dataset} or a data "
+               f"mirror; download not included)")
+    why = ("not prepared" if manifest is None
+           else f"prepared at {manifest['image_size'][0]} px, the profile asks {size} px")
+    return {"dataset": dataset, "seconds": images * PREPROCESS_SECONDS_PER_IMAGE[dataset], "images": round(images),
+            "why": why, "how": how + f" at {1000 * PREPROCESS_SECONDS_PER_IMAGE[dataset]:.1f} ms per image"}
+
+
+# --- what one run costs ---------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Rates:
+    """What the timing of one cost shape measured."""
+
+    train_images_per_s: float
+    eval_images_per_s: float
+    first_step_extra_s: float  # the first step's time beyond a normal step (allocation, compilation, autotuning)
+    checkpoint_s: float        # writing one epoch's checkpoint
+
+
+@dataclass(frozen=True)
+class RunEstimate:
+    run_id: str
+    dataset: str
+    device: str
+    splits: Splits
+    epochs: int
+    epoch_images: int         # training images per epoch (train_limit and max_batches_per_epoch applied)
+    eval_passes: int          # forward passes per evaluated image: 2 with flip TTA
+    rates: Rates
+    startup_s: float          # one job's start-up (python, imports, a trivial stage)
+    logger_s: float = 0.0     # a train job's DVCLive logger: opened, one row per epoch, closed
+
+    @property
+    def epoch_seconds(self) -> float:
+        return self.epoch_images / self.rates.train_images_per_s
+
+    @property
+    def val_seconds(self) -> float:
+        return self.splits.val * self.eval_passes / self.rates.eval_images_per_s
+
+    @property
+    def test_seconds(self) -> float:
+        return self.splits.test * self.eval_passes / self.rates.eval_images_per_s
+
+    @property
+    def train_job_seconds(self) -> float:
+        per_epoch = self.epoch_seconds + self.val_seconds + self.rates.checkpoint_s
+        return self.startup_s + self.logger_s + self.rates.first_step_extra_s + self.epochs * per_epoch
+
+    @property
+    def evaluate_job_seconds(self) -> float:
+        return self.startup_s + self.test_seconds
+
+    @property
+    def seconds(self) -> float:
+        return self.train_job_seconds + self.evaluate_job_seconds
+
+    def to_dict(self) -> dict:
+        return {"run": self.run_id, "dataset": self.dataset, "device": self.device,
+                "train_images": self.splits.train, "val_images": self.splits.val, "test_images": self.splits.test,
+                "images_from": self.splits.source, "epochs": self.epochs, "epoch_images": self.epoch_images,
+                "eval_passes": self.eval_passes, **dataclasses.asdict(self.rates),
+                "epoch_seconds": self.epoch_seconds, "val_seconds": self.val_seconds, "test_seconds": self.test_seconds,
+                "train_job_seconds": self.train_job_seconds, "evaluate_job_seconds": self.evaluate_job_seconds,
+                "seconds": self.seconds}
+
+
+def epoch_images(spec: RunSpec, train_images: int) -> int:
+    """Training images one epoch steps through (every image, or max_batches_per_epoch batches)."""
+    if spec.train.max_batches_per_epoch:
+        return min(train_images, spec.train.max_batches_per_epoch * spec.train.batch_size)
+    return train_images
+
+
+# --- the schedule ---------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Job:
+    name: str
+    seconds: float
+    ready: float = 0.0  # the earliest start (its data set's preprocess done)
+
+
+@dataclass(frozen=True)
+class Schedule:
+    end: float                 # when the last job ends
+    starts: dict[str, float]   # each job's start
+    free: list[float]          # when each slot frees
+
+
+def list_schedule(jobs: list[Job], slots: int, free: list[float] | None = None) -> Schedule:
+    """List scheduling, longest first: whenever a slot frees, it takes the longest job that is
+    ready then (or, when none is, the first to become ready). ``free``: when each slot frees first."""
+    if slots < 1:
+        raise ValueError(f"slots must be at least 1, got {slots}")
+    free = list(free) if free is not None else [0.0] * slots
+    pending = sorted(jobs, key=lambda j: (-j.seconds, j.name))
+    starts: dict[str, float] = {}
+    while pending:
+        slot = min(range(slots), key=lambda i: (free[i], i))
+        now = max(free[slot], min(j.ready for j in pending))
+        job = next(j for j in pending if j.ready <= now)
+        pending.remove(job)
+        starts[job.name] = now
+        free[slot] = now + job.seconds
+    return Schedule(max(free), starts, free)
+
+
+def parallel_slots(cfg: Config, device_kind: str, cores: int, gpus: int) -> tuple[int, str]:
+    """Concurrent train jobs and how that number came about."""
+    train = cfg.job_resources("train")
+    cpus = int(train.get("cpus", 1))
+    by_cores = max(1, cores // cpus)
+    if device_kind != "cuda":
+        jobs, on = "jobs" if by_cores > 1 else "job", "cores" if cores > 1 else "core"
+        return by_cores, f"{by_cores} parallel {jobs} on {cores} {on}"
+    per_gpu = int(train.get("jobs_per_gpu", 1))
+    slots = max(1, min(gpus * per_gpu, by_cores))
+    return slots, f"{slots} parallel job{'s' if slots > 1 else ''} on {gpus} GPU{'s' if gpus != 1 else ''} " \
+                  f"({per_gpu} per GPU) and {cores} cores"
+
+
+def final_stage_seconds(runs: int, startup_s: float) -> dict[str, float]:
+    return {stage: startup_s + fixed + per_run * runs for stage, (fixed, per_run) in FINAL_STAGES_SECONDS.items()}
+
+
+def study_seconds(runs: list[RunEstimate], preprocess: list[dict], slots: int, preprocess_slots: int,
+                  startup_s: float) -> dict:
+    """Wall time of the study: preprocess jobs, then the runs (list schedule), then the final stages."""
+    pre_jobs = [Job(f"preprocess {p['dataset']}", startup_s + p["seconds"]) for p in preprocess]
+    # the preprocess jobs take the first slots (as many as their cpus allow), the runs follow
+    pre_slots = max(1, min(preprocess_slots, slots))
+    pre = list_schedule(pre_jobs, pre_slots)
+    ready = {p["dataset"]: pre.starts[f"preprocess {p['dataset']}"] + startup_s + p["seconds"] for p in preprocess}
+    run_jobs = [Job(r.run_id, r.seconds, ready.get(r.dataset, 0.0)) for r in runs]
+    done = list_schedule(run_jobs, slots, free=pre.free + [0.0] * (slots - pre_slots))
+    final = final_stage_seconds(len(runs), startup_s)
+    serial = sum(j.seconds for j in pre_jobs) + sum(r.seconds for r in runs) + sum(final.values())
+    return {"seconds": done.end + sum(final.values()), "runs_end_seconds": done.end,
+            "preprocess_end_seconds": pre.end, "final_stages_seconds": final, "serial_seconds": serial}
+
+
+# --- timing on this device --------------------------------------------------------------------------------------
+def cost_key(spec: RunSpec, size: int) -> str:
+    """What sets the time of a step and of an evaluation batch: runs with the same key share one timing."""
+    args = {k: v for k, v in spec.model_args.items() if k not in COST_FREE_MODEL_ARGS}
+    return json.dumps({"dataset": spec.dataset, "size": size, "model": spec.model, "model_args": args,
+                       "batch_size": spec.train.batch_size, "eval_batch_size": spec.train.eval_batch_size,
+                       "augment": dataclasses.asdict(spec.train.augment), "ema": spec.train.ema is not None,
+                       "execution": dataclasses.asdict(spec.execution)}, sort_keys=True)
+
+
+def release_freed_memory() -> None:
+    """Hand the memory freed by the last timing back to the system (glibc), so that every shape is
+    timed from the allocator state a fresh job starts with: a heap left large by an earlier, bigger
+    model makes the next model's steps up to a fifth faster than they are in a job of their own."""
+    import ctypes
+
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: nothing to hand back this way
+        pass
+
+
+def time_checkpoint(spec: RunSpec, trainer, gen) -> float:
+    """Seconds to write one epoch's checkpoint of this model and optimizer (as train does)."""
+    import tempfile
+
+    import torch
+
+    from .checkpoint import save_checkpoint
+
+    with tempfile.TemporaryDirectory(prefix="cnnbench-plan-") as tmp:
+        t0 = time.perf_counter()
+        save_checkpoint(Path(tmp) / "last.pt", spec, 1, [], model=trainer.model, optimizer=trainer.optimizer,
+                        scheduler=trainer.scheduler, ema=trainer.ema, shuffle_gen=torch.Generator(), aug_gen=gen)
+        return time.perf_counter() - t0
+
+
+def time_logger(epochs: int) -> float:
+    """Seconds a train job spends on its DVCLive logger: opened, ``epochs`` rows, closed."""
+    import tempfile
+
+    from .train import _log_live, _open_dvclive
+
+    row = {"train_loss": 1.0, "train_acc": 0.5, "val_loss": 1.0, "val_acc": 0.5, "lr": 0.1, "seconds": 1.0}
+    with tempfile.TemporaryDirectory(prefix="cnnbench-plan-") as tmp:
+        t0 = time.perf_counter()
+        live = _open_dvclive(Path(tmp) / "dvclive", [])
+        if live is None:
+            return 0.0
+        for _ in range(epochs):
+            _log_live(live, row)
+        live.end()
+        return time.perf_counter() - t0
+
+
+def time_shape(spec: RunSpec, size: int, classes: int, steps_per_epoch: int, *, warmup: int, steps: int) -> Rates:
+    """Training images/s (median of ``steps`` single steps after ``warmup``), evaluation images/s
+    (one batch after one untimed batch) and one checkpoint of ``spec`` on synthetic images of ``size`` px."""
+    import numpy as np
+    import torch
+
+    from .bench import timed_windows
+    from .engine import DeviceData, Engine, configure_process, select_device
+    from .train import Batches, build_trainer, predict
+
+    configure_process(spec.execution)
+    device = select_device(spec.execution.device)
+    engine = Engine(spec.execution, device)
+    bs, ebs = spec.train.batch_size, spec.train.eval_batch_size
+    rng = np.random.default_rng(0)
+    n = max(bs, ebs)
+    images, labels = rng.integers(0, 256, size=(n, size, size, 3), dtype=np.uint8), rng.integers(0, classes, size=n)
+    data = DeviceData(images, labels, device)
+    torch.manual_seed(0)
+    trainer = build_trainer(spec, classes, engine, steps_per_epoch)
+    gen = torch.Generator(device=device).manual_seed(0)
+    batches = Batches(data, spec.train, engine, gen)
+
+    def step() -> None:
+        trainer.step(*batches(torch.randint(0, n, (bs,), device=device, generator=gen)))
+
+    trainer.model.train()
+    first = timed_windows(step, device, 0, 1, 1)[0]
+    per_step = statistics.median(timed_windows(step, device, max(0, warmup - 1), max(1, steps), 1))
+    eval_data = DeviceData(images[:ebs], labels[:ebs], device)
+    eval_s = timed_windows(lambda: predict(trainer.model, eval_data, batches.mean, batches.std, ebs, engine),
+                           device, 1, 1, 1)[0]
+    return Rates(train_images_per_s=bs / per_step, eval_images_per_s=len(eval_data) / eval_s,
+                 first_step_extra_s=max(0.0, first - per_step), checkpoint_s=time_checkpoint(spec, trainer, gen))
+
+
+def startup_probe(params: str, profile: str) -> None:
+    """What every train and evaluate job does before its own work: start cnnbench, load and check
+    params.yaml, import the training and evaluation code, set up the process for the run
+    (engine.configure_process)."""
+    from . import cli, evaluate, train  # noqa: F401 - imported for their cost, as a job imports them
+    from .config import load
+    from .engine import configure_process
+
+    cfg = load(params, profile)
+    configure_process(cfg.run(cfg.variants[0]).execution)
+
+
+def measure_startup(cfg: Config, times: int = 2) -> float:
+    """Seconds from a fresh Python to the end of :func:`startup_probe`: a job's start-up (the mean of
+    ``times`` probes; one alone varies by a second or more on a busy machine)."""
+    cmd = [sys.executable, "-c", STARTUP_CODE, str(cfg.params_path), cfg.profile]
+    seconds = []
+    for _ in range(times):
+        t0 = time.perf_counter()
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        seconds.append(time.perf_counter() - t0)
+        if proc.returncode != 0:
+            raise RuntimeError(f"measuring a job's start-up failed ({' '.join(cmd)}):\n{proc.stderr}")
+    return statistics.mean(seconds)
+
+
+# --- the plan ---------------------------------------------------------------------------------------------------
+def default_cores() -> int:
+    """The cores this process may use, as `snakemake --cores all` counts them."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def plan_device(cfg: Config, device: str | None) -> tuple[str | None, str | None]:
+    """The device to time on (None: each run's own) and a note when it is not the one the profile asks for."""
+    import torch
+
+    if device is not None:
+        return device, None
+    kinds = {cfg.run(v, r).execution.device_kind for v in cfg.variants for r in cfg.recipes}
+    if "cuda" in kinds and not torch.cuda.is_available():
+        return "cpu", (f"profile {cfg.profile} trains on CUDA, which is not available here: timed on this CPU "
+                       f"instead, so the estimate is for running the profile here with train.device: cpu")
+    return None, None
+
+
+def estimate_runs(cfg: Config, prepared_root: Path, raw_root: Path, *, device: str | None, warmup: int, steps: int,
+                  startup_s: float, logger_s: float) -> tuple[list[RunEstimate], list[dict]]:
+    """Every run's estimate, timing each cost shape once; and the shapes timed."""
+    from .train import steps_per_epoch
+
+    timed: dict[str, Rates] = {}
+    shapes: list[dict] = []
+    runs = []
+    for variant, recipe, seed in cfg.runs:
+        spec = cfg.run(variant, recipe, seed, device=device)
+        size = image_size(cfg, spec.dataset)
+        splits = split_sizes(cfg, spec, prepared_root, raw_root)
+        key = cost_key(spec, size)
+        if key not in timed:
+            classes = KNOWN_SPLITS[spec.dataset]["classes"] - len(spec.exclude_classes)
+            log.info("timing %s (%s, %d px, batch %d) on %s", variant, spec.model, size, spec.train.batch_size,
+                     spec.execution.device)
+            t0 = time.perf_counter()
+            timed[key] = time_shape(spec, size, classes, steps_per_epoch(spec, splits.train), warmup=warmup,
+                                    steps=steps)
+            release_freed_memory()
+            shapes.append({"first_run": spec.run_id, "seconds": time.perf_counter() - t0, **json.loads(key)})
+        runs.append(RunEstimate(run_id=spec.run_id, dataset=spec.dataset, device=spec.execution.device, splits=splits,
+                                epochs=spec.train.epochs, epoch_images=epoch_images(spec, splits.train),
+                                eval_passes=2 if spec.train.tta_flip else 1, rates=timed[key], startup_s=startup_s,
+                                logger_s=logger_s))
+    return runs, shapes
+
+
+def plan_notes(device_note: str | None, load: float | None, kind: str, per_gpu: int) -> list[str]:
+    """What the reader of the estimate must know about how it was made."""
+    notes = [device_note] if device_note else []
+    if load is not None and load >= 0.5:
+        notes.append(f"load average {load:.1f} before the timing: other programs are using the CPU, which slows "
+                     f"the timing and the study alike while they run")
+    if kind == "cuda" and per_gpu > 1:
+        notes.append(f"{per_gpu} jobs share each GPU (resources.train.jobs_per_gpu); each run is timed alone on its "
+                     f"GPU, so the estimate is a lower bound when shared jobs slow each other")
+    return notes
+
+
+def make_plan(cfg: Config, *, prepared_root: Path = Path("data/prepared"), raw_root: Path = Path("data/raw"),
+              cores: int | None = None, device: str | None = None, warmup: int = 2, steps: int = 5,
+              startup_s: float | None = None) -> dict:
+    """The study's estimate: every run, the preprocess still to do, and the wall time on the slots."""
+    import torch
+
+    t0 = time.perf_counter()
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+    cores = cores or default_cores()
+    device, device_note = plan_device(cfg, device)
+    startup_s = measure_startup(cfg) if startup_s is None else startup_s
+    logger_s = time_logger(max(cfg.run(v, r).train.epochs for v in cfg.variants for r in cfg.recipes))
+    runs, shapes = estimate_runs(cfg, prepared_root, raw_root, device=device, warmup=warmup, steps=steps,
+                                 startup_s=startup_s, logger_s=logger_s)
+    kind = runs[0].device.split(":")[0]
+    gpus = torch.cuda.device_count() if kind == "cuda" else 0
+    slots, slots_text = parallel_slots(cfg, kind, cores, gpus)
+    preprocess = [p for p in (preprocess_estimate(cfg, ds, prepared_root, raw_root) for ds in cfg.datasets) if p]
+    pre_slots = max(1, cores // int(cfg.job_resources("preprocess").get("cpus", 1)))
+    study = study_seconds(runs, preprocess, slots, pre_slots, startup_s)
+    notes = plan_notes(device_note, load, kind, int(cfg.job_resources("train").get("jobs_per_gpu", 1)))
+    return {"profile": cfg.profile, "notes": notes, "load_average": load, "cores": cores, "gpus": gpus,
+            "slots": slots, "slots_text": slots_text, "startup_seconds": startup_s, "logger_seconds": logger_s,
+            "timing": {"warmup_steps": warmup, "timed_steps": steps, "shapes": shapes,
+                       "images": "synthetic, of each run's shape", "plan_seconds": time.perf_counter() - t0},
+            "runs": [r.to_dict() for r in runs], "preprocess": preprocess, "study": study}
+
+
+def _minutes(seconds: float) -> str:
+    minutes = seconds / 60
+    if minutes < 90:
+        return f"about {max(1, round(minutes))} min"
+    hours = minutes / 60
+    return f"about {hours:.1f} h" if hours < 48 else f"about {hours / 24:.1f} days"
+
+
+def format_plan(plan: dict) -> str:
+    """The table of runs, where the figures come from, and the study's total."""
+    runs = plan["runs"]
+    width = max(len(r["run"]) for r in runs)
+    dev_w = max(6, max(len(r["device"]) for r in runs))
+    head = f"{'run':<{width}}  {'device':<{dev_w}}  {'img/s':>7}  {'s/epoch':>7}  {'epochs':>6}  {'est. min':>8}"
+    lines = [head, "-" * len(head)]
+    for r in runs:
+        epoch = r["epoch_seconds"] + r["val_seconds"] + r["checkpoint_s"]
+        lines.append(f"{r['run']:<{width}}  {r['device']:<{dev_w}}  {r['train_images_per_s']:>7.1f}  {epoch:>7.1f}  "
+                     f"{r['epochs']:>6}  {r['seconds'] / 60:>8.1f}")
+    lines.append("")
+    lines += [f"note: {note}" for note in plan["notes"]]
+    sources = list(dict.fromkeys((r["dataset"], r["images_from"]) for r in runs))
+    for ds, src in sources:
+        counts = next(r for r in runs if r["dataset"] == ds and r["images_from"] == src)
+        lines.append(f"{ds}: images from {src} (e.g. {counts['train_images']:,} train after train_limit, "
+                     f"{counts['val_images']:,} val, {counts['test_images']:,} test); timed on synthetic images")
+    for p in plan["preprocess"]:
+        lines.append(f"preprocess {p['dataset']} ({p['why']}): {p['seconds']:.0f} s, {p['how']}")
+    t = plan["timing"]
+    study = plan["study"]
+    final = ", ".join(f"{k} {v:.0f} s" for k, v in study["final_stages_seconds"].items())
+    lines += [
+        f"each job's start-up (python, imports, params.yaml), measured: {plan['startup_seconds']:.1f} s; a train "
+        f"job's logger: {plan['logger_seconds']:.1f} s; s/epoch includes the validation pass and the checkpoint",
+        f"after the runs: {final}",
+        f"timed {len(t['shapes'])} cost shapes ({t['warmup_steps']} warm-up + {t['timed_steps']} steps, one evaluation "
+        f"batch and one checkpoint each); this plan took {t['plan_seconds']:.0f} s",
+        f"dvc repro runs one stage at a time: {_minutes(study['serial_seconds'])}",
+        f"study (profile {plan['profile']}, {len(runs)} runs, {plan['slots_text']}): {_minutes(study['seconds'])}",
+    ]
+    return "\n".join(lines)
+
+
+def write_plan(plan: dict, path: Path) -> None:
+    atomic_write_text(Path(path), json.dumps(plan, indent=2) + "\n")
