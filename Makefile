@@ -8,7 +8,8 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.cnnbench-installed
 # The profile of the study (full, quick, smoke); empty = the `profile` key of params.yaml.
 PROFILE ?=
-CORES ?= 4
+# Cores Snakemake may use: all = every core this process may run on (as `nproc` counts them).
+CORES ?= all
 PYTEST_ARGS ?=
 
 SNAKEMAKE_CONFIG := $(if $(PROFILE),--config profile=$(PROFILE),)
@@ -18,7 +19,7 @@ SBIN_PATH := /usr/sbin:/sbin
 .PHONY: help venv system study dvc-study test test-fast clean
 
 help:
-	@echo "make study [PROFILE=smoke|quick|full] [CORES=4]  set up .venv and run the whole study with Snakemake"
+	@echo "make study [PROFILE=smoke|quick|full] [CORES=N]  set up .venv and run the whole study with Snakemake (default: all cores)"
 	@echo "make dvc-study [PROFILE=...]                     the same study as a DVC experiment (cnnbench exp-run)"
 	@echo "make test                                        set up the system packages (as root) and .venv, run the whole test suite"
 	@echo "make test-fast                                   unit tests only (no snakemake/dvc end-to-end runs, no browser; no system packages)"

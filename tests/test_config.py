@@ -141,9 +141,10 @@ def test_run_identity_holds_the_resolved_execution_settings():
         ("cuda", "bf16", "channels_last")
     assert full.execution.num_threads == 4  # num_threads null: the job's cpus
     # the thread count changes the measured epoch time, so it changes the identity
-    more = _edited("quick", lambda raw: raw["resources"]["train"].update(cpus=8)).run("cifar10-resnet18")
     quick = load(REPO / "params.yaml", profile="quick").run("cifar10-resnet18")
-    assert more.execution.num_threads == 8 and more.hash != quick.hash
+    assert quick.execution.num_threads == 1  # the quick profile's train jobs ask for one core each
+    more = _edited("quick", lambda raw: raw["resources"]["profiles"]["quick"]["train"].update(cpus=8))
+    assert more.run("cifar10-resnet18").execution.num_threads == 8 and more.run("cifar10-resnet18").hash != quick.hash
     # asking the scheduler for a GPU moves the run to it
     gpu = _edited("quick", lambda raw: raw["resources"]["profiles"]["quick"]["train"].update(gpu=1))
     assert gpu.run("cifar10-resnet18").execution.device == "cuda"
