@@ -102,6 +102,11 @@ def test_parallel_slots_cpu_cores_and_gpus_with_jobs_per_gpu(smoke):
     assert slots == 4 and text == "4 parallel jobs on 2 GPUs (3 per GPU) and 16 cores"
 
 
+def test_visible_gpus_counts_what_the_jobs_may_claim(monkeypatch):
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,GPU-2f1e,MIG-7a3b")
+    assert plan.visible_gpus() == 3
+
+
 # --- the data a run sees ---------------------------------------------------------------------------------
 def write_manifest(root: Path, dataset: str, size: int, per_class: dict[str, dict[str, int]]) -> None:
     (root / dataset).mkdir(parents=True)

@@ -456,6 +456,16 @@ def estimate_runs(cfg: Config, prepared_root: Path, raw_root: Path, *, device: s
     return runs, shapes
 
 
+def visible_gpus() -> int:
+    """The GPUs (or MIG instances) the study's jobs may claim, counted as the jobs count them
+    (cnnbench.gpus), else the ones torch sees."""
+    import torch
+
+    from .gpus import visible_devices
+
+    return len(visible_devices()) or torch.cuda.device_count()
+
+
 def plan_notes(device_note: str | None, load: float | None, kind: str, per_gpu: int) -> list[str]:
     """What the reader of the estimate must know about how it was made."""
     notes = [device_note] if device_note else []
@@ -472,8 +482,6 @@ def make_plan(cfg: Config, *, prepared_root: Path = Path("data/prepared"), raw_r
               cores: int | None = None, device: str | None = None, warmup: int = 2, steps: int = 5,
               startup_s: float | None = None) -> dict:
     """The study's estimate: every run, the preprocess still to do, and the wall time on the slots."""
-    import torch
-
     t0 = time.perf_counter()
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     cores = cores or default_cores()
@@ -483,7 +491,7 @@ def make_plan(cfg: Config, *, prepared_root: Path = Path("data/prepared"), raw_r
     runs, shapes = estimate_runs(cfg, prepared_root, raw_root, device=device, warmup=warmup, steps=steps,
                                  startup_s=startup_s, logger_s=logger_s)
     kind = runs[0].device.split(":")[0]
-    gpus = torch.cuda.device_count() if kind == "cuda" else 0
+    gpus = visible_gpus() if kind == "cuda" else 0
     slots, slots_text = parallel_slots(cfg, kind, cores, gpus)
     preprocess = [p for p in (preprocess_estimate(cfg, ds, prepared_root, raw_root) for ds in cfg.datasets) if p]
     pre_slots = max(1, cores // int(cfg.job_resources("preprocess").get("cpus", 1)))
