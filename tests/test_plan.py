@@ -129,7 +129,7 @@ def test_split_sizes_from_the_manifest_without_left_out_classes_and_with_train_l
 def test_split_sizes_of_a_data_set_not_prepared_are_the_official_ones(smoke, tmp_path):
     cifar = plan.split_sizes(smoke, smoke.run("cifar10-resnet18"), tmp_path, tmp_path)
     assert (cifar.train, cifar.val, cifar.test) == (256, 5000, 10000)  # 45,000 after val_fraction 0.1, limit 256
-    assert cifar.source == "the official cifar10 split sizes (not prepared here)"
+    assert cifar.source == "the official cifar10 split sizes, not prepared here"
     # an archive at hand that is a tenth of the official one: the counts are said to be too high
     (tmp_path / "cifar10").mkdir()
     (tmp_path / "cifar10" / smoke.source_settings("cifar10")["filename"]).write_bytes(
@@ -191,7 +191,8 @@ def test_plan_on_the_smoke_profile_times_each_shape_once_and_prints_the_study_to
     assert study["seconds"] >= max(r["seconds"] for r in result["runs"])
     last = text.strip().splitlines()[-1]
     assert last.startswith("study (profile smoke, 34 runs, 2 parallel jobs on 2 cores): about ")
-    assert "cifar10: images from the official cifar10 split sizes" in text
+    assert "cifar10: image counts from the official cifar10 split sizes, not prepared here (its first run: 256 " \
+           "training images per epoch, 5,000 validation, 10,000 test)" in text
     assert "cifar10-resnet18/lab/seed0" in text and "est. min" in text
 
 

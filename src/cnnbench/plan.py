@@ -103,7 +103,7 @@ def split_sizes(cfg: Config, spec: RunSpec, prepared_root: Path, raw_root: Path 
         else:
             counts = {s: known[s] for s in ("train", "val", "test")}
         counts = {s: round(n * keep) for s, n in counts.items()}
-        source = f"the official {spec.dataset} split sizes (not prepared here)"
+        source = f"the official {spec.dataset} split sizes, not prepared here"
         archive = raw_archive(cfg, spec.dataset, raw_root)
         images = archive.stat().st_size / ARCHIVE_BYTES_PER_IMAGE[spec.dataset] if archive else None
         if images is not None and images < 0.9 * official_images(spec.dataset):
@@ -528,8 +528,8 @@ def format_plan(plan: dict) -> str:
     sources = list(dict.fromkeys((r["dataset"], r["images_from"]) for r in runs))
     for ds, src in sources:
         counts = next(r for r in runs if r["dataset"] == ds and r["images_from"] == src)
-        lines.append(f"{ds}: images from {src} (e.g. {counts['train_images']:,} train after train_limit, "
-                     f"{counts['val_images']:,} val, {counts['test_images']:,} test); timed on synthetic images")
+        lines.append(f"{ds}: image counts from {src} (its first run: {counts['epoch_images']:,} training images "
+                     f"per epoch, {counts['val_images']:,} validation, {counts['test_images']:,} test)")
     for p in plan["preprocess"]:
         lines.append(f"preprocess {p['dataset']} ({p['why']}): {p['seconds']:.0f} s, {p['how']}")
     t = plan["timing"]
@@ -539,8 +539,8 @@ def format_plan(plan: dict) -> str:
         f"each job's start-up (python, imports, params.yaml), measured: {plan['startup_seconds']:.1f} s; a train "
         f"job's logger: {plan['logger_seconds']:.1f} s; s/epoch includes the validation pass and the checkpoint",
         f"after the runs: {final}",
-        f"timed {len(t['shapes'])} cost shapes ({t['warmup_steps']} warm-up + {t['timed_steps']} steps, one evaluation "
-        f"batch and one checkpoint each); this plan took {t['plan_seconds']:.0f} s",
+        f"timed {len(t['shapes'])} cost shapes on synthetic images ({t['warmup_steps']} warm-up + {t['timed_steps']} "
+        f"steps, one evaluation batch and one checkpoint each); this plan took {t['plan_seconds']:.0f} s",
         f"dvc repro runs one stage at a time: {_minutes(study['serial_seconds'])}",
         f"study (profile {plan['profile']}, {len(runs)} runs, {plan['slots_text']}): {_minutes(study['seconds'])}",
     ]
