@@ -130,12 +130,14 @@ def test_split_sizes_of_a_data_set_not_prepared_are_the_official_ones(smoke, tmp
     cifar = plan.split_sizes(smoke, smoke.run("cifar10-resnet18"), tmp_path, tmp_path)
     assert (cifar.train, cifar.val, cifar.test) == (256, 5000, 10000)  # 45,000 after val_fraction 0.1, limit 256
     assert cifar.source == "the official cifar10 split sizes, not prepared here"
-    # an archive at hand that is a tenth of the official one: the counts are said to be too high
+    # an archive at hand that is a tenth of the official one (a subset): a tenth of each split
     (tmp_path / "cifar10").mkdir()
     (tmp_path / "cifar10" / smoke.source_settings("cifar10")["filename"]).write_bytes(
         b"\0" * (plan.ARCHIVE_BYTES_PER_IMAGE["cifar10"] * 6000))
     small = plan.split_sizes(smoke, smoke.run("cifar10-resnet18"), tmp_path / "prepared", tmp_path)
-    assert "holds only about 6,000 images, so the time is overestimated" in small.source
+    assert (small.val, small.test) == (500, 1000)  # a tenth of 5,000 and 10,000
+    assert "the official cifar10 split sizes x 0.100, as " in small.source
+    assert "holds about 6,000 images (a guess until it is prepared)" in small.source
     full = load(REPO / "params.yaml", profile="full")
     butterflies = plan.split_sizes(full, full.run("butterflies-resnet18"), tmp_path, tmp_path)
     assert (butterflies.train, butterflies.val, butterflies.test) == (11838, 470, 470)  # 94 of 100 classes

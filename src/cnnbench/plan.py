@@ -85,8 +85,7 @@ def read_manifest(prepared_root: Path, dataset: str) -> dict | None:
 
 def split_sizes(cfg: Config, spec: RunSpec, prepared_root: Path, raw_root: Path = Path("data/raw")) -> Splits:
     """Images per split of the run: from ``<prepared_root>/<dataset>/manifest.json`` when it is
-    there, else the official data set's sizes (classes left out in proportion; the source says so
-    when the archive at hand is smaller than the official one)."""
+    there, else :func:`unprepared_sizes`; classes left out, train_limit applied."""
     manifest = read_manifest(prepared_root, spec.dataset)
     excluded = set(spec.exclude_classes)
     if manifest is not None:
@@ -95,24 +94,31 @@ def split_sizes(cfg: Config, spec: RunSpec, prepared_root: Path, raw_root: Path 
                   for s in ("train", "val", "test")}
         source = f"{Path(prepared_root) / spec.dataset / 'manifest.json'}"
     else:
-        known = KNOWN_SPLITS[spec.dataset]
-        keep = 1 - len(excluded) / known["classes"]
-        if spec.dataset == "cifar10":
-            val = round(cfg.dataset("cifar10")["val_fraction"] * known["train"])
-            counts = {"train": known["train"] - val, "val": val, "test": known["test"]}
-        else:
-            counts = {s: known[s] for s in ("train", "val", "test")}
+        counts, source = unprepared_sizes(cfg, spec.dataset, raw_root)
+        keep = 1 - len(excluded) / KNOWN_SPLITS[spec.dataset]["classes"]
         counts = {s: round(n * keep) for s, n in counts.items()}
-        source = f"the official {spec.dataset} split sizes, not prepared here"
-        archive = raw_archive(cfg, spec.dataset, raw_root)
-        images = archive.stat().st_size / ARCHIVE_BYTES_PER_IMAGE[spec.dataset] if archive else None
-        if images is not None and images < 0.9 * official_images(spec.dataset):
-            source += (f"; {archive} holds only about {images:,.0f} images, so the time is overestimated: "
-                       f"prepare it first for its own counts")
-    train = counts["train"]
-    if spec.train.train_limit:
-        train = min(train, spec.train.train_limit)
+    train = min(counts["train"], spec.train.train_limit) if spec.train.train_limit else counts["train"]
     return Splits(train=train, val=counts["val"], test=counts["test"], source=source)
+
+
+def unprepared_sizes(cfg: Config, dataset: str, raw_root: Path) -> tuple[dict[str, int], str]:
+    """Split sizes of a data set not prepared yet: the official ones (CIFAR-10's validation held out
+    of train), scaled down to the archive at hand when it holds fewer images (a subset, e.g. a
+    mirror's), and where they come from."""
+    known = KNOWN_SPLITS[dataset]
+    if dataset == "cifar10":
+        val = round(cfg.dataset("cifar10")["val_fraction"] * known["train"])
+        counts = {"train": known["train"] - val, "val": val, "test": known["test"]}
+    else:
+        counts = {s: known[s] for s in ("train", "val", "test")}
+    archive = raw_archive(cfg, dataset, raw_root)
+    images = archive.stat().st_size / ARCHIVE_BYTES_PER_IMAGE[dataset] if archive else None
+    if images is None or images >= 0.9 * official_images(dataset):
+        return counts, f"the official {dataset} split sizes, not prepared here"
+    share = images / official_images(dataset)
+    return ({s: round(n * share) for s, n in counts.items()},
+            f"the official {dataset} split sizes x {share:.3f}, as {archive} holds about {images:,.0f} images "
+            f"(a guess until it is prepared)")
 
 
 def raw_archive(cfg: Config, dataset: str, raw_root: Path) -> Path | None:
