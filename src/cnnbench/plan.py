@@ -16,8 +16,8 @@ not yet prepared first, then each run (its train and evaluate jobs back to back)
 on whichever of the parallel slots frees first (CPU: cores // the train job's cpus; GPU: visible
 GPUs x jobs_per_gpu), then aggregate, plot and report one after another.
 
-On 2 CPU cores this predicted single quick-profile train jobs within 1-7 % (README, "How long will
-it take"); two concurrent one-thread jobs ran about 5 % slower than alone.
+On 2 CPU cores this predicted the heaviest quick-profile CIFAR-10 train jobs within 7 % (README,
+"How long will it take"); two concurrent one-thread jobs ran about 5 % slower than alone.
 """
 
 from __future__ import annotations
