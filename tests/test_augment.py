@@ -182,3 +182,16 @@ def test_resample_is_the_deterministic_half_of_a_call():
     for kernel in ("numba", "torch"):
         again = ResizedCropFlip(0.35, True, MEAN, STD, kernel=kernel).resample(store, idx, boxes, flips)
         torch.testing.assert_close(again, drawn, atol=1e-5, rtol=0)
+
+
+def test_the_numba_kernel_leaves_torchs_thread_count_as_it_was():
+    """numba's OpenMP pool is torch's: without care a one-thread job runs on every core after the
+    first resized-crop batch, and two such jobs on two cores slow each other down."""
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        aug = ResizedCropFlip(0.35, True, MEAN, STD, kernel="numba")
+        aug(torch.randint(0, 256, (4, 3, 32, 32), dtype=torch.uint8), torch.arange(4), torch.Generator().manual_seed(0))
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)

@@ -246,12 +246,16 @@ class ResizedCropFlip:
         elif out.shape != (b, c, h, w) or out.dtype != torch.float32 or not out.is_contiguous():
             raise ValueError(f"out must be a contiguous float32 tensor of shape {(b, c, h, w)}, not {tuple(out.shape)}")
         if self.kernel_for(dev) == "numba":
-            numba.set_num_threads(max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)))
+            threads = torch.get_num_threads()
+            numba.set_num_threads(max(1, min(threads, numba.config.NUMBA_NUM_THREADS)))
             if flipped is None:
                 flipped = torch.zeros(b, dtype=torch.bool)
             cpu_kernel()(images.contiguous().numpy(), idx.numpy(), top.numpy(), left.numpy(), ch.numpy(),
                         cw.numpy(), flipped.numpy(),
                         self.gain.reshape(-1).numpy(), self.offset.reshape(-1).numpy(), out.numpy())
+            # numba's OpenMP pool is torch's too: after the kernel it leaves this thread's count at
+            # NUMBA_NUM_THREADS (every core), and a one-thread job would then compete with its neighbours.
+            torch.set_num_threads(threads)
             return out
         x0, x1, wx = bilinear_taps(left, cw, w)
         y0, y1, wy = bilinear_taps(top, ch, h)

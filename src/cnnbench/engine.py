@@ -113,7 +113,9 @@ def configure_process(execution: ExecutionSpec) -> None:
         torch.set_num_threads(execution.num_threads)
     if execution.deterministic:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-    torch.use_deterministic_algorithms(execution.deterministic)
+    # Only when it changes: the first call in a process imports much of torch._dynamo (2-3 s per job).
+    if torch.are_deterministic_algorithms_enabled() != execution.deterministic:
+        torch.use_deterministic_algorithms(execution.deterministic)
     torch.backends.cudnn.deterministic = execution.deterministic
     torch.backends.cudnn.benchmark = not execution.deterministic
     # "fp32" means fp32: cuDNN would otherwise run fp32 convolutions on TF32 tensor cores (its
