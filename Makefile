@@ -40,7 +40,7 @@ system:
 	PATH="$$PATH:$(SBIN_PATH)" scripts/setup-system.sh
 
 study: $(STAMP)
-	PATH="$(abspath $(BIN)):$$PATH" snakemake --cores $(CORES) $(SNAKEMAKE_CONFIG)
+	PATH="$(abspath $(BIN)):$$PATH" snakemake --workflow-profile workflow/profiles/default --cores $(CORES) $(SNAKEMAKE_CONFIG)
 
 dvc-study: $(STAMP)
 	PATH="$(abspath $(BIN)):$$PATH" cnnbench $(if $(PROFILE),--profile $(PROFILE),) exp-run
