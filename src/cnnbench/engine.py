@@ -96,11 +96,6 @@ def memory_kind(device: torch.device, windowed: bool) -> str:
     return "peak resident memory of the process since it started"
 
 
-def peak_memory_mb(device: torch.device) -> float:
-    """Peak memory (MiB) since the last :func:`reset_peak_memory` (see :func:`peak_memory`)."""
-    return peak_memory(device)["peak_memory_mb"]
-
-
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 

@@ -12,6 +12,7 @@ continues after the last complete epoch.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import logging
@@ -140,7 +141,7 @@ class WeightEMA(nn.Module):
         mine = [*self.module.parameters(), *self.module.buffers()]
         theirs = [t.detach() for t in (*model.parameters(), *model.buffers())]
         floats = [i for i, t in enumerate(mine) if t.is_floating_point()]
-        ints = [i for i in range(len(mine)) if i not in set(floats)]
+        ints = [i for i, t in enumerate(mine) if not t.is_floating_point()]
         return ([mine[i] for i in floats], [theirs[i] for i in floats],
                 [mine[i] for i in ints], [theirs[i] for i in ints])
 
@@ -377,28 +378,23 @@ class SyncCounter:
             torch.cuda.set_sync_debug_mode("warn")
         return self
 
+    @contextlib.contextmanager
     def pause(self):
         """A block whose syncs are deliberate (not counted)."""
-        return _SyncPause(self)
+        if not self.on:
+            yield
+            return
+        torch.cuda.set_sync_debug_mode("default")
+        try:
+            yield
+        finally:
+            torch.cuda.set_sync_debug_mode("warn")
 
     def __exit__(self, *exc) -> None:
         if self.on:
             torch.cuda.set_sync_debug_mode("default")
             self.count = sum("synchroniz" in str(w.message) for w in self._seen)
             self._catch.__exit__(*exc)
-
-
-class _SyncPause:
-    def __init__(self, counter: SyncCounter) -> None:
-        self.counter = counter
-
-    def __enter__(self) -> None:
-        if self.counter.on:
-            torch.cuda.set_sync_debug_mode("default")
-
-    def __exit__(self, *exc) -> None:
-        if self.counter.on:
-            torch.cuda.set_sync_debug_mode("warn")
 
 
 def train_one_epoch(trainer: Trainer, batches: Batches, spec: RunSpec, epoch: int, steps: int,
