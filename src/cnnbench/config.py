@@ -182,16 +182,34 @@ class Config:
         override = self.profile_block.get("datasets", {}).get(name)
         return deep_merge(self.raw["datasets"][name], override)
 
+    def kind(self, name: str) -> str:
+        """The data set's kind (``datasets.<name>.kind``), which cnnbench.data.kinds describes."""
+        return self.dataset(name)["kind"]
+
     def source_settings(self, name: str) -> dict:
-        """What `download` reads: ``datasets.<name>.source``."""
-        return dict(self.dataset(name)["source"])
+        """What `download` reads: ``datasets.<name>.source`` (none for a subset: it downloads nothing)."""
+        return dict(self.dataset(name).get("source", {}))
 
     def preprocess_settings(self, name: str) -> dict:
-        """What `preprocess` reads: the dataset block (source keys flattened in), without training defaults."""
+        """What `preprocess` reads: the data set block (source keys flattened in), without training
+        settings, plus its ``name`` (for messages) and ``kind``."""
         ds = self.dataset(name)
         flat = {k: v for k, v in ds.items() if k not in ("train", "source")}
-        flat.update(ds["source"])
+        flat.update(ds.get("source", {}))
+        flat["name"] = name
         return flat
+
+    def describe_dataset(self, name: str):
+        """What the data set's kind says of it before any data is read (cnnbench.data.kinds.Description)."""
+        from .data import kinds
+
+        return kinds.describe(self.preprocess_settings(name))
+
+    def dataset_train(self, name: str) -> dict:
+        """The data set's training settings: its kind's defaults, then ``datasets.<name>.train``."""
+        from .data import kinds
+
+        return deep_merge(kinds.default_train(self.kind(name), f"datasets.{name}"), self.dataset(name).get("train"))
 
     def _spec_of(self, name: str) -> tuple[str, dict]:
         specs = self._variant_specs
@@ -212,7 +230,7 @@ class Config:
             "model": spec["model"],
             "model_args": deep_merge(spec.get("model_args", {}), self.profile_block.get("model_args")),
             "exclude_classes": (list(self.dataset(dataset).get("noisy_classes", []))
-                                if dataset == "butterflies" and spec.get("filter_noisy", True) else []),
+                                if spec.get("filter_noisy", True) else []),
             "lab_report": spec.get("lab_report"),
             "description": spec.get("description", ""),
         }
@@ -233,7 +251,7 @@ class Config:
                 f"unknown recipe {recipe!r}; recipes in {self.params_path}: {', '.join(self.raw['recipes'])}"
             )
         train = deep_merge(self.raw["train"], self.raw["recipes"][recipe])
-        train = deep_merge(train, self.dataset(dataset).get("train"))
+        train = deep_merge(train, self.dataset_train(dataset))
         train = deep_merge(train, spec.get("train"))
         train = deep_merge(train, self.profile_block.get("train"))
         if device is not None:
@@ -310,14 +328,16 @@ def _check_semantics(cfg: "Config", source: str) -> None:
                 f"{source}: recipes_in_study.{i}: {recipe!r} is not defined under recipes; "
                 f"allowed values: {', '.join(cfg.raw['recipes'])}"
             )
+    _check_datasets(cfg, source)
     if not cfg.variants:
-        raise ConfigError(f"{source}: variants: no variant defined; add one under variants.cifar10 or variants.butterflies")
+        raise ConfigError(f"{source}: variants: no variant defined; add one under variants.<data set>, "
+                          f"e.g. variants.{next(iter(cfg.raw['datasets']))}")
     for name, (dataset, spec) in cfg._variant_specs.items():
         key = f"variants.{dataset}.{name[len(dataset) + 1:]}"
-        if dataset != "butterflies" and "filter_noisy" in spec:
+        if spec.get("filter_noisy") and not cfg.dataset(dataset).get("noisy_classes"):
             raise ConfigError(
-                f"{source}: {key}.filter_noisy: only butterfly variants filter classes; "
-                f"remove the key or move the variant under variants.butterflies"
+                f"{source}: {key}.filter_noisy: datasets.{dataset} lists no noisy_classes to filter; "
+                f"list them under datasets.{dataset}.noisy_classes or remove the key"
             )
         # The model builders describe their own arguments (models/registry.py): names, types, ranges.
         # Every profile's model_args too, so what the schema accepts builds under any profile.
@@ -343,8 +363,29 @@ def _check_semantics(cfg: "Config", source: str) -> None:
                     f"{source}: claims.{i}.{side}: {claim[side]!r} is not a variant; "
                     f"allowed values: {', '.join(cfg.variants)}"
                 )
-        if claim["metric"] == "top1_kept" and any(not claim[s].startswith("butterflies-") for s in "ab"):
-            raise ConfigError(f"{source}: claims.{i}.metric: top1_kept compares butterfly variants only")
+        if claim["metric"] == "top1_kept":
+            sets = {cfg.variant(claim[s])["dataset"] for s in "ab"}
+            if len(sets) != 1 or not cfg.dataset(sets.pop()).get("noisy_classes"):
+                raise ConfigError(f"{source}: claims.{i}.metric: top1_kept compares two variants of one data set "
+                                  f"that lists noisy_classes (the classes both keep)")
+
+
+def _check_datasets(cfg: "Config", source: str) -> None:
+    """Every variant group names a data set; a subset's parent exists and is not itself a subset."""
+    from .data.kinds import SUBSET
+
+    for dataset in cfg.raw["variants"]:
+        if dataset not in cfg.raw["datasets"]:
+            raise ConfigError(f"{source}: variants.{dataset}: {dataset!r} is not defined under datasets; "
+                              f"allowed values: {', '.join(cfg.raw['datasets'])}")
+    for name, block in cfg.raw["datasets"].items():
+        if block["kind"] != SUBSET:
+            continue
+        parent = block["of"]
+        if parent not in cfg.raw["datasets"] or cfg.raw["datasets"][parent]["kind"] == SUBSET:
+            others = [d for d, b in cfg.raw["datasets"].items() if b["kind"] != SUBSET]
+            raise ConfigError(f"{source}: datasets.{name}.of: {parent!r} is not a data set a subset can be drawn "
+                              f"from (one that is not itself a subset); allowed values: {', '.join(others)}")
 
 
 def load(params_path: str | Path = DEFAULT_PARAMS, profile: str | None = None) -> Config:
