@@ -604,8 +604,11 @@ def cmd_doctor(cfg: Config | None, args) -> None:
 
 
 def cmd_specs(cfg: Config, args) -> None:
-    from .pipeline import write_specs
+    from .pipeline import check_dvc_yaml, write_specs
 
+    dvc_yaml = cfg.params_path.parent / "dvc.yaml"
+    if dvc_yaml.is_file():  # DVC runs this stage first: its stages must be those of params.yaml
+        check_dvc_yaml(dvc_yaml, cfg)
     paths = write_specs(cfg, args.out)
     log.info("wrote %d run specifications into %s", len(paths), args.out)
 
@@ -617,6 +620,12 @@ def exp_run_command(cfg: Config, extra: list[str] | None = None) -> list[str]:
 
 
 def cmd_exp_run(cfg: Config, args) -> None:
+    from .pipeline import dvc_yaml_is_current, render_dvc_yaml
+
+    dvc_yaml = cfg.params_path.parent / "dvc.yaml"
+    if not dvc_yaml_is_current(dvc_yaml, cfg):
+        atomic_write_text(dvc_yaml, render_dvc_yaml(cfg))
+        log.info("wrote %s for the data sets and variants of %s", dvc_yaml, cfg.params_path)
     cmd = exp_run_command(cfg, args.dvc_args)
     log.info("running %s", " ".join(cmd))
     sys.stderr.flush()
@@ -627,10 +636,10 @@ def cmd_dvc_yaml(cfg: Config, args) -> None:
     from .pipeline import check_dvc_yaml, render_dvc_yaml
 
     if args.check:
-        check_dvc_yaml(args.out)
+        check_dvc_yaml(args.out, cfg)
         log.info("%s is up to date", args.out)
         return
-    atomic_write_text(args.out, render_dvc_yaml())
+    atomic_write_text(args.out, render_dvc_yaml(cfg))
     log.info("wrote %s", args.out)
 
 

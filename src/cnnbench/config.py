@@ -148,6 +148,21 @@ class Config:
         return [ds for ds, group in self.raw["variants"].items() if group]
 
     @property
+    def subsets(self) -> list[str]:
+        """The data sets of ``prepared_datasets`` that are subsets of another (kind ``subset``)."""
+        from .data.kinds import SUBSET
+
+        return [d for d in self.prepared_datasets if self.raw["datasets"][d]["kind"] == SUBSET]
+
+    @property
+    def prepared_datasets(self) -> list[str]:
+        """The data sets the study prepares: those its variants use, then the parents of subsets among
+        them (in params.yaml order)."""
+        used = set(self.datasets)
+        used |= {self.raw["datasets"][d].get("of") for d in self.datasets} - {None}
+        return [d for d in self.raw["datasets"] if d in used]
+
+    @property
     def recipes(self) -> list[str]:
         """The recipes every variant is trained under (``recipes_in_study``)."""
         return list(self.raw["recipes_in_study"])
@@ -197,6 +212,8 @@ class Config:
         flat = {k: v for k, v in ds.items() if k not in ("train", "source")}
         flat.update(ds.get("source", {}))
         flat["name"] = name
+        if "of" in ds:  # a subset: what it is drawn from, so its kind can describe it
+            flat["parent"] = self.preprocess_settings(ds["of"])
         return flat
 
     def describe_dataset(self, name: str):
@@ -209,6 +226,8 @@ class Config:
         """The data set's training settings: its kind's defaults, then ``datasets.<name>.train``."""
         from .data import kinds
 
+        if self.kind(name) == kinds.SUBSET:  # a subset trains like the data set it is drawn from
+            return deep_merge(self.dataset_train(self.dataset(name)["of"]), self.dataset(name).get("train"))
         return deep_merge(kinds.default_train(self.kind(name), f"datasets.{name}"), self.dataset(name).get("train"))
 
     def _spec_of(self, name: str) -> tuple[str, dict]:
