@@ -32,8 +32,13 @@ __all__ = ["KIND_NAMES", "SUBSET", "describe", "default_train", "prepare", "kind
 
 
 def _cifar10() -> Any:
-    from cnnbench.data import cifar10
-    return cifar10
+    from cnnbench.data.cifar import CIFAR10
+    return CIFAR10
+
+
+def _cifar100() -> Any:
+    from cnnbench.data.cifar import CIFAR100
+    return CIFAR100
 
 
 def _butterflies() -> Any:
@@ -51,6 +56,7 @@ SUBSET = "subset"  # a data set made from another's prepared store (cnnbench.dat
 # kind name -> a function returning the module (or object) that implements it
 _KINDS: dict[str, Callable[[], Any]] = {
     "cifar10": _cifar10,
+    "cifar100": _cifar100,
     "butterflies": _butterflies,
     SUBSET: _subset,
 }
