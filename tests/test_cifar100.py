@@ -108,7 +108,11 @@ def test_fine_labels_by_default(raw: Path, tmp_path: Path) -> None:
     # CIFAR rows are 1024 R, 1024 G, 1024 B (row-major): pixel (y, x, c) = row[c*1024 + y*32 + x].
     for i, (y, x, c) in enumerate([(0, 0, 0), (5, 17, 1), (31, 31, 2)]):
         assert test_x[i, y, x, c] == TEST["data"][i][c * 1024 + y * 32 + x]
-    assert CIFAR100.describe(CFG) == {"image_size": 32, "num_classes": 100, "title": "CIFAR-100 (fine labels)"}
+    described = CIFAR100.describe(CFG)
+    assert {k: described[k] for k in ("image_size", "num_classes", "title")} == {
+        "image_size": 32, "num_classes": 100, "title": "CIFAR-100 (fine labels)"}
+    assert described["planning"]["splits"] == {"train": 50_000 - round(CFG["val_fraction"] * 50_000),
+                                               "val": round(CFG["val_fraction"] * 50_000), "test": 10_000}
 
 
 def test_coarse_labels(raw: Path, tmp_path: Path) -> None:

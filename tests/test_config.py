@@ -177,7 +177,7 @@ def test_spec_hash_is_the_hash_of_its_plain_data():
         (lambda d: d["variants"].update(mnist={"resnet18": {"model": "resnet18"}}),
          ["variants.mnist", "'mnist' is not defined under datasets", "allowed values: butterflies, cifar10"]),
         (lambda d: d["datasets"]["cifar10"].update(kind="mnist"),
-         ["datasets.cifar10.kind", "'mnist' is not allowed", "allowed values: cifar10, butterflies, subset"]),
+         ["datasets.cifar10.kind", "'mnist' is not allowed", "allowed values: cifar10, cifar100"]),
         (lambda d: d["datasets"].update(mine={"kind": "subset", "of": "nowhere", "seed": 0}),
          ["datasets.mine.of", "'nowhere' is not a data set a subset can be drawn from", "allowed values: butterflies, cifar10"]),
         (lambda d: d["variants"]["cifar10"]["resnet18"].update(filter_noisy=True),
@@ -365,3 +365,13 @@ def test_models_lists_the_arguments_the_registry_describes(capsys):
     dropout = [ln.split() for ln in out.splitlines() if ln.strip().startswith("dropout")]
     assert any("[0.2, 0.4]" in " ".join(ln) and "list" in ln for ln in dropout)
     assert any(ln[1:4] == ["a", "number", ">="] for ln in dropout)
+
+
+def test_the_schema_allows_exactly_the_registered_data_set_kinds():
+    from cnnbench.config import find_schema, read_yaml
+    from cnnbench.data import kinds
+
+    schema = read_yaml(find_schema(REPO / "params.yaml"))
+    assert schema["$defs"]["dataset"]["properties"]["kind"]["enum"] == kinds.kind_names()
+    dispatched = [rule["if"]["properties"]["kind"]["const"] for rule in schema["$defs"]["dataset"]["allOf"]]
+    assert dispatched == kinds.kind_names()
