@@ -242,8 +242,11 @@ def test_spec_hash_is_the_hash_of_its_plain_data():
         # every profile's model_args, not only the chosen one's (load() below uses the file's profile)
         (lambda d: d["profiles"]["quick"]["model_args"].update(width_mult=0),
          ["profiles.quick.model_args.width_mult: 0 is out of range; allowed: > 0 and <= 4"]),
-        (lambda d: d["profiles"]["smoke"]["model_args"].update(cifar=True),
-         ["profiles.smoke.model_args.cifar: model 'resnet18' does not take 'cifar'; allowed keys: width_mult"]),
+        # a profile's argument applies where the builder takes it (cifar: mobilenet_v2 only); none: a typo
+        (lambda d: d["profiles"]["smoke"]["model_args"].update(cifar=1),
+         ["profiles.smoke.model_args.cifar: expected true or false, got 1 (int); model 'mobilenet_v2'"]),
+        (lambda d: d["profiles"]["smoke"]["model_args"].update(widht_mult=0.5),
+         ["profiles.smoke.model_args.widht_mult: no variant's model takes 'widht_mult'; did you mean width_mult?"]),
         (lambda d: d["variants"]["cifar10"]["resnet18"].update(recipe="turbo"),
          ["variants.cifar10.resnet18", "unknown key 'recipe'", "allowed keys:"]),
         (lambda d: d["recipes"]["fast"].update(precision="fp8"),

@@ -243,11 +243,16 @@ class Config:
         arguments, the classes it leaves out, its lab-report rows and description (no training
         settings: those belong to a run, see :meth:`run`)."""
         dataset, spec = self._spec_of(name)
+        profile_args = self.profile_block.get("model_args")
+        if profile_args:  # a profile's model_args apply where the variant's builder takes them
+            from .models import accepted_args
+
+            profile_args = accepted_args(spec["model"], profile_args)
         return {
             "variant": name,
             "dataset": dataset,
             "model": spec["model"],
-            "model_args": deep_merge(spec.get("model_args", {}), self.profile_block.get("model_args")),
+            "model_args": deep_merge(spec.get("model_args", {}), profile_args),
             "exclude_classes": (list(self.dataset(dataset).get("noisy_classes", []))
                                 if spec.get("filter_noisy", True) else []),
             "lab_report": spec.get("lab_report"),
@@ -333,7 +338,8 @@ class Config:
 
 def _check_semantics(cfg: "Config", source: str) -> None:
     """Rules a JSON schema cannot say well."""
-    from .models import check_model, check_model_args  # imports torch: only after the cheap checks passed
+    # imports torch: only after the cheap checks passed
+    from .models import check_model, check_model_args, check_profile_model_args
 
     for name in cfg.raw.get("resources", {}).get("profiles", {}):
         if name not in cfg.raw["profiles"]:
@@ -359,11 +365,8 @@ def _check_semantics(cfg: "Config", source: str) -> None:
                 f"list them under datasets.{dataset}.noisy_classes or remove the key"
             )
         # The model builders describe their own arguments (models/registry.py): names, types, ranges.
-        # Every profile's model_args too, so what the schema accepts builds under any profile.
         check_model(spec["model"], f"{source}: {key}.model")
         check_model_args(spec["model"], spec.get("model_args", {}), f"{source}: {key}.model_args")
-        for profile, block in cfg.raw["profiles"].items():
-            check_model_args(spec["model"], block.get("model_args", {}), f"{source}: profiles.{profile}.model_args")
         for recipe in cfg.recipes:
             train = cfg.run(name, recipe).train
             if train.train_limit and train.batch_size > train.train_limit:
@@ -372,6 +375,11 @@ def _check_semantics(cfg: "Config", source: str) -> None:
                     f"train.train_limit {train.train_limit} (the number of training images the variant keeps) "
                     f"under recipe {recipe!r}; lower batch_size or raise train_limit (profile {cfg.profile!r} applied)"
                 )
+    # Every profile's model_args, against each variant model that takes them (the others skip them),
+    # so what the schema accepts builds under any profile.
+    models = [spec["model"] for _, spec in cfg._variant_specs.values()]
+    for profile, block in cfg.raw["profiles"].items():
+        check_profile_model_args(models, block.get("model_args", {}), f"{source}: profiles.{profile}.model_args")
     ids = [c["id"] for c in cfg.claims]
     for i, claim in enumerate(cfg.claims):
         if claim["id"] in ids[:i]:
