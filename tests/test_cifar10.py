@@ -1,4 +1,4 @@
-"""cnnbench.data.cifar10: the real mirror archive, a safe unpickler, and Python-2 style batches."""
+"""cnnbench.data.cifar, the CIFAR-10 kind: the real mirror archive, a safe unpickler, and Python-2 style batches."""
 
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cnnbench.data import cifar10, packed
+from cnnbench.data import cifar, packed
+from cnnbench.data.cifar import CIFAR10
 from cnnbench.errors import ConfigError, DataError
 
 NAME = "cifar-10-python.tar.gz"
@@ -37,7 +38,7 @@ def _hashes(images: np.ndarray) -> list[str]:
 def real(mirror_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, dict]:
     root = tmp_path_factory.mktemp("cifar_real")
     raw = _raw_dir(root / "raw", mirror_dir / "cifar10" / NAME)
-    manifest = cifar10.prepare(raw, root / "prepared", CFG)
+    manifest = CIFAR10.prepare(raw, root / "prepared", CFG)
     return raw, root / "prepared", manifest
 
 
@@ -74,14 +75,14 @@ def test_real_val_is_a_stratified_disjoint_holdout(real: tuple[Path, Path, dict]
 
 def test_real_is_deterministic_and_seeded(real: tuple[Path, Path, dict], tmp_path: Path) -> None:
     raw, out, manifest = real
-    again = cifar10.prepare(raw, tmp_path / "again", CFG)
+    again = CIFAR10.prepare(raw, tmp_path / "again", CFG)
     assert again == manifest
     for split in packed.SPLITS:
         a, la, _ = packed.load_split(out, split)
         b, lb, _ = packed.load_split(tmp_path / "again", split)
         np.testing.assert_array_equal(a, b)
         np.testing.assert_array_equal(la, lb)
-    other = cifar10.prepare(raw, tmp_path / "other", {**CFG, "split_seed": 1})
+    other = CIFAR10.prepare(raw, tmp_path / "other", {**CFG, "split_seed": 1})
     assert other["splits"]["val"]["count"] == manifest["splits"]["val"]["count"]
     assert set(_hashes(packed.load_split(out, "val")[0])) != set(_hashes(packed.load_split(tmp_path / "other", "val")[0]))
 
@@ -129,7 +130,7 @@ def _members(py2: bool = False, **replace: bytes) -> dict[str, bytes]:
 def test_handcrafted_batches(tmp_path: Path, py2: bool) -> None:
     raw = _raw_dir(tmp_path / "raw")
     _tar(raw / NAME, _members(py2))
-    manifest = cifar10.prepare(raw, tmp_path / "out", {**CFG, "val_fraction": 0.2})
+    manifest = CIFAR10.prepare(raw, tmp_path / "out", {**CFG, "val_fraction": 0.2})
     assert manifest["classes"][0] == "airplane" and len(manifest["classes"]) == 10
     assert manifest["splits"]["train"]["count"] + manifest["splits"]["val"]["count"] == 100
     assert manifest["splits"]["val"]["count"] == 20  # 10 per class, 2 of each held out
@@ -143,7 +144,7 @@ def test_handcrafted_batches(tmp_path: Path, py2: bool) -> None:
 
 def test_restricted_unpickler_reads_both_dialects() -> None:
     for py2 in (True, False):
-        batch = cifar10.load_pickle(_batch(3, 0, py2))
+        batch = cifar.load_pickle(_batch(3, 0, py2))
         assert set(batch) == {"batch_label", "labels", "data"}
         assert batch["data"].shape == (3, 3072) and batch["data"].dtype == np.uint8
 
@@ -164,16 +165,16 @@ def test_malicious_pickle_is_refused_and_never_runs(tmp_path: Path) -> None:
     payloads = _malicious(marker)
     for payload, name in zip(payloads, ["os.system", "posix.system", "builtins.exec"]):
         with pytest.raises(pickle.UnpicklingError, match=name):
-            cifar10.RestrictedUnpickler(io.BytesIO(payload)).load()
+            cifar.RestrictedUnpickler(io.BytesIO(payload)).load()
     # The same payload hidden in an otherwise valid archive.
     raw = _raw_dir(tmp_path / "raw")
     _tar(raw / NAME, _members(data_batch_3=payloads[0]))
     with pytest.raises(DataError, match=r"data_batch_3.*os\.system"):
-        cifar10.prepare(raw, tmp_path / "out", CFG)
+        CIFAR10.prepare(raw, tmp_path / "out", CFG)
     raw2 = _raw_dir(tmp_path / "raw2")
     _tar(raw2 / NAME, _members(**{"batches.meta": payloads[2]}))
     with pytest.raises(DataError, match="builtins.exec"):
-        cifar10.prepare(raw2, tmp_path / "out", CFG)
+        CIFAR10.prepare(raw2, tmp_path / "out", CFG)
     assert not marker.exists()
     assert not (tmp_path / "out").exists()
 
@@ -185,7 +186,7 @@ def test_unsafe_member_paths_rejected(tmp_path: Path, bad_name: str) -> None:
     members[bad_name] = b"evil"
     _tar(raw / NAME, members)
     with pytest.raises(DataError, match="unsafe member path"):
-        cifar10.prepare(raw, tmp_path / "out", CFG)
+        CIFAR10.prepare(raw, tmp_path / "out", CFG)
     assert not (tmp_path / "out").exists() and not (tmp_path / "evil").exists()
 
 
@@ -195,22 +196,22 @@ def test_incomplete_archive_and_bad_batches(tmp_path: Path) -> None:
     del members["cifar-10-batches-py/test_batch"]
     _tar(raw / NAME, members)
     with pytest.raises(DataError, match="lacks \\['test_batch'\\]"):
-        cifar10.prepare(raw, tmp_path / "out", CFG)
+        CIFAR10.prepare(raw, tmp_path / "out", CFG)
     bad = pickle.dumps({"data": np.zeros((2, 100), np.uint8), "labels": [0, 1]}, protocol=2)
     _tar(raw / NAME, _members(data_batch_2=bad))
     with pytest.raises(DataError, match=r"data_batch_2.*\(N, 3072\)"):
-        cifar10.prepare(raw, tmp_path / "out", CFG)
+        CIFAR10.prepare(raw, tmp_path / "out", CFG)
 
 
 def test_missing_inputs(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="cnnbench download --dataset cifar10"):
-        cifar10.prepare(tmp_path, tmp_path / "out", CFG)
+        CIFAR10.prepare(tmp_path, tmp_path / "out", CFG)
     _tar(tmp_path / NAME, _members())
     with pytest.raises(DataError, match="source.json.*cnnbench download --dataset cifar10"):
-        cifar10.prepare(tmp_path, tmp_path / "out", CFG)
+        CIFAR10.prepare(tmp_path, tmp_path / "out", CFG)
     (tmp_path / "source.json").write_text("{}")
     with pytest.raises(ConfigError, match="val_fraction"):
-        cifar10.prepare(tmp_path, tmp_path / "out", {**CFG, "val_fraction": 1.0})
+        CIFAR10.prepare(tmp_path, tmp_path / "out", {**CFG, "val_fraction": 1.0})
 
 
 # --------------------------------------------------------------------------- leak audit
@@ -247,7 +248,7 @@ def test_leak_audit_finds_planted_test_copies(tmp_path: Path, drop: bool) -> Non
     train = [_distinct_batch(20, 10 * b) for b in range(1, 6)]
     test_x, test_y = _distinct_batch(10, 99)
     all_train_y = np.concatenate([np.array(y) for _, y in train])
-    keep, held = cifar10.stratified_holdout(all_train_y, 0.1, 0)
+    keep, held = cifar.stratified_holdout(all_train_y, 0.1, 0)
     # Two train images that stay in train (not held out for val): their copies go into the test batch.
     src_near, src_exact = int(keep[3]), int(keep[57])
     (bn, rn), (be, re_) = divmod(src_near, 20), divmod(src_exact, 20)
@@ -260,7 +261,7 @@ def test_leak_audit_finds_planted_test_copies(tmp_path: Path, drop: bool) -> Non
     _tar(raw / NAME, members)
 
     out = tmp_path / "out"
-    manifest = cifar10.prepare(raw, out, {**CFG, "near_duplicate_threshold": 0.2, "drop_train_duplicates_of_eval": drop})
+    manifest = CIFAR10.prepare(raw, out, {**CFG, "near_duplicate_threshold": 0.2, "drop_train_duplicates_of_eval": drop})
     listed = json.loads((out / "duplicates.json").read_text())
     names = {f"data_batch_{bn + 1}[{rn}]": "near", f"data_batch_{be + 1}[{re_}]": "exact"}
     assert listed["format"] == "cnnbench-duplicates-v2" and listed["dataset"] == "cifar10"

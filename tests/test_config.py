@@ -151,9 +151,10 @@ def test_run_identity_holds_the_resolved_execution_settings():
 
 
 def test_a_setting_missing_after_the_merge_is_a_config_error():
-    with pytest.raises(ConfigError, match=r"variant 'cifar10-resnet18', recipe 'lab': train\.augment\.crop_padding: "
+    # the butterfly kind's default augmentation is a resized crop, which has no crop_padding
+    with pytest.raises(ConfigError, match=r"variant 'butterflies-resnet18', recipe 'lab': train\.augment\.crop_padding: "
                                           r"missing after the merge"):
-        _edited("smoke", lambda raw: raw["datasets"]["cifar10"]["train"]["augment"].pop("crop_padding"))
+        _edited("smoke", lambda raw: raw["datasets"]["butterflies"]["train"].update(augment={"crop": "pad"}))
 
 
 def test_spec_hash_is_the_hash_of_its_plain_data():
@@ -174,7 +175,13 @@ def test_spec_hash_is_the_hash_of_its_plain_data():
         (lambda d: d["variants"]["cifar10"]["resnet18"].update(model="resnet99"),
          ["variants.cifar10.resnet18.model", "'resnet99'", "allowed values:", "resnet18_small_stem"]),
         (lambda d: d["variants"].update(mnist={"resnet18": {"model": "resnet18"}}),
-         ["variants", "unknown key 'mnist'", "allowed keys: butterflies, cifar10"]),
+         ["variants.mnist", "'mnist' is not defined under datasets", "allowed values: butterflies, cifar10"]),
+        (lambda d: d["datasets"]["cifar10"].update(kind="mnist"),
+         ["datasets.cifar10.kind", "'mnist' is not allowed", "allowed values: cifar10, cifar100"]),
+        (lambda d: d["datasets"].update(mine={"kind": "subset", "of": "nowhere", "seed": 0}),
+         ["datasets.mine.of", "'nowhere' is not a data set a subset can be drawn from", "allowed values: butterflies, cifar10"]),
+        (lambda d: d["variants"]["cifar10"]["resnet18"].update(filter_noisy=True),
+         ["variants.cifar10.resnet18.filter_noisy", "datasets.cifar10 lists no noisy_classes"]),
         (lambda d: d.update(variants={}), ["variants", "must not be empty"]),
         (lambda d: d.update(variants={"cifar10": {}, "butterflies": {}}), ["variants: no variant defined"]),
         (lambda d: d.update(recipes_in_study=["lab", "turbo"]),
@@ -184,7 +191,7 @@ def test_spec_hash_is_the_hash_of_its_plain_data():
         (lambda d: d["claims"][0].update(a="cifar10-resnet99"),
          ["claims.0.a", "'cifar10-resnet99' is not a variant", "allowed values:", "cifar10-resnet18"]),
         (lambda d: d["claims"][0].update(metric="speed"), ["claims.0.metric", "allowed values: test_top1"]),
-        (lambda d: d["claims"][0].update(metric="top1_kept"), ["claims.0.metric", "butterfly variants only"]),
+        (lambda d: d["claims"][0].update(metric="top1_kept"), ["claims.0.metric", "two variants of one data set that lists noisy_classes"]),
         (lambda d: d["claims"][1].update(id=d["claims"][0]["id"]), ["claims.1.id", "is used twice"]),
         (lambda d: d["claims_rule"].update(alpha=1.5), ["claims_rule.alpha", "allowed: > 0 and < 1"]),
         (lambda d: d["train"]["schedule"].update(name="warp"), ["train.schedule.name", "allowed values:"]),
@@ -210,8 +217,6 @@ def test_spec_hash_is_the_hash_of_its_plain_data():
          ["datasets.cifar10.near_duplicate_threshold", "expected number", "'high'"]),
         (lambda d: d["datasets"]["cifar10"].update(drop_train_duplicates_of_eval="no"),
          ["datasets.cifar10.drop_train_duplicates_of_eval", "'no'"]),
-        (lambda d: d["variants"]["cifar10"]["resnet18"].update(filter_noisy=True),
-         ["variants.cifar10.resnet18.filter_noisy", "only butterfly variants"]),
         (lambda d: d["variants"]["cifar10"]["resnet18"].update(model_args={"dropout": 0.1}),
          ["variants.cifar10.resnet18.model_args.dropout", "model 'resnet18' does not take 'dropout'",
           "allowed keys: width_mult, stem_kernel_size"]),
@@ -237,8 +242,11 @@ def test_spec_hash_is_the_hash_of_its_plain_data():
         # every profile's model_args, not only the chosen one's (load() below uses the file's profile)
         (lambda d: d["profiles"]["quick"]["model_args"].update(width_mult=0),
          ["profiles.quick.model_args.width_mult: 0 is out of range; allowed: > 0 and <= 4"]),
-        (lambda d: d["profiles"]["smoke"]["model_args"].update(cifar=True),
-         ["profiles.smoke.model_args.cifar: model 'resnet18' does not take 'cifar'; allowed keys: width_mult"]),
+        # a profile's argument applies where the builder takes it (cifar: mobilenet_v2 only); none: a typo
+        (lambda d: d["profiles"]["smoke"]["model_args"].update(cifar=1),
+         ["profiles.smoke.model_args.cifar: expected true or false, got 1 (int); model 'mobilenet_v2'"]),
+        (lambda d: d["profiles"]["smoke"]["model_args"].update(widht_mult=0.5),
+         ["profiles.smoke.model_args.widht_mult: no variant's model takes 'widht_mult'; did you mean width_mult?"]),
         (lambda d: d["variants"]["cifar10"]["resnet18"].update(recipe="turbo"),
          ["variants.cifar10.resnet18", "unknown key 'recipe'", "allowed keys:"]),
         (lambda d: d["recipes"]["fast"].update(precision="fp8"),
@@ -360,3 +368,13 @@ def test_models_lists_the_arguments_the_registry_describes(capsys):
     dropout = [ln.split() for ln in out.splitlines() if ln.strip().startswith("dropout")]
     assert any("[0.2, 0.4]" in " ".join(ln) and "list" in ln for ln in dropout)
     assert any(ln[1:4] == ["a", "number", ">="] for ln in dropout)
+
+
+def test_the_schema_allows_exactly_the_registered_data_set_kinds():
+    from cnnbench.config import find_schema, read_yaml
+    from cnnbench.data import kinds
+
+    schema = read_yaml(find_schema(REPO / "params.yaml"))
+    assert schema["$defs"]["dataset"]["properties"]["kind"]["enum"] == kinds.kind_names()
+    dispatched = [rule["if"]["properties"]["kind"]["const"] for rule in schema["$defs"]["dataset"]["allOf"]]
+    assert dispatched == kinds.kind_names()

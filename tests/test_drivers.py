@@ -18,11 +18,36 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def test_committed_dvc_yaml_is_what_the_pipeline_generates(tmp_path):
-    pipeline.check_dvc_yaml(REPO / "dvc.yaml")
+    cfg = load(REPO / "params.yaml")
+    pipeline.check_dvc_yaml(REPO / "dvc.yaml", cfg)
     stale = tmp_path / "dvc.yaml"
     stale.write_text((REPO / "dvc.yaml").read_text().replace("src/cnnbench/engine.py\n", "", 1))
     with pytest.raises(ConfigError, match=r"dvc.yaml is stale: .* run `cnnbench dvc-yaml`"):
-        pipeline.check_dvc_yaml(stale)
+        pipeline.check_dvc_yaml(stale, cfg)
+
+
+def test_dvc_yaml_has_stages_for_every_data_set_of_params_and_subsets_read_their_parent(tmp_path):
+    import yaml
+
+    cfg = load(REPO / "params.yaml")
+    stages = yaml.safe_load(pipeline.render_dvc_yaml(cfg))["stages"]
+    assert stages["download"]["foreach"] == stages["preprocess"]["foreach"] == ["cifar10", "butterflies"]
+    assert stages["subset"]["foreach"] == [{"name": "cifar5", "of": "cifar10"}]
+    assert "--raw data/prepared/${item.of} --out data/prepared/${item.name}" in stages["subset"]["do"]["cmd"]
+    assert "data/prepared/${item.of}" in stages["subset"]["do"]["deps"]
+    assert {f"train-{d}" for d in ("cifar10", "cifar5", "butterflies")} <= set(stages)
+    # a data set added to params.yaml alone gets its stages once dvc.yaml is written again
+    raw = yaml.safe_load((REPO / "params.yaml").read_text())
+    raw["datasets"]["mine"] = {"kind": "subset", "of": "butterflies", "classes": None, "max_per_class": 5, "seed": 1}
+    raw["variants"]["mine"] = {"net": {"model": "resnet18"}}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    (tmp_path / "workflow" / "schemas").mkdir(parents=True)
+    (tmp_path / "workflow" / "schemas" / "params.schema.yaml").write_text(
+        (REPO / "workflow" / "schemas" / "params.schema.yaml").read_text())
+    grown = load(tmp_path / "params.yaml")
+    assert "train-mine" in yaml.safe_load(pipeline.render_dvc_yaml(grown))["stages"]
+    with pytest.raises(ConfigError, match="stale"):
+        pipeline.check_dvc_yaml(REPO / "dvc.yaml", grown)
 
 
 def test_code_deps_are_the_modules_each_command_imports():

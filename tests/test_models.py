@@ -300,11 +300,13 @@ def test_unknown_model_lists_the_registered_ones_and_the_closest():
     from cnnbench.config import ConfigError
 
     with pytest.raises(ConfigError, match=r"^v.model: 'resnet_18' is not allowed; allowed values: mobilenet_v2, "
-                                          r"resnet18, .*resnext18_5stage; did you mean resnet18\b"):
+                                          r"resnet18, .*resnext18_5stage, or timm/<name>, torchvision/<name>, "
+                                          r"package.module:function; did you mean resnet18\b"):
         check_model("resnet_18", "v.model")
     with pytest.raises(ConfigError, match=r"'mobilenet_v3' is not allowed.*did you mean mobilenet_v2\?"):
         check_model("mobilenet_v3", "v.model")
-    with pytest.raises(ConfigError, match=r"^v.model: 'xyz' is not allowed; allowed values: [a-z0-9_, ]+$"):
+    with pytest.raises(ConfigError, match=r"^v.model: 'xyz' is not allowed; allowed values: [a-z0-9_, ]+, "
+                                          r"or timm/<name>, torchvision/<name>, package.module:function$"):
         check_model("xyz", "v.model")
 
 
@@ -322,3 +324,248 @@ def test_a_builder_without_a_described_argument_is_refused_at_registration():
         @register("test_undescribed")
         def undescribed(num_classes: int, depth: int = 18):  # pragma: no cover - never built
             raise AssertionError
+
+
+# --- models by name from timm, torchvision and the user's own code -------------------------------
+EXTERNAL = [("timm/resnet10t", {"drop_rate": 0.1}), ("torchvision/resnet18", {}),
+            ("torchvision/mobilenet_v2", {"width_mult": 0.25}), ("tests.custom_models:tiny_cnn", {"width": 4}),
+            ("tests.custom_models:open_builder", {"anything": 1})]
+
+
+@pytest.mark.parametrize("name, args", EXTERNAL, ids=[n for n, _ in EXTERNAL])
+def test_external_models_pass_the_check_build_and_run(name, args):
+    check_model(name, "v.model")
+    check_model_args(name, args, "v.model_args")
+    torch.manual_seed(0)
+    model = build_model(name, 3, **args).eval()
+    with torch.no_grad():
+        out = model(torch.randn(1, 3, 32, 32))
+    assert out.shape == (1, 3) and torch.isfinite(out).all()
+
+
+def test_library_models_are_built_without_weights_and_without_the_network(monkeypatch, tmp_path):
+    """pretrained=False / weights=None, no socket opened, nothing written to the hub or torch caches."""
+    import socket
+    import urllib.request
+
+    import timm
+
+    def refuse(*args, **kwargs):
+        raise AssertionError(f"network access: {args}")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    monkeypatch.setattr(urllib.request, "urlopen", refuse)
+    for var in ("HF_HOME", "HF_HUB_CACHE", "TORCH_HOME", "XDG_CACHE_HOME"):
+        monkeypatch.setenv(var, str(tmp_path / var))
+    calls = []
+    real_timm, real_tv = timm.create_model, torchvision.models.get_model
+    monkeypatch.setattr(timm, "create_model", lambda *a, **k: calls.append(("timm", k)) or real_timm(*a, **k))
+    monkeypatch.setattr(torchvision.models, "get_model", lambda *a, **k: calls.append(("tv", k)) or real_tv(*a, **k))
+    first = build_model("timm/resnet10t", 4)
+    torch.manual_seed(1)
+    second = build_model("timm/resnet10t", 4)
+    build_model("torchvision/resnet18", 4)
+    assert [c[0] for c in calls] == ["timm", "timm", "tv"]
+    assert calls[0][1]["pretrained"] is False and calls[2][1]["weights"] is None
+    assert all(c[1]["num_classes"] == 4 for c in calls)
+    assert not torch.equal(first.fc.weight, second.fc.weight)  # random, not loaded
+    assert not any(tmp_path.rglob("*"))
+
+
+@pytest.mark.parametrize("name, expected", [
+    ("timm/resnet10tt", "v.model: 'timm/resnet10tt' is not a timm classification model; did you mean timm/resnet10t"),
+    ("torchvision/resnet19", "'torchvision/resnet19' is not a torchvision classification model; "
+                             "did you mean torchvision/resnet18"),
+    # detection models are not classification models; hub names would download
+    ("torchvision/fasterrcnn_resnet50_fpn", "is not a torchvision classification model"),
+    ("timm/hf-hub:timm/resnet10t.a1_in1k", "is not a timm classification model"),
+    ("tests.custom_models:tiny_cn", "'tests.custom_models:tiny_cn': tests.custom_models has no 'tiny_cn'; "
+                                    "did you mean tests.custom_models:tiny_cnn?"),
+    ("no_such_package.nets:tiny", "'no_such_package.nets:tiny': no module 'no_such_package'; put it in the folder"),
+    ("tests.custom_models:NOT_CALLABLE", "NOT_CALLABLE is not a function but 3 (int)"),
+    ("tests.custom_models:keyword_only", "must take the number of classes as its first argument"),
+    ("tests.custom_models:", "expected timm/<name>, torchvision/<name> or package.module:function"),
+])
+def test_unknown_external_names_are_one_line_errors_with_the_closest(name, expected):
+    from cnnbench.config import ConfigError
+
+    with pytest.raises(ConfigError) as info:
+        check_model(name, "v.model")
+        check_model_args(name, {}, "v.model_args")
+    assert expected in str(info.value) and "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("name, args, expected", [
+    ("timm/resnet10t", {"drop_rat": 0.1}, ["v.model_args.drop_rat: model 'timm/resnet10t' does not take 'drop_rat'",
+                                          "drop_path_rate", "did you mean drop_rate"]),
+    ("timm/resnet10t", {"pretrained": True}, ["does not take 'pretrained'"]),
+    ("torchvision/resnet18", {"width_mult": 0.5}, ["does not take 'width_mult'; allowed keys: block, layers, "
+                                                   "zero_init_residual, groups, width_per_group"]),
+    # names the model class declares, values the library refuses: a trial build on the meta device
+    ("torchvision/resnext50_32x4d", {"groups": 4}, ["v.model_args: model 'torchvision/resnext50_32x4d' refused "
+                                                    "model_args {'groups': 4}: ValueError: ", "expected value 32"]),
+    ("torchvision/resnet18", {"block": "x"}, ["refused model_args {'block': 'x'}: TypeError: ",
+                                              "multiple values for argument 'block'"]),
+    ("torchvision/resnet18", {"weights": "DEFAULT"}, ["does not take 'weights'"]),
+    ("tests.custom_models:tiny_cnn", {"widht": 4},
+     ["v.model_args.widht: model 'tests.custom_models:tiny_cnn' does not take 'widht'; allowed keys: width, dropout; "
+      "did you mean width?"]),
+])
+def test_external_model_args_are_checked_against_the_builder(name, args, expected):
+    from cnnbench.config import ConfigError
+
+    with pytest.raises(ConfigError) as info:
+        check_model_args(name, args, "v.model_args")
+    for part in expected:
+        assert part in str(info.value), str(info.value)
+
+
+def test_timm_config_built_models_take_their_config_fields():
+    """RegNet and friends fold **kwargs into a config dataclass: its fields are arguments too."""
+    from cnnbench.models.external import accepted_names
+
+    accepts = accepted_names("timm/regnetx_002")
+    assert "drop_rate" in accepts and "wa" in accepts and "bogus" not in accepts
+    model = build_model("timm/regnetx_002", 3, drop_rate=0.1).eval()
+    assert model(torch.randn(1, 3, 32, 32)).shape == (1, 3)
+
+
+def test_a_bad_user_builder_is_named_with_what_to_do(tmp_path, monkeypatch):
+    from cnnbench.config import ConfigError
+
+    with pytest.raises(ConfigError, match=r"^model 'tests.custom_models:raises' raised ValueError: depth 2 is not "
+                                          r"supported \(called with num_classes=3, model_args \{'depth': 2\}\); "
+                                          r"fix") as info:
+        build_model("tests.custom_models:raises", 3, depth=2)
+    assert isinstance(info.value.__cause__, ValueError)  # the user's bug keeps its traceback
+    with pytest.raises(ConfigError, match=r"^model 'tests.custom_models:not_a_module' returned a dict, not a "
+                                          r"torch.nn.Module; make the builder return the network$"):
+        build_model("tests.custom_models:not_a_module", 3)
+    (tmp_path / "broken_nets.py").write_text("import torch\nraise RuntimeError('half-written module')\n")
+    (tmp_path / "needs_missing.py").write_text("import not_installed_dependency\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(ConfigError, match=r"^v.model: 'broken_nets:net': importing broken_nets raised RuntimeError: "
+                                          r"half-written module; fix that module$") as info:
+        check_model("broken_nets:net", "v.model")
+    assert isinstance(info.value.__cause__, RuntimeError)
+    with pytest.raises(ConfigError, match=r"importing needs_missing failed: No module named 'not_installed_dep"):
+        check_model("needs_missing:net", "v.model")
+
+
+def test_library_values_refused_at_build_name_the_model():
+    from cnnbench.config import ConfigError
+
+    with pytest.raises(ConfigError, match=r"^model 'torchvision/resnext50_32x4d' refused model_args \{'groups': 4\}: "
+                                          r"ValueError: .*; change or remove those model_args$") as info:
+        build_model("torchvision/resnext50_32x4d", 3, groups=4)
+    assert isinstance(info.value.__cause__, ValueError)
+
+
+def test_library_arguments_the_class_takes_without_a_default_pass_the_check():
+    """torchvision's ViT takes image_size from model_args (its builder pops it): at 32 px it runs."""
+    check_model_args("torchvision/vit_b_16", {"image_size": 32}, "v.model_args")
+    check_model_args("timm/resnet10t", {"layers": [1, 1, 1, 1], "drop_rate": 0.1}, "v.model_args")
+
+
+def test_a_profiles_model_args_apply_where_the_builder_takes_them():
+    from cnnbench.models import accepted_args
+
+    shrink = {"width_mult": 0.25}
+    assert accepted_args("resnet18", shrink) == shrink
+    assert accepted_args("torchvision/mobilenet_v2", shrink) == shrink
+    assert accepted_args("timm/resnet10t", shrink) == {}
+    assert accepted_args("tests.custom_models:tiny_cnn", shrink) == {}
+    assert accepted_args("tests.custom_models:open_builder", shrink) == {}  # **kwargs promises nothing
+    assert accepted_args("mobilenet_v2", {"cifar": True, "width_mult": 0.5}) == {"cifar": True, "width_mult": 0.5}
+    assert accepted_args("resnet18", {"cifar": True, "width_mult": 0.5}) == {"width_mult": 0.5}
+
+
+@pytest.fixture
+def params_with_external_models(tmp_path):
+    """params.yaml (schema beside it) with a timm, a torchvision and a user-built variant added."""
+    import shutil
+    from pathlib import Path
+
+    import yaml
+
+    repo = Path(__file__).resolve().parents[1]
+    (tmp_path / "workflow" / "schemas").mkdir(parents=True)
+    shutil.copy(repo / "workflow/schemas/params.schema.yaml", tmp_path / "workflow/schemas/")
+    doc = yaml.safe_load((repo / "params.yaml").read_text())
+
+    def write(**variants) -> Path:
+        d = yaml.safe_load(yaml.safe_dump(doc))
+        d["variants"]["cifar10"].update(variants)
+        path = tmp_path / "params.yaml"
+        path.write_text(yaml.safe_dump(d, sort_keys=False))
+        return path
+
+    return write
+
+
+EXTRA_VARIANTS = {"timm_r10": {"model": "timm/resnet10t", "model_args": {"drop_rate": 0.1}},
+                  "tv_mnv2": {"model": "torchvision/mobilenet_v2"},
+                  "tiny": {"model": "tests.custom_models:tiny_cnn", "model_args": {"width": 4}}}
+
+
+def test_params_accept_external_models_and_the_table_covers_them(params_with_external_models, capsys):
+    from cnnbench.cli import main
+    from cnnbench.config import load
+
+    path = params_with_external_models(**EXTRA_VARIANTS)
+    cfg = load(path, profile="quick")
+    assert cfg.variant("cifar10-timm_r10")["model_args"] == {"drop_rate": 0.1}  # no width_mult: timm lacks it
+    assert cfg.variant("cifar10-tv_mnv2")["model_args"] == {"width_mult": 0.25}
+    assert cfg.variant("cifar10-tiny")["model_args"] == {"width": 4}
+    assert cfg.variant("cifar10-resnet18")["model_args"] == {"width_mult": 0.25}
+    assert main(["models", "--params", str(path), "--profile", "smoke", "--dataset", "cifar10"]) == 0
+    out = capsys.readouterr().out
+    for variant, model in (("cifar10-timm_r10", "timm/resnet10t"), ("cifar10-tv_mnv2", "torchvision/mobilenet_v2"),
+                           ("cifar10-tiny", "tests.custom_models:tiny_cnn")):
+        line = next(row for row in out.splitlines() if row.startswith(variant + " "))
+        assert model in line and "1x10" in line
+    # parameters of the models as built, counted by the table itself
+    from cnnbench.cli import model_table
+
+    rows = {r["variant"]: r for r in model_table(load(path, profile="smoke"), "cifar10")}
+    assert rows["cifar10-timm_r10"]["params"] == n_params(build_model("timm/resnet10t", 10, drop_rate=0.1))
+    assert rows["cifar10-tiny"]["params"] == n_params(build_model("tests.custom_models:tiny_cnn", 10, width=4))
+    assert rows["cifar10-tv_mnv2"]["flops"] > 0
+
+
+def test_params_refuse_an_unknown_timm_model_naming_the_key(params_with_external_models):
+    from cnnbench.config import ConfigError, load
+
+    path = params_with_external_models(timm_r10={"model": "timm/resnet10tt"})
+    with pytest.raises(ConfigError, match=r"params.yaml: variants.cifar10.timm_r10.model: 'timm/resnet10tt' is not a "
+                                          r"timm classification model; did you mean timm/resnet10t\b"):
+        load(path)
+    path = params_with_external_models(timm_r10={"model": "timm/resnet10t", "model_args": {"width_mult": 0.5}})
+    with pytest.raises(ConfigError, match=r"variants.cifar10.timm_r10.model_args.width_mult: model 'timm/resnet10t' "
+                                          r"does not take 'width_mult'; allowed keys: "):
+        load(path)
+
+
+@pytest.mark.parametrize("name, args, blocks", [("torchvision/resnet18", {}, 8), ("torchvision/resnet50", {}, 16),
+                                                ("timm/resnet10t", {"zero_init_last": False}, 4)])
+def test_zero_init_residual_covers_library_resnets(name, args, blocks):
+    from cnnbench.models import zero_init_residual
+
+    model = build_model(name, 10, **args)
+    last = [m.bn3 if hasattr(m, "bn3") else m.bn2 for m in model.modules() if hasattr(m, "downsample")]
+    assert not any(bn.weight.eq(0).all() for bn in last)
+    assert zero_init_residual(model) == blocks
+    last = [m.bn3 if hasattr(m, "bn3") else m.bn2 for m in model.modules() if hasattr(m, "downsample")]
+    assert len(last) == blocks and all(bn.weight.eq(0).all() for bn in last)
+
+
+def test_zero_init_residual_of_an_unknown_model_changes_nothing_and_says_so(caplog):
+    from cnnbench.models import zero_init_residual
+
+    model = build_model("tests.custom_models:tiny_cnn", 10)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with caplog.at_level("WARNING", logger="cnnbench.models"):
+        assert zero_init_residual(model) == 0
+    assert "has no residual block cnnbench knows; nothing was zeroed" in caplog.text
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())

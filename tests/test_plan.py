@@ -133,7 +133,7 @@ def test_split_sizes_of_a_data_set_not_prepared_are_the_official_ones(smoke, tmp
     # an archive at hand that is a tenth of the official one (a subset): a tenth of each split
     (tmp_path / "cifar10").mkdir()
     (tmp_path / "cifar10" / smoke.source_settings("cifar10")["filename"]).write_bytes(
-        b"\0" * (plan.ARCHIVE_BYTES_PER_IMAGE["cifar10"] * 6000))
+        b"\0" * int(plan.kind_sizes(smoke, "cifar10").bytes_per_image * 6000))
     small = plan.split_sizes(smoke, smoke.run("cifar10-resnet18"), tmp_path / "prepared", tmp_path)
     assert (small.val, small.test) == (500, 1000)  # a tenth of 5,000 and 10,000
     assert "the official cifar10 split sizes x 0.100, as " in small.source
@@ -153,10 +153,10 @@ def test_preprocess_estimate_only_for_data_not_prepared_at_the_profile_size(smok
     stale = plan.preprocess_estimate(smoke, "butterflies", prepared, raw)   # smoke asks for 64 px
     assert stale["why"] == "prepared at 96 px, the profile asks 64 px"
     assert stale["images"] == 13594 and "official" in stale["how"]
-    assert stale["seconds"] == pytest.approx(13594 * plan.PREPROCESS_SECONDS_PER_IMAGE["butterflies"])
+    assert stale["seconds"] == pytest.approx(13594 * plan.kind_sizes(smoke, "butterflies").seconds_per_image)
     (raw / "cifar10").mkdir(parents=True)
     archive = raw / "cifar10" / smoke.source_settings("cifar10")["filename"]
-    archive.write_bytes(b"\0" * (plan.ARCHIVE_BYTES_PER_IMAGE["cifar10"] * 1000))
+    archive.write_bytes(b"\0" * int(plan.kind_sizes(smoke, "cifar10").bytes_per_image * 1000))
     fresh = plan.preprocess_estimate(smoke, "cifar10", tmp_path / "nothing", raw)
     assert fresh["images"] == 1000 and fresh["why"] == "not prepared" and f"the size of {archive}" in fresh["how"]
 
@@ -165,7 +165,7 @@ def test_preprocess_estimate_reads_the_archive_download_will_copy_from_the_data_
     mirror = tmp_path / "mirror"
     (mirror / "butterflies").mkdir(parents=True)
     archive = mirror / "butterflies" / smoke.source_settings("butterflies")["filename"]
-    archive.write_bytes(b"\0" * (plan.ARCHIVE_BYTES_PER_IMAGE["butterflies"] * 3000))
+    archive.write_bytes(b"\0" * int(plan.kind_sizes(smoke, "butterflies").bytes_per_image * 3000))
     monkeypatch.setenv("CNNBENCH_DATA_MIRROR", str(mirror))
     estimate = plan.preprocess_estimate(smoke, "butterflies", tmp_path / "prepared", tmp_path / "raw")
     assert estimate["images"] == 3000 and f"the size of {archive}" in estimate["how"]

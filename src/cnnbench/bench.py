@@ -41,7 +41,7 @@ from .engine import DeviceData, Engine, allocator_state, configure_process, desc
 from .errors import DataError
 from .models import build_model
 from .results import read_history
-from .spec import RunSpec, TrainSpec
+from .spec import NormalizeSpec, RunSpec, TrainSpec
 from .train import Batches, build_optimizer, build_trainer, normalization, optimizer_impl, predict
 
 log = logging.getLogger("cnnbench.bench")
@@ -81,8 +81,8 @@ def train_arrays(cfg: Config, dataset: str, prepared_root: Path, n_synthetic: in
     if (prepared / "train_images.npy").is_file():
         x, y, _ = packed.load_split(prepared, "train")
         return np.asarray(x), np.asarray(y), f"{prepared} (real, {len(y)} images)"
-    size = 32 if dataset == "cifar10" else cfg.dataset(dataset)["image_size"]
-    classes = 10 if dataset == "cifar10" else 100
+    info = cfg.describe_dataset(dataset)
+    size, classes = info.image_size, info.num_classes or 10
     rng = np.random.default_rng(0)
     x = rng.integers(0, 256, size=(n_synthetic, size, size, 3), dtype=np.uint8)
     y = rng.integers(0, classes, size=n_synthetic).astype(np.int64)
@@ -121,8 +121,9 @@ def endless(loader) -> Iterator:
         yield from loader
 
 
-def num_classes(dataset: str, labels: np.ndarray) -> int:
-    return int(labels.max()) + 1 if dataset == "cifar10" else 100
+def num_classes(cfg: Config, dataset: str, labels: np.ndarray) -> int:
+    """The data set's classes as its kind knows them, else as many as the labels show."""
+    return cfg.describe_dataset(dataset).num_classes or int(labels.max()) + 1
 
 
 # --- the reference loop, in a process of its own ------------------------------------------------------
@@ -136,7 +137,7 @@ def reference_rate(cfg: Config, spec: RunSpec, prepared_root: Path, *, warmup: i
     x_np, y_np, _ = train_arrays(cfg, spec.dataset, prepared_root, n_synthetic=max(4 * batch_size, 1024))
     criterion = nn.CrossEntropyLoss(label_smoothing=settings.label_smoothing)
     torch.manual_seed(0)
-    model = build_model(spec.model, num_classes(spec.dataset, y_np), **spec.model_args).to(dev)
+    model = build_model(spec.model, num_classes(cfg, spec.dataset, y_np), **spec.model_args).to(dev)
     opt = build_optimizer(model, settings.optimizer)
     loader = torch.utils.data.DataLoader(
         PILDataset(x_np, y_np, reference_transform(settings, x_np.shape[1])), batch_size=batch_size, shuffle=True,
@@ -205,7 +206,15 @@ def bench_spec(cfg: Config, name: str, recipe: str | None, device: torch.device,
     spec = cfg.run(name, recipe, device=str(device))
     if batch_size:
         spec = dataclasses.replace(spec, train=dataclasses.replace(spec.train, batch_size=batch_size))
-    return spec
+    return dataclasses.replace(spec, train=timed_settings(spec.train))
+
+
+def timed_settings(train: TrainSpec) -> TrainSpec:
+    """``train`` as bench times it: the normalisation's values change no timing, so a run that takes
+    them from its training split (``normalize`` unset) is timed with mean and std 0.5."""
+    if train.normalize is not None:
+        return train
+    return dataclasses.replace(train, normalize=NormalizeSpec(mean=(0.5,) * 3, std=(0.5,) * 3))
 
 
 def bench_variant(cfg: Config, name: str, prepared_root: Path, *, batch_size: int | None, warmup: int,
@@ -217,7 +226,7 @@ def bench_variant(cfg: Config, name: str, prepared_root: Path, *, batch_size: in
     configure_process(dataclasses.replace(spec.execution, deterministic=False))
     settings, bs = spec.train, spec.train.batch_size
     x_np, y_np, source = train_arrays(cfg, spec.dataset, prepared_root, n_synthetic=max(4 * bs, 1024))
-    classes = num_classes(spec.dataset, y_np)
+    classes = num_classes(cfg, spec.dataset, y_np)
     size = x_np.shape[1]
     result = {"variant": name, "model": spec.model, "recipe": spec.recipe, "batch_size": bs,
               "data": source, "image_size": size}
@@ -352,7 +361,7 @@ def bench_data_path(cfg: Config, image_dir: Path, *, batch_size: int, warmup: in
     from PIL import Image
     from torchvision.datasets import ImageFolder
 
-    settings = cfg.run(cfg.variants_of("butterflies")[0], device=str(device)).train
+    settings = timed_settings(cfg.run(cfg.variants_of(data_path_dataset(cfg))[0], device=str(device)).train)
     size = BUTTERFLY_SIZE
     jpeg = in_fresh_process(imagefolder_rate, settings, image_dir, batch_size=batch_size, warmup=warmup,
                             windows=windows, steps=steps, workers=workers, device=str(device),
@@ -431,6 +440,12 @@ def bench_accuracy(cfg: Config, names: list[str], prepared_root: Path, *, epochs
             "mean_test_top1": means("test_top1"), "mean_val_top1": means("val_top1")}
 
 
+def data_path_dataset(cfg: Config) -> str:
+    """The data set whose archive the data-path comparison decodes: the study's one with the
+    largest images (where decoding JPEGs every epoch costs most), the first of those."""
+    return max(cfg.datasets, key=lambda d: cfg.describe_dataset(d).image_size)
+
+
 # --- the command ------------------------------------------------------------------------------------------------
 def run_bench(cfg: Config, *, variants: list[str], prepared_root: Path, raw_root: Path, out: Path,
               batch_size: int | None, warmup: int, windows: int, steps: int, workers: int,
@@ -450,10 +465,12 @@ def run_bench(cfg: Config, *, variants: list[str], prepared_root: Path, raw_root
     if data_path:
         with tempfile.TemporaryDirectory(prefix="cnnbench-bench-") as tmp:
             if image_dir is None:
-                zip_path = Path(raw_root) / "butterflies" / cfg.source_settings("butterflies")["filename"]
-                if not zip_path.is_file():
-                    raise DataError(f"{zip_path}: run `cnnbench download --dataset butterflies` first, "
-                                    "or pass --images DIR (an ImageFolder tree) or --no-data-path")
+                dataset = data_path_dataset(cfg)
+                zip_path = Path(raw_root) / dataset / cfg.source_settings(dataset).get("filename", "")
+                if not zip_path.is_file() or not zipfile.is_zipfile(zip_path):
+                    raise DataError(f"{zip_path}: not a downloaded zip of JPEG folders; run `cnnbench download "
+                                    f"--dataset {dataset}` first, or pass --images DIR (an ImageFolder tree) or "
+                                    "--no-data-path")
                 image_dir = extract_split(zip_path, "train", Path(tmp))
             report["data_path"] = bench_data_path(cfg, image_dir, batch_size=batch_size or 64, warmup=warmup,
                                                   windows=windows, steps=steps, workers=workers, device=device,

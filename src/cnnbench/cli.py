@@ -107,7 +107,7 @@ def _add_download(sub: argparse._SubParsersAction) -> None:
                        "official source (CIFAR-10 URL + md5; butterflies: `archive` URL/path or kagglehub). The "
                        "archive is written under a temporary name and renamed only after the checksum passes.")
     _common(p)
-    p.add_argument("--dataset", required=True, help="cifar10 or butterflies")
+    p.add_argument("--dataset", required=True, help="a data set of params.yaml (a key of datasets)")
     p.add_argument("--out", type=Path, help="output directory (default: data/raw/<dataset>)")
     p.set_defaults(func=cmd_download)
 
@@ -122,7 +122,7 @@ def _add_preprocess(sub: argparse._SubParsersAction) -> None:
                        "datasets.<dataset>.drop_train_duplicates_of_eval, leaves out train copies of val/test images. "
                        "`cnnbench leak-eval` measures the audit's precision and recall.")
     _common(p)
-    p.add_argument("--dataset", required=True, help="cifar10 or butterflies")
+    p.add_argument("--dataset", required=True, help="a data set of params.yaml (a key of datasets)")
     p.add_argument("--raw", type=Path, help="downloaded data (default: data/raw/<dataset>)")
     p.add_argument("--out", type=Path, help="output directory (default: data/prepared/<dataset>)")
     p.set_defaults(func=cmd_preprocess)
@@ -454,7 +454,8 @@ def _add_leak_eval(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("leak-eval", help="precision and recall (or --speed) of preprocess's near-duplicate audit",
                        description=LEAK_EVAL_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
     _common(p)
-    p.add_argument("--dataset", choices=["cifar10", "butterflies"], required=True, help="which data set's archive")
+    p.add_argument("--dataset", required=True,
+                   help="which data set's archive (a data set of kind cifar10 or butterflies in params.yaml)")
     p.add_argument("--archive", type=Path, help="the raw archive (default: data/raw/<dataset>/<source filename>)")
     p.add_argument("--per-case", type=int, default=10, help="copies per transform and strength (default: %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="seed of the numpy Generator that picks and alters images (default: %(default)s)")
@@ -489,11 +490,9 @@ def cmd_preprocess(cfg: Config, args) -> None:
     settings = cfg.preprocess_settings(args.dataset)
     raw = args.raw or Path("data/raw") / args.dataset
     out = args.out or Path("data/prepared") / args.dataset
-    if args.dataset == "cifar10":
-        from .data import cifar10 as module
-    else:
-        from .data import butterflies as module
-    manifest = module.prepare(raw, out, settings)
+    from .data import kinds
+
+    manifest = kinds.prepare(raw, out, settings)
     counts = ", ".join(f"{s} {v['count']}" for s, v in manifest["splits"].items())
     log.info("%s: packed %s into %s (%d excluded)", args.dataset, counts, out, len(manifest.get("excluded", [])))
 
@@ -605,8 +604,11 @@ def cmd_doctor(cfg: Config | None, args) -> None:
 
 
 def cmd_specs(cfg: Config, args) -> None:
-    from .pipeline import write_specs
+    from .pipeline import check_dvc_yaml, write_specs
 
+    dvc_yaml = cfg.params_path.parent / "dvc.yaml"
+    if dvc_yaml.is_file():  # DVC runs this stage first: its stages must be those of params.yaml
+        check_dvc_yaml(dvc_yaml, cfg)
     paths = write_specs(cfg, args.out)
     log.info("wrote %d run specifications into %s", len(paths), args.out)
 
@@ -618,6 +620,12 @@ def exp_run_command(cfg: Config, extra: list[str] | None = None) -> list[str]:
 
 
 def cmd_exp_run(cfg: Config, args) -> None:
+    from .pipeline import dvc_yaml_is_current, render_dvc_yaml
+
+    dvc_yaml = cfg.params_path.parent / "dvc.yaml"
+    if not dvc_yaml_is_current(dvc_yaml, cfg):
+        atomic_write_text(dvc_yaml, render_dvc_yaml(cfg))
+        log.info("wrote %s for the data sets and variants of %s", dvc_yaml, cfg.params_path)
     cmd = exp_run_command(cfg, args.dvc_args)
     log.info("running %s", " ".join(cmd))
     sys.stderr.flush()
@@ -628,14 +636,26 @@ def cmd_dvc_yaml(cfg: Config, args) -> None:
     from .pipeline import check_dvc_yaml, render_dvc_yaml
 
     if args.check:
-        check_dvc_yaml(args.out)
+        check_dvc_yaml(args.out, cfg)
         log.info("%s is up to date", args.out)
         return
-    atomic_write_text(args.out, render_dvc_yaml())
+    atomic_write_text(args.out, render_dvc_yaml(cfg))
     log.info("wrote %s", args.out)
 
 
-DATASET_CLASSES = {"cifar10": 10, "butterflies": 100}  # before any class filtering
+def dataset_shape(cfg: Config, dataset: str) -> tuple[int, int]:
+    """Image side and number of classes (before filtering) of a data set: what its kind knows, else
+    (an image folder, a CSV) what its prepared store holds."""
+    from .data import packed
+
+    info = cfg.describe_dataset(dataset)
+    if info.num_classes is not None:
+        return info.image_size, info.num_classes
+    prepared = Path("data/prepared") / dataset
+    if not (prepared / "classes.json").is_file():
+        raise DataError(f"data set {dataset!r}: only its data tells its classes; run `cnnbench preprocess "
+                        f"--dataset {dataset}` first (it writes {prepared})")
+    return info.image_size, len(packed.read_classes(prepared))
 
 
 def model_table(cfg: Config, dataset: str | None = None) -> list[dict]:
@@ -650,8 +670,8 @@ def model_table(cfg: Config, dataset: str | None = None) -> list[dict]:
     rows = []
     for name in cfg.variants_of(dataset) if dataset else cfg.variants:
         v = cfg.variant(name)
-        size = 32 if v["dataset"] == "cifar10" else cfg.dataset(v["dataset"])["image_size"]
-        classes = DATASET_CLASSES[v["dataset"]] - len(v["exclude_classes"])
+        size, classes = dataset_shape(cfg, v["dataset"])
+        classes -= len(v["exclude_classes"])
         model = build_model(v["model"], classes, **v["model_args"]).eval()
         counter = FlopCounterMode(display=False)
         with torch.no_grad(), counter:
@@ -846,17 +866,21 @@ def cmd_leak_eval(cfg: Config, args) -> None:
     from .data import leak_eval
 
     settings = cfg.preprocess_settings(args.dataset)
+    kind = settings["kind"]
+    if kind not in leak_eval.FULL_SIZE:
+        raise ConfigError(f"--dataset {args.dataset}: leak-eval reads archives of kind {' or '.join(leak_eval.FULL_SIZE)}, "
+                          f"not {kind!r}")
     archive = args.archive or Path("data/raw") / args.dataset / settings["filename"]
     if not archive.is_file():
         raise DataError(f"{archive}: no such archive; run `cnnbench download --dataset {args.dataset}` or pass --archive")
-    sources = leak_eval.load_sources(args.dataset, archive)
+    sources = leak_eval.load_sources(kind, archive)
     if args.speed:
-        row = leak_eval.time_audit(args.dataset, leak_eval.full_size_images(sources, leak_eval.FULL_SIZE[args.dataset],
-                                                                             args.seed), settings["near_duplicate_threshold"])
+        row = leak_eval.time_audit(kind, leak_eval.full_size_images(sources, leak_eval.FULL_SIZE[kind], args.seed),
+                                   settings["near_duplicate_threshold"])
         print(json.dumps(row, indent=2))
         result: object = row
     else:
-        labelled = leak_eval.evaluate(args.dataset, sources, per_case=args.per_case, seed=args.seed)
+        labelled = leak_eval.evaluate(kind, sources, per_case=args.per_case, seed=args.seed)
         scores = [labelled.score(t) for t in args.thresholds]
         print(f"{args.dataset}: {len(sources)} source images + {scores[0].copies} copies; "
               f"{scores[0].hard_negatives} same-class source pairs verified (hard negatives); audit {labelled.seconds:.1f} s")

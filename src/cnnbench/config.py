@@ -148,6 +148,21 @@ class Config:
         return [ds for ds, group in self.raw["variants"].items() if group]
 
     @property
+    def subsets(self) -> list[str]:
+        """The data sets of ``prepared_datasets`` that are subsets of another (kind ``subset``)."""
+        from .data.kinds import SUBSET
+
+        return [d for d in self.prepared_datasets if self.raw["datasets"][d]["kind"] == SUBSET]
+
+    @property
+    def prepared_datasets(self) -> list[str]:
+        """The data sets the study prepares: those its variants use, then the parents of subsets among
+        them (in params.yaml order)."""
+        used = set(self.datasets)
+        used |= {self.raw["datasets"][d].get("of") for d in self.datasets} - {None}
+        return [d for d in self.raw["datasets"] if d in used]
+
+    @property
     def recipes(self) -> list[str]:
         """The recipes every variant is trained under (``recipes_in_study``)."""
         return list(self.raw["recipes_in_study"])
@@ -182,16 +197,38 @@ class Config:
         override = self.profile_block.get("datasets", {}).get(name)
         return deep_merge(self.raw["datasets"][name], override)
 
+    def kind(self, name: str) -> str:
+        """The data set's kind (``datasets.<name>.kind``), which cnnbench.data.kinds describes."""
+        return self.dataset(name)["kind"]
+
     def source_settings(self, name: str) -> dict:
-        """What `download` reads: ``datasets.<name>.source``."""
-        return dict(self.dataset(name)["source"])
+        """What `download` reads: ``datasets.<name>.source`` (none for a subset: it downloads nothing)."""
+        return dict(self.dataset(name).get("source", {}))
 
     def preprocess_settings(self, name: str) -> dict:
-        """What `preprocess` reads: the dataset block (source keys flattened in), without training defaults."""
+        """What `preprocess` reads: the data set block (source keys flattened in), without training
+        settings, plus its ``name`` (for messages) and ``kind``."""
         ds = self.dataset(name)
         flat = {k: v for k, v in ds.items() if k not in ("train", "source")}
-        flat.update(ds["source"])
+        flat.update(ds.get("source", {}))
+        flat["name"] = name
+        if "of" in ds:  # a subset: what it is drawn from, so its kind can describe it
+            flat["parent"] = self.preprocess_settings(ds["of"])
         return flat
+
+    def describe_dataset(self, name: str):
+        """What the data set's kind says of it before any data is read (cnnbench.data.kinds.Description)."""
+        from .data import kinds
+
+        return kinds.describe(self.preprocess_settings(name))
+
+    def dataset_train(self, name: str) -> dict:
+        """The data set's training settings: its kind's defaults, then ``datasets.<name>.train``."""
+        from .data import kinds
+
+        if self.kind(name) == kinds.SUBSET:  # a subset trains like the data set it is drawn from
+            return deep_merge(self.dataset_train(self.dataset(name)["of"]), self.dataset(name).get("train"))
+        return deep_merge(kinds.default_train(self.kind(name), f"datasets.{name}"), self.dataset(name).get("train"))
 
     def _spec_of(self, name: str) -> tuple[str, dict]:
         specs = self._variant_specs
@@ -206,13 +243,18 @@ class Config:
         arguments, the classes it leaves out, its lab-report rows and description (no training
         settings: those belong to a run, see :meth:`run`)."""
         dataset, spec = self._spec_of(name)
+        profile_args = self.profile_block.get("model_args")
+        if profile_args:  # a profile's model_args apply where the variant's builder takes them
+            from .models import accepted_args
+
+            profile_args = accepted_args(spec["model"], profile_args)
         return {
             "variant": name,
             "dataset": dataset,
             "model": spec["model"],
-            "model_args": deep_merge(spec.get("model_args", {}), self.profile_block.get("model_args")),
+            "model_args": deep_merge(spec.get("model_args", {}), profile_args),
             "exclude_classes": (list(self.dataset(dataset).get("noisy_classes", []))
-                                if dataset == "butterflies" and spec.get("filter_noisy", True) else []),
+                                if spec.get("filter_noisy", True) else []),
             "lab_report": spec.get("lab_report"),
             "description": spec.get("description", ""),
         }
@@ -233,7 +275,7 @@ class Config:
                 f"unknown recipe {recipe!r}; recipes in {self.params_path}: {', '.join(self.raw['recipes'])}"
             )
         train = deep_merge(self.raw["train"], self.raw["recipes"][recipe])
-        train = deep_merge(train, self.dataset(dataset).get("train"))
+        train = deep_merge(train, self.dataset_train(dataset))
         train = deep_merge(train, spec.get("train"))
         train = deep_merge(train, self.profile_block.get("train"))
         if device is not None:
@@ -296,7 +338,8 @@ class Config:
 
 def _check_semantics(cfg: "Config", source: str) -> None:
     """Rules a JSON schema cannot say well."""
-    from .models import check_model, check_model_args  # imports torch: only after the cheap checks passed
+    # imports torch: only after the cheap checks passed
+    from .models import check_model, check_model_args, check_profile_model_args
 
     for name in cfg.raw.get("resources", {}).get("profiles", {}):
         if name not in cfg.raw["profiles"]:
@@ -310,21 +353,20 @@ def _check_semantics(cfg: "Config", source: str) -> None:
                 f"{source}: recipes_in_study.{i}: {recipe!r} is not defined under recipes; "
                 f"allowed values: {', '.join(cfg.raw['recipes'])}"
             )
+    _check_datasets(cfg, source)
     if not cfg.variants:
-        raise ConfigError(f"{source}: variants: no variant defined; add one under variants.cifar10 or variants.butterflies")
+        raise ConfigError(f"{source}: variants: no variant defined; add one under variants.<data set>, "
+                          f"e.g. variants.{next(iter(cfg.raw['datasets']))}")
     for name, (dataset, spec) in cfg._variant_specs.items():
         key = f"variants.{dataset}.{name[len(dataset) + 1:]}"
-        if dataset != "butterflies" and "filter_noisy" in spec:
+        if spec.get("filter_noisy") and not cfg.dataset(dataset).get("noisy_classes"):
             raise ConfigError(
-                f"{source}: {key}.filter_noisy: only butterfly variants filter classes; "
-                f"remove the key or move the variant under variants.butterflies"
+                f"{source}: {key}.filter_noisy: datasets.{dataset} lists no noisy_classes to filter; "
+                f"list them under datasets.{dataset}.noisy_classes or remove the key"
             )
         # The model builders describe their own arguments (models/registry.py): names, types, ranges.
-        # Every profile's model_args too, so what the schema accepts builds under any profile.
         check_model(spec["model"], f"{source}: {key}.model")
         check_model_args(spec["model"], spec.get("model_args", {}), f"{source}: {key}.model_args")
-        for profile, block in cfg.raw["profiles"].items():
-            check_model_args(spec["model"], block.get("model_args", {}), f"{source}: profiles.{profile}.model_args")
         for recipe in cfg.recipes:
             train = cfg.run(name, recipe).train
             if train.train_limit and train.batch_size > train.train_limit:
@@ -333,6 +375,11 @@ def _check_semantics(cfg: "Config", source: str) -> None:
                     f"train.train_limit {train.train_limit} (the number of training images the variant keeps) "
                     f"under recipe {recipe!r}; lower batch_size or raise train_limit (profile {cfg.profile!r} applied)"
                 )
+    # Every profile's model_args, against each variant model that takes them (the others skip them),
+    # so what the schema accepts builds under any profile.
+    models = [spec["model"] for _, spec in cfg._variant_specs.values()]
+    for profile, block in cfg.raw["profiles"].items():
+        check_profile_model_args(models, block.get("model_args", {}), f"{source}: profiles.{profile}.model_args")
     ids = [c["id"] for c in cfg.claims]
     for i, claim in enumerate(cfg.claims):
         if claim["id"] in ids[:i]:
@@ -343,8 +390,29 @@ def _check_semantics(cfg: "Config", source: str) -> None:
                     f"{source}: claims.{i}.{side}: {claim[side]!r} is not a variant; "
                     f"allowed values: {', '.join(cfg.variants)}"
                 )
-        if claim["metric"] == "top1_kept" and any(not claim[s].startswith("butterflies-") for s in "ab"):
-            raise ConfigError(f"{source}: claims.{i}.metric: top1_kept compares butterfly variants only")
+        if claim["metric"] == "top1_kept":
+            sets = {cfg.variant(claim[s])["dataset"] for s in "ab"}
+            if len(sets) != 1 or not cfg.dataset(sets.pop()).get("noisy_classes"):
+                raise ConfigError(f"{source}: claims.{i}.metric: top1_kept compares two variants of one data set "
+                                  f"that lists noisy_classes (the classes both keep)")
+
+
+def _check_datasets(cfg: "Config", source: str) -> None:
+    """Every variant group names a data set; a subset's parent exists and is not itself a subset."""
+    from .data.kinds import SUBSET
+
+    for dataset in cfg.raw["variants"]:
+        if dataset not in cfg.raw["datasets"]:
+            raise ConfigError(f"{source}: variants.{dataset}: {dataset!r} is not defined under datasets; "
+                              f"allowed values: {', '.join(cfg.raw['datasets'])}")
+    for name, block in cfg.raw["datasets"].items():
+        if block["kind"] != SUBSET:
+            continue
+        parent = block["of"]
+        if parent not in cfg.raw["datasets"] or cfg.raw["datasets"][parent]["kind"] == SUBSET:
+            others = [d for d, b in cfg.raw["datasets"].items() if b["kind"] != SUBSET]
+            raise ConfigError(f"{source}: datasets.{name}.of: {parent!r} is not a data set a subset can be drawn "
+                              f"from (one that is not itself a subset); allowed values: {', '.join(others)}")
 
 
 def load(params_path: str | Path = DEFAULT_PARAMS, profile: str | None = None) -> Config:

@@ -23,7 +23,7 @@ from .errors import DataError, ModelMismatch
 from .models import build_model
 from .results import read_json
 from .spec import RunSpec
-from .train import normalization, predict
+from .train import normalization, predict, with_data_normalization
 
 log = logging.getLogger("cnnbench.evaluate")
 
@@ -68,7 +68,7 @@ def evaluate_run(spec: RunSpec, prepared_dir: Path, run_dir: Path) -> dict:
     if classes != blob["classes"]:
         raise ModelMismatch(f"{run_dir / 'model.pt'}: trained on classes that differ from {prepared_dir}'s test split")
     data = DeviceData(x, y, device)
-    mean, std = normalization(settings, device)
+    mean, std = normalization(with_data_normalization(settings, prepared_dir), device)
     logits, losses = predict(model, data, mean, std, settings.eval_batch_size, engine, settings.tta_flip)
     labels = data.labels
     pred = logits.argmax(1)

@@ -41,14 +41,11 @@ from .spec import RunSpec
 
 log = logging.getLogger("cnnbench.plan")
 
-# The official data sets' split sizes (before class filtering), for data sets not prepared yet.
-KNOWN_SPLITS = {"cifar10": {"train": 50_000, "test": 10_000, "classes": 10},  # val is held out of train
-                "butterflies": {"train": 12_594, "val": 500, "test": 500, "classes": 100}}
-# preprocess seconds per image and archive bytes per image, for data sets not prepared yet: measured
-# on a 2-core x86 CPU (the mirror subsets: 6,102 CIFAR-10 images in 9.2 s, 3,000 butterfly JPEGs in
-# 16.7 s, both with ~3 s of start-up; the full-size leak audit times of docs/benchmarks.md agree).
-PREPROCESS_SECONDS_PER_IMAGE = {"cifar10": 0.0010, "butterflies": 0.0045}
-ARCHIVE_BYTES_PER_IMAGE = {"cifar10": 3_078, "butterflies": 26_300}
+# A data set whose kind knows no official sizes (an image folder, a CSV) and is not prepared yet is
+# guessed from its archive: bytes per image of 224 px JPEGs and preprocess seconds per image of the
+# butterfly set (see its kind), split 80/10/10.
+GUESS_PLANNING = {"splits": {"train": 0.8, "val": 0.1, "test": 0.1}, "preprocess_seconds_per_image": 0.0045,
+                  "archive_bytes_per_image": 26_300}
 # aggregate, plot and report after the runs (beyond each job's start-up): fixed + per run seconds,
 # measured on the smoke study (34 runs) of a 2-core x86 CPU.
 FINAL_STAGES_SECONDS = {"aggregate": (2.0, 0.05), "plot": (3.0, 0.05), "report": (0.0, 0.03)}
@@ -69,7 +66,25 @@ class Splits:
 
 
 def image_size(cfg: Config, dataset: str) -> int:
-    return 32 if dataset == "cifar10" else int(cfg.dataset(dataset)["image_size"])
+    return cfg.describe_dataset(dataset).image_size
+
+
+@dataclass(frozen=True)
+class KindSizes:
+    """What the data set's kind says of its size before preprocess (cnnbench.data.kinds)."""
+
+    splits: dict[str, int] | None  # the official split sizes; None when the kind cannot know them
+    classes: int | None
+    seconds_per_image: float       # preprocess
+    bytes_per_image: float         # in the downloaded archive
+
+
+def kind_sizes(cfg: Config, dataset: str) -> KindSizes:
+    info = cfg.describe_dataset(dataset)
+    planning = info.planning or GUESS_PLANNING
+    return KindSizes(splits=dict(info.planning["splits"]) if info.planning else None, classes=info.num_classes,
+                     seconds_per_image=planning["preprocess_seconds_per_image"],
+                     bytes_per_image=planning["archive_bytes_per_image"])
 
 
 def read_manifest(prepared_root: Path, dataset: str) -> dict | None:
@@ -81,6 +96,15 @@ def read_manifest(prepared_root: Path, dataset: str) -> dict | None:
     except (OSError, json.JSONDecodeError) as err:
         raise CnnbenchError(f"{path}: not readable ({err}); run `cnnbench preprocess --dataset {dataset}` "
                             "again") from None
+
+
+def manifest_classes(prepared_root: Path, dataset: str) -> int:
+    """The number of classes of a prepared data set whose kind cannot say (an image folder, a CSV)."""
+    manifest = read_manifest(prepared_root, dataset)
+    if manifest is None:
+        raise CnnbenchError(f"cannot plan data set {dataset!r}: only its data tells its classes; run "
+                            f"`cnnbench preprocess --dataset {dataset}` first")
+    return len(manifest["classes"])
 
 
 def split_sizes(cfg: Config, spec: RunSpec, prepared_root: Path, raw_root: Path = Path("data/raw")) -> Splits:
@@ -95,27 +119,32 @@ def split_sizes(cfg: Config, spec: RunSpec, prepared_root: Path, raw_root: Path 
         source = f"{Path(prepared_root) / spec.dataset / 'manifest.json'}"
     else:
         counts, source = unprepared_sizes(cfg, spec.dataset, raw_root)
-        keep = 1 - len(excluded) / KNOWN_SPLITS[spec.dataset]["classes"]
+        classes = kind_sizes(cfg, spec.dataset).classes
+        keep = 1 - len(excluded) / classes if classes else 1.0
         counts = {s: round(n * keep) for s, n in counts.items()}
     train = min(counts["train"], spec.train.train_limit) if spec.train.train_limit else counts["train"]
     return Splits(train=train, val=counts["val"], test=counts["test"], source=source)
 
 
 def unprepared_sizes(cfg: Config, dataset: str, raw_root: Path) -> tuple[dict[str, int], str]:
-    """Split sizes of a data set not prepared yet: the official ones (CIFAR-10's validation held out
-    of train), scaled down to the archive at hand when it holds fewer images (a subset, e.g. a
-    mirror's), and where they come from."""
-    known = KNOWN_SPLITS[dataset]
-    if dataset == "cifar10":
-        val = round(cfg.dataset("cifar10")["val_fraction"] * known["train"])
-        counts = {"train": known["train"] - val, "val": val, "test": known["test"]}
-    else:
-        counts = {s: known[s] for s in ("train", "val", "test")}
+    """Split sizes of a data set not prepared yet: the official ones its kind knows (CIFAR-10's
+    validation held out of train), scaled down to the archive at hand when it holds fewer images (a
+    subset, e.g. a mirror's), and where they come from. A kind without official sizes: the archive's
+    size over GUESS_PLANNING's bytes per image, split 80/10/10."""
+    sizes = kind_sizes(cfg, dataset)
     archive = raw_archive(cfg, dataset, raw_root)
-    images = archive.stat().st_size / ARCHIVE_BYTES_PER_IMAGE[dataset] if archive else None
-    if images is None or images >= 0.9 * official_images(dataset):
+    images = archive.stat().st_size / sizes.bytes_per_image if archive else None
+    if sizes.splits is None:
+        if images is None:
+            raise CnnbenchError(f"cannot estimate data set {dataset!r}: it is not prepared and its archive is not "
+                                f"downloaded; run `cnnbench download --dataset {dataset}` first")
+        share = GUESS_PLANNING["splits"]
+        return ({s: round(images * share[s]) for s in ("train", "val", "test")},
+                f"a guess from the size of {archive} (about {images:,.0f} images, split 80/10/10) until it is prepared")
+    counts = sizes.splits
+    if images is None or images >= 0.9 * sum(counts.values()):
         return counts, f"the official {dataset} split sizes, not prepared here"
-    share = images / official_images(dataset)
+    share = images / sum(counts.values())
     return ({s: round(n * share) for s, n in counts.items()},
             f"the official {dataset} split sizes x {share:.3f}, as {archive} holds about {images:,.0f} images "
             f"(a guess until it is prepared)")
@@ -133,11 +162,6 @@ def raw_archive(cfg: Config, dataset: str, raw_root: Path) -> Path | None:
     return None
 
 
-def official_images(dataset: str) -> int:
-    known = KNOWN_SPLITS[dataset]
-    return known["train"] + known.get("val", 0) + known["test"]
-
-
 def preprocess_estimate(cfg: Config, dataset: str, prepared_root: Path, raw_root: Path) -> dict | None:
     """Seconds of `preprocess` for a data set that is not prepared at the profile's settings (None
     when it is): images (from the archive's size, or the official count) x seconds per image."""
@@ -146,18 +170,22 @@ def preprocess_estimate(cfg: Config, dataset: str, prepared_root: Path, raw_root
     if manifest is not None and list(manifest.get("image_size", [size, size])) == [size, size]:
         return None
     archive = raw_archive(cfg, dataset, raw_root)
+    sizes = kind_sizes(cfg, dataset)
     if archive is not None:
-        images = archive.stat().st_size / ARCHIVE_BYTES_PER_IMAGE[dataset]
+        images = archive.stat().st_size / sizes.bytes_per_image
         how = (f"estimated from the size of {archive} ({archive.stat().st_size / 1e6:.0f} MB, about {images:,.0f} "
                f"images)")
+    elif sizes.splits is None:
+        raise CnnbenchError(f"cannot estimate preprocess of data set {dataset!r}: its archive is not downloaded; "
+                            f"run `cnnbench download --dataset {dataset}` first")
     else:
-        images = official_images(dataset)
+        images = sum(sizes.splits.values())
         how = (f"estimated for the official {images:,} images (no archive in {Path(raw_root) / dataset} or a data "
                f"mirror; download not included)")
     why = ("not prepared" if manifest is None
            else f"prepared at {manifest['image_size'][0]} px, the profile asks {size} px")
-    return {"dataset": dataset, "seconds": images * PREPROCESS_SECONDS_PER_IMAGE[dataset], "images": round(images),
-            "why": why, "how": how + f" at {1000 * PREPROCESS_SECONDS_PER_IMAGE[dataset]:.1f} ms per image"}
+    return {"dataset": dataset, "seconds": images * sizes.seconds_per_image, "images": round(images),
+            "why": why, "how": how + f" at {1000 * sizes.seconds_per_image:.1f} ms per image"}
 
 
 # --- what one run costs ---------------------------------------------------------------------------------------
@@ -447,7 +475,8 @@ def estimate_runs(cfg: Config, prepared_root: Path, raw_root: Path, *, device: s
         splits = split_sizes(cfg, spec, prepared_root, raw_root)
         key = cost_key(spec, size)
         if key not in timed:
-            classes = KNOWN_SPLITS[spec.dataset]["classes"] - len(spec.exclude_classes)
+            classes = (kind_sizes(cfg, spec.dataset).classes or manifest_classes(prepared_root, spec.dataset)
+                       ) - len(spec.exclude_classes)
             log.info("timing %s (%s, %d px, batch %d) on %s", variant, spec.model, size, spec.train.batch_size,
                      spec.execution.device)
             t0 = time.perf_counter()

@@ -90,7 +90,7 @@ class TrainSpec:
     zero_init_residual: bool
     train_limit: int | None     # keep only the first N training images (one seeded subset)
     max_batches_per_epoch: int | None
-    normalize: NormalizeSpec
+    normalize: NormalizeSpec | None  # None: the training split's own mean and std (preprocess records them)
     augment: AugmentSpec
 
 
@@ -187,8 +187,8 @@ def resolve_train(train: dict) -> TrainSpec:
         zero_init_residual=_take(train, "zero_init_residual", "train"),
         train_limit=_take(train, "train_limit", "train"),
         max_batches_per_epoch=_take(train, "max_batches_per_epoch", "train"),
-        normalize=NormalizeSpec(mean=tuple(_take(norm, "mean", "train.normalize")),
-                                std=tuple(_take(norm, "std", "train.normalize"))),
+        normalize=None if norm is None else NormalizeSpec(mean=tuple(_take(norm, "mean", "train.normalize")),
+                                                          std=tuple(_take(norm, "std", "train.normalize"))),
         augment=AugmentSpec(
             crop=crop,
             flip=_take(aug, "flip", "train.augment"),

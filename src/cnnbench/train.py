@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import json
 import logging
 import math
@@ -55,7 +56,7 @@ from .engine import (
 )
 from .errors import DataError, TrainingDiverged
 from .models import build_model, zero_init_residual
-from .spec import OptimizerSpec, RunSpec, ScheduleSpec, TrainSpec
+from .spec import NormalizeSpec, OptimizerSpec, RunSpec, ScheduleSpec, TrainSpec
 
 log = logging.getLogger("cnnbench.train")
 
@@ -194,8 +195,18 @@ def predict(model: nn.Module, data: DeviceData, mean, std, batch_size: int, engi
     return torch.cat(logits), torch.cat(losses)
 
 
+def with_data_normalization(train: TrainSpec, prepared_dir: Path) -> TrainSpec:
+    """``train`` itself, or, where it sets no ``normalize``, with the per-channel mean and std of the
+    data set's training split (all its classes) that preprocess recorded in the manifest."""
+    if train.normalize is not None:
+        return train
+    mean, std = packed.train_normalization(prepared_dir)
+    return dataclasses.replace(train, normalize=NormalizeSpec(mean=mean, std=std))
+
+
 def normalization(train: TrainSpec, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """The run's per-channel mean and std as (1, 3, 1, 1) tensors on ``device``."""
+    """The run's per-channel mean and std as (1, 3, 1, 1) tensors on ``device`` (``train.normalize``
+    resolved: see :func:`with_data_normalization`)."""
     mean = torch.tensor(train.normalize.mean, device=device).view(1, 3, 1, 1)
     std = torch.tensor(train.normalize.std, device=device).view(1, 3, 1, 1)
     return mean, std
@@ -472,7 +483,7 @@ def train_run(spec: RunSpec, prepared_dir: Path, out_dir: Path, checkpoint_dir: 
 
     train_data, val_data, classes = load_training_data(spec, prepared_dir, device)
     engine = Engine(spec.execution, device)
-    batches = Batches(train_data, spec.train, engine, aug_gen)
+    batches = Batches(train_data, with_data_normalization(spec.train, prepared_dir), engine, aug_gen)
     steps = steps_per_epoch(spec, len(train_data))
     trainer = build_trainer(spec, len(classes), engine, steps)
     history: list[dict] = []

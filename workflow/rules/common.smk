@@ -36,13 +36,14 @@ except ConfigError as _exc:
 PROFILE = CFG.profile
 VARIANTS = CFG.variants
 DATASETS = CFG.datasets
+PREPARED = CFG.prepared_datasets  # DATASETS and the data sets their subsets are drawn from
 RECIPES = CFG.recipes
 SEEDS = CFG.seeds
 # One run = one (variant, recipe, seed): results/runs/<variant>/<recipe>/seed<k>/
 RUN = "results/runs/{variant}/{recipe}/seed{seed}"
 
 wildcard_constraints:
-    dataset="|".join(DATASETS),
+    dataset="|".join(PREPARED),
     variant="|".join(VARIANTS),
     recipe="|".join(RECIPES),
     seed=r"\d+",
@@ -51,6 +52,13 @@ wildcard_constraints:
 def run_files(name):
     """``name`` (e.g. metrics.json) of every run of the study."""
     return [f"results/runs/{v}/{r}/seed{s}/{name}" for v, r, s in CFG.runs]
+
+
+def preprocess_input(dataset):
+    """What preprocess reads: a subset's parent's packed store, else the data set's download."""
+    if dataset in CFG.subsets:
+        return f"data/prepared/{CFG.dataset(dataset)['of']}"
+    return f"data/raw/{dataset}"
 
 
 def variant_dataset(wildcards):

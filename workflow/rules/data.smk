@@ -13,7 +13,8 @@ rule download:
 
 rule preprocess:
     input:
-        "data/raw/{dataset}",
+        # a subset (kind subset) is drawn from its parent's packed store; any other data set from its download
+        lambda wc: preprocess_input(wc.dataset),
     output:
         directory("data/prepared/{dataset}"),
     params:
@@ -24,4 +25,4 @@ rule preprocess:
     log:
         "logs/preprocess/{dataset}.log",
     shell:
-        shell_command("preprocess")
+        shell_command("preprocess", raw="{input}")

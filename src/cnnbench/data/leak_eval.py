@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import io
 import time
-import tarfile
 import zipfile
 from collections import defaultdict
 from collections.abc import Callable, Sequence
@@ -152,17 +151,13 @@ def load_sources(dataset: str, archive: Path) -> list[SourceImage]:
                     out.append(SourceImage(name, parts[-2], im.convert("RGB")))
         return out
     if dataset == "cifar10":
-        from cnnbench.data import cifar10
+        from cnnbench.data.cifar import CIFAR10
 
-        with tarfile.open(archive) as tar:
-            members = {PurePosixPath(m.name).name: m for m in tar if m.isfile()}
-            blobs = {n: tar.extractfile(members[n]).read() for n in (*cifar10.TRAIN_BATCHES, cifar10.TEST_BATCH, cifar10.META)}
-        classes = [c.decode() if isinstance(c, bytes) else c
-                   for c in cifar10.load_pickle(blobs[cifar10.META], "meta")["label_names"]]
+        batches = CIFAR10.read(archive)
         out = []
-        for batch in (*cifar10.TRAIN_BATCHES, cifar10.TEST_BATCH):
-            images, labels = cifar10._batch_arrays(cifar10.load_pickle(blobs[batch], batch), batch, len(classes))
-            out += [SourceImage(f"{batch}[{i}]", classes[y], Image.fromarray(x)) for i, (x, y) in enumerate(zip(images, labels))]
+        for member, images, labels in (*batches.train, batches.test):
+            out += [SourceImage(f"{member}[{i}]", batches.classes[y], Image.fromarray(x))
+                    for i, (x, y) in enumerate(zip(images, labels))]
         return out
     raise ValueError(f"unknown data set {dataset!r}; expected butterflies or cifar10")
 
@@ -334,7 +329,7 @@ def time_audit(dataset: str, data: dict[str, tuple[list[Image.Image], list[str]]
     allocates (tracemalloc: numpy's arrays included) beside the size of the packed arrays."""
     import tracemalloc
 
-    from cnnbench.data import cifar10
+    from cnnbench.data import cifar
 
     counts = {s: len(v[0]) for s, v in data.items()}
     classes = sorted({c for _, labels in data.values() for c in labels})
@@ -345,7 +340,7 @@ def time_audit(dataset: str, data: dict[str, tuple[list[Image.Image], list[str]]
         packed_bytes = sum(a.nbytes for a, _ in splits.values())
         tracemalloc.start()
         started = time.perf_counter()
-        outcome = cifar10._audit(splits, names, classes, threshold, drop=False)
+        outcome = cifar.audit_splits(splits, names, classes, threshold, drop=False)
     else:
         side = dup.thumb_side(*data["train"][0][0].size)
         packed_bytes = sum(counts.values()) * 224 * 224 * 3

@@ -42,6 +42,8 @@ __all__ = [
     "clean_mask",
     "read_manifest",
     "read_classes",
+    "channel_stats",
+    "train_normalization",
     "staging_dir",
     "replace_dir",
 ]
@@ -174,6 +176,7 @@ def write_prepared(
         where[key] = value
 
     _set("classes", list(classes), manifest, "'classes'")
+    manifest["train_stats"] = channel_stats(splits["train"][0])
     _set("image_size", [hw[0], hw[1]], manifest, "'image_size'")
     manifest["format"] = FORMAT
     split_info = manifest.setdefault("splits", {})
@@ -206,7 +209,41 @@ def write_prepared(
         raise
 
 
+def channel_stats(images: np.ndarray, chunk: int = 4096) -> dict[str, Any]:
+    """Per-channel mean and standard deviation of uint8 N x H x W x 3 images, scaled to [0, 1]
+    (what a run normalises with when it sets no ``normalize``), over every pixel; in chunks, so a
+    large split never becomes one float array."""
+    n = len(images)
+    if n == 0:
+        return {"mean": None, "std": None, "images": 0}
+    total = np.zeros(3, dtype=np.float64)
+    squares = np.zeros(3, dtype=np.float64)
+    for start in range(0, n, chunk):
+        block = np.asarray(images[start:start + chunk], dtype=np.float64).reshape(-1, 3) / 255.0
+        total += block.sum(0)
+        squares += (block * block).sum(0)
+    pixels = n * images.shape[1] * images.shape[2]
+    mean = total / pixels
+    std = np.sqrt(np.maximum(squares / pixels - mean * mean, 0.0))
+    return {"mean": [round(float(v), 6) for v in mean], "std": [round(float(v), 6) for v in std], "images": int(n)}
+
+
 # --------------------------------------------------------------------------- reading
+def train_normalization(prepared_dir: Path) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """The per-channel (mean, std) of the training split that `write_prepared` recorded."""
+    stats = read_manifest(prepared_dir).get("train_stats") or {}
+    mean, std = stats.get("mean"), stats.get("std")
+    if mean is None or std is None:
+        raise DataError(
+            f"{Path(prepared_dir) / _MANIFEST} has no train_stats (written by an older cnnbench, or an empty "
+            f"training split), which a run without train.normalize needs; re-run `cnnbench preprocess "
+            f"--dataset {_dataset_hint(Path(prepared_dir))}` or set train.normalize"
+        )
+    if min(std) <= 0:
+        raise DataError(f"{Path(prepared_dir) / _MANIFEST}: a channel of the training images is constant "
+                        f"(std {std}); set train.normalize for this data set")
+    return tuple(mean), tuple(std)
+
 def _dataset_hint(prepared_dir: Path) -> str:
     try:
         name = json.loads((prepared_dir / _MANIFEST).read_text(encoding="utf-8")).get("dataset")

@@ -7,6 +7,9 @@ build a working network, its default and one line of help, e.g.
 ``width_mult: WidthMult = 1.0`` with ``WidthMult = Annotated[float, ArgSpec("...", gt=0, le=4)]``.
 That description is the only list of model arguments: the params check (:func:`check_model_args`),
 ``cnnbench models --arguments`` and the tests read it.
+
+Names of the form ``timm/<name>``, ``torchvision/<name>`` and ``package.module:function`` are
+built by :mod:`cnnbench.models.external` (randomly initialised); every function here takes them too.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from typing import Annotated, Any, Callable, Sequence
 from torch import nn
 
 from ..config import ConfigError
+from . import external
 from .mobilenetv2 import MobileNetV2
 from .resnet import ResNet
 from .resnext import resnext_block
@@ -180,11 +184,18 @@ def _did_you_mean(word: str, choices: Sequence[str]) -> str:
     return f"; did you mean {' or '.join(close)}?" if close else ""
 
 
+EXTERNAL_FORMS = "timm/<name>, torchvision/<name>, package.module:function"
+
+
 def check_model(name: Any, where: str) -> None:
-    """Refuse a model name that is not registered. ``where`` names the key (``variants.cifar10.x.model``)."""
-    if not isinstance(name, str) or name not in _REGISTRY:
+    """Refuse a model name that is neither registered nor a usable timm, torchvision or user
+    builder. ``where`` names the key (``variants.cifar10.x.model``)."""
+    if external.is_external(name):
+        external.check_name(name, where)
+    elif not isinstance(name, str) or name not in _REGISTRY:
         hint = _did_you_mean(name, model_names()) if isinstance(name, str) else ""
-        raise ConfigError(f"{where}: {name!r} is not allowed; allowed values: {', '.join(model_names())}{hint}")
+        raise ConfigError(f"{where}: {name!r} is not allowed; allowed values: {', '.join(model_names())}, "
+                          f"or {EXTERNAL_FORMS}{hint}")
 
 
 def check_model_args(model: str, args: Any, where: str) -> None:
@@ -194,11 +205,14 @@ def check_model_args(model: str, args: Any, where: str) -> None:
     ``profiles.quick.model_args``); the :class:`~cnnbench.config.ConfigError` names the key in it
     and what the builder allows.
     """
-    if model not in _REGISTRY:
+    if model not in _REGISTRY and not external.is_external(model):
         raise ConfigError(f"{where}: cannot check the arguments of unknown model {model!r}; "
                           f"registered models: {', '.join(model_names())}")
     if not isinstance(args, dict):
         raise ConfigError(f"{where}: expected a mapping of argument: value, got {args!r} ({type(args).__name__})")
+    if external.is_external(model):
+        external.check_args(model, args, where)  # names only: the library checks the values when it builds
+        return
     specs = _REGISTRY[model].args
     for arg, value in args.items():
         if arg not in specs:
@@ -209,8 +223,38 @@ def check_model_args(model: str, args: Any, where: str) -> None:
             raise ConfigError(f"{where}.{arg}: {problem}; model {model!r}: {arg} = {specs[arg].describe()}")
 
 
+def accepted_args(model: str, args: dict) -> dict:
+    """The part of ``args`` that model ``model``'s builder takes: how a profile's ``model_args``
+    (``width_mult: 0.25``) apply to every variant whose builder has that argument and skip the others."""
+    if external.is_external(model):  # names it declares: a builder's **kwargs is no promise to use width_mult
+        declared = external.accepted_names(model).names
+        return {k: v for k, v in args.items() if k in declared}
+    return {k: v for k, v in args.items() if k in _entry(model).args}
+
+
+def check_profile_model_args(models: Sequence[str], args: Any, where: str) -> None:
+    """Check a profile's ``model_args`` against every variant's model (``models``) that takes them;
+    an argument that none of them takes is a typo."""
+    if not isinstance(args, dict):
+        raise ConfigError(f"{where}: expected a mapping of argument: value, got {args!r} ({type(args).__name__})")
+    taken: set[str] = set()
+    for model in dict.fromkeys(models):
+        applied = accepted_args(model, args)
+        check_model_args(model, applied, where)
+        taken.update(applied)
+    for arg in args:
+        if arg not in taken:
+            known = sorted({a for m in models for a in (external.accepted_names(m).names if external.is_external(m)
+                                                         else _entry(m).args)})
+            raise ConfigError(f"{where}.{arg}: no variant's model takes {arg!r}{_did_you_mean(str(arg), known)}; "
+                              f"the arguments of the variants' models: {', '.join(known)}")
+
+
 def build_model(name: str, num_classes: int, **overrides) -> nn.Module:
-    """Build a registered model; ``overrides`` are keyword arguments of its builder."""
+    """Build a registered model, or a ``timm/``, ``torchvision/`` or ``module:function`` one (random
+    weights); ``overrides`` are keyword arguments of its builder."""
+    if external.is_external(name):
+        return external.build(name, num_classes, overrides)
     specs = _entry(name).args
     unknown = sorted(set(overrides) - set(specs))
     if unknown:
