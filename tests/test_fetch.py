@@ -368,6 +368,63 @@ def test_fetch_kagglehub_failure_is_download_error(tmp_path: Path, monkeypatch: 
     assert _leftovers(tmp_path) == []
 
 
+# --------------------------------------------------------------------------- a local folder as the source
+def _image_tree(root: Path) -> Path:
+    files = {"train/cat/1.png": b"png-1", "train/cat/2.jpg": b"jpeg-2", "test/cat/1.png": b"png-3",
+             "labels.csv": b"file,label\n"}
+    for rel, data in files.items():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_bytes(data)
+    (root / "train" / "dog").mkdir()  # an empty class folder must stay visible to preprocess
+    return root
+
+
+def _folder_cfg(folder: Path, **overrides: object) -> dict:
+    return {"archive": str(folder), "sha256": None, "filename": "mine.zip", **overrides}
+
+
+def test_fetch_folder_is_packed_into_a_deterministic_zip(tmp_path: Path) -> None:
+    tree = _image_tree(tmp_path / "images")
+    first = fetch.fetch_dataset("mine", _folder_cfg(tree), tmp_path / "one", None)
+    assert first["source"] == "folder" and first["location"] == str(tree) and first["filename"] == "mine.zip"
+    assert first["sha256"] == fetch.sha256sum(tmp_path / "one" / "mine.zip")
+    assert json.loads((tmp_path / "one" / "source.json").read_text()) == first
+    with zipfile.ZipFile(tmp_path / "one" / "mine.zip") as zf:
+        assert zf.namelist() == ["labels.csv", "test/cat/1.png", "train/cat/1.png", "train/cat/2.jpg", "train/dog/"]
+        assert zf.getinfo("train/dog/").is_dir() and zf.read("train/cat/2.jpg") == b"jpeg-2"
+    for path in tree.rglob("*"):  # new timestamps must not change the archive
+        os.utime(path, (1_700_000_000, 1_700_000_000))
+    # the recorded sha256 can be pinned: the same folder packs to the same bytes
+    second = fetch.fetch_dataset("mine", _folder_cfg(tree, sha256=first["sha256"]), tmp_path / "two", None)
+    assert second["sha256"] == first["sha256"]
+    (tree / "train" / "cat" / "3.png").write_bytes(b"new")
+    with pytest.raises(ChecksumError, match="the zip of folder"):
+        fetch.fetch_dataset("mine", _folder_cfg(tree, sha256=first["sha256"]), tmp_path / "three", None)
+    assert _leftovers(tmp_path / "three") == [] and not (tmp_path / "three").exists()
+
+
+def test_fetch_folder_errors(tmp_path: Path) -> None:
+    tree = _image_tree(tmp_path / "images")
+    with pytest.raises(ConfigError, match=r"datasets.mine.source.filename = 'mine.tar.gz' does not end in .zip"):
+        fetch.fetch_dataset("mine", _folder_cfg(tree, filename="mine.tar.gz"), tmp_path / "a", None)
+    (tmp_path / "empty" / "sub").mkdir(parents=True)
+    with pytest.raises(DownloadError, match="datasets.mine.source.archive is the folder .*empty, which holds no files"):
+        fetch.fetch_dataset("mine", _folder_cfg(tmp_path / "empty"), tmp_path / "b", None)
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+def test_fetch_tar_gz_file_is_copied_as_it_is(tmp_path: Path) -> None:
+    import tarfile
+
+    tree = _image_tree(tmp_path / "images")
+    with tarfile.open(tmp_path / "mine.tar.gz", "w:gz") as tar:
+        tar.add(tree, "images")
+    data = (tmp_path / "mine.tar.gz").read_bytes()
+    record = fetch.fetch_dataset("mine", _folder_cfg(tmp_path / "mine.tar.gz", filename="mine.tar.gz", sha256=_sha(data)),
+                                 tmp_path / "out", None)
+    assert record["source"] == "path" and (tmp_path / "out" / "mine.tar.gz").read_bytes() == data
+
+
 def test_read_source(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="cnnbench download --dataset cifar10"):
         fetch.read_source(tmp_path, "cifar10")

@@ -30,11 +30,7 @@ duplicate a val or test image are left out and listed in ``excluded``.
 
 from __future__ import annotations
 
-import csv
-import io
 import logging
-import re
-import stat
 import zipfile
 import zlib
 from collections import Counter
@@ -48,7 +44,9 @@ from PIL import Image
 from tqdm import tqdm
 
 from cnnbench.data import duplicates, packed
+from cnnbench.data.archive import check_zip_members, norm_name
 from cnnbench.data.fetch import locate_archive, read_source
+from cnnbench.data.images import Excluded, load_image, open_image, read_table
 from cnnbench.errors import ConfigError, DataError
 
 __all__ = ["prepare", "SOURCE_SIZE", "CSV_NAMES", "DUPLICATES_FILE", "check_archive_members"]
@@ -65,45 +63,18 @@ _DROP_KEY = "drop_train_duplicates_of_eval"
 
 
 # --------------------------------------------------------------------------- archive safety
-def _member_problem(info: zipfile.ZipInfo) -> str | None:
-    name = info.filename
-    parts = re.split(r"[\\/]", name)
-    if name.startswith(("/", "\\")):
-        return "absolute path"
-    if re.match(r"^[A-Za-z]:", name):
-        return "drive letter"
-    if ".." in parts:
-        return "'..' path component"
-    if stat.S_ISLNK(info.external_attr >> 16):
-        return "symbolic link"
-    return None
-
-
 def check_archive_members(zf: zipfile.ZipFile, archive: Path, max_uncompressed_bytes: int) -> int:
-    """Refuse unsafe archives; return the total declared uncompressed size.
+    """Refuse unsafe archives; return the total declared uncompressed size (`archive.check_zip_members`).
 
     Raises:
         DataError: a member has an absolute path, a drive letter, a ``..`` component or
             is a symlink (the message names it), or the declared sizes add up to more
             than `max_uncompressed_bytes` (the message names the limit and its param key).
     """
-    total = 0
-    for info in zf.infolist():
-        problem = _member_problem(info)
-        if problem is not None:
-            raise DataError(
-                f"unsafe member {info.filename!r} in {archive}: {problem}. Archives with absolute paths, "
-                "drive letters, '..' components or symlinks are refused; this is not a genuine copy of "
-                "the butterfly data set, delete it and download it again"
-            )
-        total += info.file_size
-    if total > max_uncompressed_bytes:
-        raise DataError(
-            f"{archive} declares {total} bytes uncompressed, more than the limit "
-            f"{_KEY}.max_uncompressed_bytes = {max_uncompressed_bytes}; refusing it (a zip bomb or the "
-            f"wrong file). If the archive is genuine, raise {_KEY}.max_uncompressed_bytes"
-        )
-    return total
+    return check_zip_members(
+        zf, archive, max_uncompressed_bytes, limit_key=f"{_KEY}.max_uncompressed_bytes",
+        hint="this is not a genuine copy of the butterfly data set, delete it and download it again",
+    )
 
 
 # --------------------------------------------------------------------------- CSV
@@ -127,49 +98,33 @@ def _find_csv(names: list[str], archive: Path) -> str:
     )
 
 
-def _norm(path: str) -> str:
-    path = path.strip().replace("\\", "/")
-    while path.startswith("./"):
-        path = path[2:]
-    return path
+_norm = norm_name
 
 
 def _read_csv(text: str, where: str) -> tuple[list[_Row], bool]:
     """Parse the index CSV; return its rows and whether it has a class id column."""
-    reader = csv.reader(io.StringIO(text))
     try:
-        header = [h.strip().lower() for h in next(reader)]
-    except StopIteration:
-        raise DataError(f"{where} is empty") from None
-    col = {h: i for i, h in enumerate(header)}
-    missing = [c for c in ("filepaths", "labels", "data set") if c not in col]
-    if missing:
-        raise DataError(
-            f"{where} lacks column(s) {missing}; found {header}. Expected 'class id, filepaths, labels, data set' "
-            "or (older format) 'filepaths, labels, data set'"
-        )
-    has_id = "class id" in col
+        header, records = read_table(text, where, ("filepaths", "labels", "data set"), ("class id",))
+    except DataError as e:
+        if "lacks column" not in str(e):
+            raise
+        raise DataError(f"{e}. Expected 'class id, filepaths, labels, data set' or (older format) "
+                        "'filepaths, labels, data set'") from None
+    has_id = "class id" in header
     rows: list[_Row] = []
-    for line, rec in enumerate(reader, start=2):
-        if not rec or all(not c.strip() for c in rec):
-            continue
-        if len(rec) < len(header):
-            raise DataError(f"{where}:{line}: expected {len(header)} columns, got {len(rec)}: {rec}")
-        data_set = rec[col["data set"]].strip().lower()
+    for line, rec in records:
+        data_set = rec["data set"].lower()
         if data_set not in _DATA_SET:
-            raise DataError(f"{where}:{line}: unknown 'data set' value {rec[col['data set']]!r}; expected train, valid or test")
+            raise DataError(f"{where}:{line}: unknown 'data set' value {rec['data set']!r}; expected train, valid or test")
         class_id = None
         if has_id:
             try:
-                class_id = int(float(rec[col["class id"]]))
+                class_id = int(float(rec["class id"]))
             except ValueError:
-                raise DataError(f"{where}:{line}: 'class id' {rec[col['class id']]!r} is not an integer") from None
-        label = rec[col["labels"]].strip()
-        if not label:
+                raise DataError(f"{where}:{line}: 'class id' {rec['class id']!r} is not an integer") from None
+        if not rec["labels"]:
             raise DataError(f"{where}:{line}: empty label")
-        rows.append(_Row(line, _norm(rec[col["filepaths"]]), label, _DATA_SET[data_set], class_id))
-    if not rows:
-        raise DataError(f"{where} has no data rows")
+        rows.append(_Row(line, _norm(rec["filepaths"]), rec["labels"], _DATA_SET[data_set], class_id))
     return rows, has_id
 
 
@@ -191,12 +146,9 @@ _THUMB_SIDE = duplicates.thumb_side(*SOURCE_SIZE)
 def _decode(data: bytes, size: int) -> tuple[np.ndarray | None, duplicates.Fingerprint | None, str | None]:
     """Fully decode one image; return (HxWx3 uint8 array, its leak-audit fingerprint at 224 px, None)
     or (None, None, reason it is bad)."""
-    if not data:
-        return None, None, "empty file (0 bytes)"
-    try:
-        im = Image.open(io.BytesIO(data))
-    except Exception as e:  # UnidentifiedImageError, OSError, SyntaxError from broken headers
-        return None, None, f"not a readable image ({type(e).__name__}: {e})"
+    im, reason = open_image(data)
+    if im is None:
+        return None, None, reason
     with im:
         if im.format != "JPEG":
             return None, None, f"not a JPEG (content is {im.format or 'unknown'})"
@@ -204,10 +156,9 @@ def _decode(data: bytes, size: int) -> tuple[np.ndarray | None, duplicates.Finge
             return None, None, f"colour mode {im.mode}, expected RGB"
         if im.size != SOURCE_SIZE:
             return None, None, f"size {im.size[0]}x{im.size[1]}, expected {SOURCE_SIZE[0]}x{SOURCE_SIZE[1]}"
-        try:
-            im.load()  # full decode: truncated or corrupt data fails here
-        except Exception as e:
-            return None, None, f"corrupt or truncated JPEG ({type(e).__name__}: {e})"
+        reason = load_image(im)  # full decode: truncated or corrupt data fails here
+        if reason is not None:
+            return None, None, reason
         try:
             key = duplicates.fingerprint(im, _THUMB_SIDE)  # before the resize: see the module docstring
         except ValueError as e:
@@ -292,7 +243,7 @@ def _prepare(
     # Every check that needs no image comes first, so a wrong archive or setting fails in seconds.
     index = _read_index(zf, archive)
     _check_noisy_classes(settings.noisy, index.labels, archive)
-    excluded = _Excluded(settings.on_bad, archive, index.prefix)
+    excluded = _excluded(settings.on_bad, archive, index.prefix)
     folder_files, folders = _sort_members(index, excluded)
     candidates = _match_csv_to_folders(index, folder_files, folders, excluded)
 
@@ -364,38 +315,12 @@ def _check_noisy_classes(noisy: list[str], labels: list[str], archive: Path) -> 
         )
 
 
-class _Excluded:
-    """Every member left out, in the order met, with its reason: the manifest's ``excluded``.
-
-    Reasons of ignored files start with "ignored:" and of dropped duplicates with "dropped:";
-    anything else is a bad image (or CSV/folder mismatch), which the manifest notes count.
-    """
-
-    def __init__(self, on_bad: str, archive: Path, prefix: str) -> None:
-        self.on_bad, self.archive, self.prefix = on_bad, archive, prefix
-        self.items: list[dict[str, str]] = []
-
-    def bad(self, split: str, file: str, reason: str) -> None:
-        """A bad image: fatal with ``on_bad_image: fail``, else skipped with a warning."""
-        if self.on_bad == "fail":
-            raise DataError(
-                f"bad image {self.prefix + file!r} in {self.archive}: {reason}. Set {_KEY}.on_bad_image: skip to leave "
-                "such files out (they are listed in the manifest), or repair the archive"
-            )
-        log.warning("skipping %s (%s): %s", file, split, reason)
-        self.items.append({"split": split, "file": file, "reason": reason})
-
-    def ignored(self, file: str, reason: str) -> None:
-        """A file that is not part of the data (never fatal: the archive ships a model file)."""
-        log.info("%s: %s", file, reason)
-        self.items.append({"split": "", "file": file, "reason": reason})
-
-    def dropped(self, file: str, reason: str) -> None:
-        """A good train image left out as a copy of a valid or test image."""
-        self.items.append({"split": "train", "file": file, "reason": reason})
+def _excluded(on_bad: str, archive: Path, prefix: str) -> Excluded:
+    """The manifest's ``excluded`` list; the bundled ``.h5`` model is among its ignored files."""
+    return Excluded(on_bad, archive, _KEY, prefix)
 
 
-def _sort_members(index: _Index, excluded: _Excluded) -> tuple[dict[str, tuple[str, str]], set[str]]:
+def _sort_members(index: _Index, excluded: Excluded) -> tuple[dict[str, tuple[str, str]], set[str]]:
     """Everything in the archive that is not the CSV: images in split class folders, returned as
     ``({relative path: (split, folder class)}, {"<split dir>/<class>" folders})``, or other files,
     which are ignored and listed."""
@@ -421,7 +346,7 @@ def _sort_members(index: _Index, excluded: _Excluded) -> tuple[dict[str, tuple[s
 
 
 def _match_csv_to_folders(
-    index: _Index, folder_files: dict[str, tuple[str, str]], folders: set[str], excluded: _Excluded
+    index: _Index, folder_files: dict[str, tuple[str, str]], folders: set[str], excluded: Excluded
 ) -> list[_Row]:
     """The CSV rows whose image is in the archive, in CSV order. Every disagreement between the
     CSV and the folders is a bad image: CSV rows first, then files the CSV does not list."""
@@ -465,7 +390,7 @@ class _Decoded:
 
 
 def _decode_splits(
-    zf: zipfile.ZipFile, index: _Index, candidates: list[_Row], settings: _Settings, excluded: _Excluded
+    zf: zipfile.ZipFile, index: _Index, candidates: list[_Row], settings: _Settings, excluded: Excluded
 ) -> _Decoded:
     """Decode and fingerprint every candidate; bad ones go to `excluded`."""
     per_split = Counter(r.split for r in candidates)
@@ -489,7 +414,7 @@ def _decode_splits(
 
 
 def _decode_row(
-    zf: zipfile.ZipFile, index: _Index, row: _Row, size: int, excluded: _Excluded
+    zf: zipfile.ZipFile, index: _Index, row: _Row, size: int, excluded: Excluded
 ) -> tuple[np.ndarray | None, duplicates.Fingerprint | None]:
     """Read and decode one CSV row's image: (pixels, its fingerprint), or (None, None) when it is bad."""
     try:
@@ -506,7 +431,7 @@ def _decode_row(
 
 
 # --------------------------------------------------------------------------- prepare: leak audit, what is kept, manifest
-def _audit(decoded: _Decoded, settings: _Settings, excluded: _Excluded) -> duplicates.Outcome:
+def _audit(decoded: _Decoded, settings: _Settings, excluded: Excluded) -> duplicates.Outcome:
     """Find every duplicate pair; with ``drop_dups`` leave out the train copies of val/test images."""
     result = duplicates.audit(decoded.refs, decoded.prints, settings.threshold)
     out = duplicates.outcome("butterflies", result, {s: decoded.filled(s) for s in packed.SPLITS},

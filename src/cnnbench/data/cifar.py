@@ -48,6 +48,7 @@ from tqdm import tqdm
 
 from cnnbench.data import duplicates, packed
 from cnnbench.data.fetch import locate_archive, read_source
+from cnnbench.data.splits import stratified_holdout  # also this module's: tests and callers use cifar.stratified_holdout
 from cnnbench.errors import ConfigError, DataError
 
 __all__ = ["CIFAR10", "CIFAR100", "CifarKind", "LabelSet", "Batches", "RestrictedUnpickler", "load_pickle",
@@ -222,23 +223,6 @@ def _batch_arrays(batch: dict[str, Any], what: str, labels_of: LabelSet) -> tupl
     # CIFAR stores each image as 1024 R, 1024 G, 1024 B values (row-major): NCHW -> NHWC.
     images = np.ascontiguousarray(data.reshape(-1, 3, IMAGE_SIDE, IMAGE_SIDE).transpose(0, 2, 3, 1))
     return images, labels
-
-
-def stratified_holdout(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Split indices into (keep, holdout), taking round(fraction * n_c) of each class c.
-
-    Deterministic for a given seed; both index arrays are sorted ascending.
-    """
-    rng = np.random.default_rng(seed)
-    holdout: list[np.ndarray] = []
-    for c in np.unique(labels):
-        idx = np.flatnonzero(labels == c)
-        n = int(round(fraction * len(idx)))
-        holdout.append(rng.permutation(idx)[:n])
-    held = np.sort(np.concatenate(holdout)) if holdout else np.empty(0, np.int64)
-    mask = np.ones(len(labels), bool)
-    mask[held] = False
-    return np.flatnonzero(mask), held
 
 
 # --------------------------------------------------------------------------- splits and the audit

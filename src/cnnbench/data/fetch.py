@@ -7,7 +7,9 @@ Sources, in order (see `fetch_dataset`):
    the environment variable ``CNNBENCH_DATA_MIRROR`` overrides the ``data_mirror``
    param;
 2. ``url`` (CIFAR-10: the official archive, checked against ``md5``);
-3. ``archive`` (butterflies: a URL or local path, checked against ``sha256`` when set);
+3. ``archive``: a URL, a local file (any archive: ``.zip``, ``.tar``, ``.tar.gz``...), both
+   checked against ``sha256`` when set, or a local *folder*, packed into one deterministic zip
+   (whose sha256 is recorded, and checked against ``sha256`` when set);
 4. ``kaggle_handle`` via ``kagglehub``, whose extracted files are repacked into one
    deterministic zip so that later stages always read a single archive.
 
@@ -289,16 +291,20 @@ def _copy_file(src: Path, dest: Path, *, md5: str | None = None, sha256: str | N
         return _receive(f, dest, total=total, what=str(src), md5=md5, sha256=sha256)
 
 
-# --------------------------------------------------------------------------- kaggle
-def _repack_zip(src_dir: Path, dest: Path) -> _Digest:
+# --------------------------------------------------------------------------- folders and kaggle
+def _repack_zip(src_dir: Path, dest: Path, what: str = "kagglehub returned") -> _Digest:
     """Zip every regular file under `src_dir` into `dest`, reproducibly.
 
     Members are sorted by path, stored uncompressed (JPEGs do not compress), with a
     fixed timestamp and permissions, so the same files always give the same bytes.
+    An empty folder becomes a folder member (an empty class folder stays visible to
+    preprocess, which refuses it). `what` starts the error message for an empty tree.
     """
-    files: list[tuple[str, Path]] = []
+    files: list[tuple[str, Path | None]] = []  # (member name, file; None for an empty folder)
     for root, dirs, names in os.walk(src_dir):
         dirs.sort()
+        if not dirs and not names and Path(root) != src_dir:
+            files.append((Path(root).relative_to(src_dir).as_posix() + "/", None))
         for name in names:
             path = Path(root) / name
             rel = path.relative_to(src_dir).as_posix()
@@ -309,8 +315,8 @@ def _repack_zip(src_dir: Path, dest: Path) -> _Digest:
                 log.warning("skipping %s: not a regular file", rel)
                 continue
             files.append((rel, path))
-    if not files:
-        raise DownloadError(f"kagglehub returned {src_dir}, which holds no files to pack")
+    if not any(path is not None for _, path in files):
+        raise DownloadError(f"{what} {src_dir}, which holds no files to pack")
     files.sort(key=lambda item: item[0])
 
     def write(fh: IO[bytes]) -> None:
@@ -319,6 +325,10 @@ def _repack_zip(src_dir: Path, dest: Path) -> _Digest:
                 info = zipfile.ZipInfo(rel, date_time=_ZIP_EPOCH)
                 info.compress_type = zipfile.ZIP_STORED
                 info.create_system = 3  # unix, so external_attr means mode bits everywhere
+                if path is None:
+                    info.external_attr = ((0o040755 & 0xFFFF) << 16) | 0x10  # a folder (and MS-DOS's folder bit)
+                    zf.writestr(info, b"")
+                    continue
                 info.external_attr = (0o100644 & 0xFFFF) << 16
                 info.file_size = path.stat().st_size
                 with open(path, "rb") as src, zf.open(info, "w") as out:
@@ -332,12 +342,29 @@ def _repack_zip(src_dir: Path, dest: Path) -> _Digest:
     return hasher.digest()
 
 
-def _from_kaggle(handle: str, dest: Path) -> tuple[_Digest, str]:
+def _from_folder(name: str, folder: Path, dest: Path, sha256: str | None) -> _Digest:
+    """Pack a local folder into the zip `dest` (deterministic: `_repack_zip`); check `sha256` when given."""
+    if not dest.name.lower().endswith(".zip"):
+        raise ConfigError(
+            f"datasets.{name}.source.archive = {str(folder)!r} is a folder, which is packed into a zip, but "
+            f"datasets.{name}.source.filename = {dest.name!r} does not end in .zip; name it e.g. {name}.zip"
+        )
+    log.info("packing folder %s into %s", folder, dest.name)
+    digest = _repack_zip(folder, dest, what=f"datasets.{name}.source.archive is the folder")
+    try:
+        _check(digest, f"the zip of folder {folder}", md5=None, sha256=sha256)
+    except ChecksumError:
+        dest.unlink(missing_ok=True)
+        raise
+    return digest
+
+
+def _from_kaggle(handle: str, dest: Path, name: str = "butterflies") -> tuple[_Digest, str]:
     try:
         import kagglehub
     except ImportError as e:  # pragma: no cover - kagglehub is a declared dependency
         raise DownloadError(
-            "kagglehub is not installed; install it, or set datasets.butterflies.source.archive "
+            f"kagglehub is not installed; install it, or set datasets.{name}.source.archive "
             f"to a URL/path of the zip, or use a local mirror ({MIRROR_ENV})"
         ) from e
     log.info("downloading kaggle dataset %s with kagglehub", handle)
@@ -346,7 +373,7 @@ def _from_kaggle(handle: str, dest: Path) -> tuple[_Digest, str]:
     except Exception as e:
         raise DownloadError(
             f"kagglehub.dataset_download({handle!r}) failed: {type(e).__name__}: {e}. "
-            "Check network access and Kaggle credentials, or set datasets.butterflies.source.archive "
+            f"Check network access and Kaggle credentials, or set datasets.{name}.source.archive "
             f"to a URL/path of the zip, or use a local mirror ({MIRROR_ENV})"
         ) from e
     if location.is_file() and zipfile.is_zipfile(location):
@@ -386,7 +413,7 @@ def fetch_dataset(name: str, ds_cfg: Mapping[str, Any], out_dir: Path, mirror: P
     """Fetch data set `name` into `out_dir` and return its provenance record.
 
     `out_dir` ends up holding ``ds_cfg["filename"]`` and ``source.json`` =
-    ``{"dataset", "source": "mirror"|"url"|"path"|"kaggle", "location", "filename",
+    ``{"dataset", "source": "mirror"|"url"|"path"|"folder"|"kaggle", "location", "filename",
     "sha256", "md5", "bytes"}`` (the returned dict). The directory is assembled in a
     hidden sibling and renamed into place (replacing an existing `out_dir`) only
     when complete; on any failure `out_dir` is left as it was (absent stays absent).
@@ -394,8 +421,9 @@ def fetch_dataset(name: str, ds_cfg: Mapping[str, Any], out_dir: Path, mirror: P
     Sources are tried in order: the mirror (``<mirror>/<name>/<filename>``, verified
     against the mirror's SHA256SUMS only; a missing file, SHA256SUMS or entry falls
     through with a warning, a mismatch is an error), then ``ds_cfg["url"]`` (verified
-    against ``md5``/``sha256`` when given), then ``ds_cfg["archive"]`` (URL or local
-    path, verified against ``sha256`` when given), then ``ds_cfg["kaggle_handle"]``.
+    against ``md5``/``sha256`` when given), then ``ds_cfg["archive"]`` (URL, local file
+    or local folder packed into a zip (``"source": "folder"``), verified against ``sha256``
+    when given), then ``ds_cfg["kaggle_handle"]``.
 
     Raises:
         DownloadError: no source could provide a verified archive.
@@ -426,23 +454,43 @@ def fetch_dataset(name: str, ds_cfg: Mapping[str, Any], out_dir: Path, mirror: P
     return record
 
 
+def _record(source: str, location: str, digest: _Digest) -> dict[str, Any]:
+    return {"source": source, "location": location, "sha256": digest.sha256, "md5": digest.md5, "bytes": digest.bytes}
+
+
+def _archive_attempt(name: str, archive: str, sha: str | None, dest: Path) -> tuple[str, Callable[[], dict[str, Any]]]:
+    """The attempt that fetches ``source.archive``: a URL, a local file, or a local folder to pack."""
+    if not sha:
+        log.warning(
+            "datasets.%s.source.sha256 is not set, so %s cannot be verified; its sha256 is recorded in source.json",
+            name,
+            archive,
+        )
+    if urllib.parse.urlsplit(archive).scheme.lower() in ("http", "https", "file"):
+        return f"archive {archive}", lambda: _record("url", archive, _download(archive, dest, sha256=sha))
+    path = Path(archive).expanduser()
+    path = path if path.is_absolute() else Path.cwd() / path
+
+    def from_path() -> dict[str, Any]:
+        if path.is_dir():
+            return _record("folder", str(path), _from_folder(name, path, dest, sha))
+        if not path.is_file():
+            raise DownloadError(
+                f"datasets.{name}.source.archive = {archive!r} (resolved to {path}) is not a file or "
+                "folder; fix the path or give a URL"
+            )
+        return _record("path", str(path), _copy_file(path, dest, sha256=sha))
+
+    return f"archive {path}", from_path
+
+
 def _fetch_into(name: str, cfg: Mapping[str, Any], dest: Path, mirror: Path | None) -> dict[str, Any]:
     """Try the sources in order; write the archive to `dest`; return the source record."""
-
-    def record(source: str, location: str, digest: _Digest) -> dict[str, Any]:
-        return {
-            "source": source,
-            "location": location,
-            "sha256": digest.sha256,
-            "md5": digest.md5,
-            "bytes": digest.bytes,
-        }
-
     skipped: list[str] = []
     if mirror is not None:
         got = _try_mirror(name, dest.name, mirror, dest)
         if got is not None:
-            return record("mirror", got[1], got[0])
+            return _record("mirror", got[1], got[0])
         skipped.append(f"mirror {mirror} cannot serve {name}/{dest.name} (see the warnings above)")
 
     attempts: list[tuple[str, Callable[[], dict[str, Any]]]] = []
@@ -450,37 +498,14 @@ def _fetch_into(name: str, cfg: Mapping[str, Any], dest: Path, mirror: Path | No
     if url:
         url = str(url)
         attempts.append(
-            (f"url {url}", lambda: record("url", url, _download(url, dest, md5=cfg.get("md5"), sha256=cfg.get("sha256"))))
+            (f"url {url}", lambda: _record("url", url, _download(url, dest, md5=cfg.get("md5"), sha256=cfg.get("sha256"))))
         )
-    archive = cfg.get("archive")
-    if archive:
-        archive = str(archive)
-        sha = cfg.get("sha256")
-        if not sha:
-            log.warning(
-                "datasets.%s.source.sha256 is not set, so %s cannot be verified; its sha256 is recorded in source.json",
-                name,
-                archive,
-            )
-        if urllib.parse.urlsplit(archive).scheme.lower() in ("http", "https", "file"):
-            attempts.append((f"archive {archive}", lambda: record("url", archive, _download(archive, dest, sha256=sha))))
-        else:
-            path = Path(archive).expanduser()
-            path = path if path.is_absolute() else Path.cwd() / path
-
-            def from_path() -> dict[str, Any]:
-                if not path.is_file():
-                    raise DownloadError(
-                        f"datasets.{name}.source.archive = {archive!r} (resolved to {path}) is not a file; "
-                        "fix the path or give a URL"
-                    )
-                return record("path", str(path), _copy_file(path, dest, sha256=sha))
-
-            attempts.append((f"archive {path}", from_path))
+    if cfg.get("archive"):
+        attempts.append(_archive_attempt(name, str(cfg["archive"]), cfg.get("sha256"), dest))
     elif cfg.get("kaggle_handle"):
         handle = str(cfg["kaggle_handle"])
         attempts.append(
-            (f"kaggle {handle}", lambda: record("kaggle", f"kaggle:{handle}", _from_kaggle(handle, dest)[0]))
+            (f"kaggle {handle}", lambda: _record("kaggle", f"kaggle:{handle}", _from_kaggle(handle, dest, name)[0]))
         )
 
     errors = list(skipped)
