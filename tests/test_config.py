@@ -38,7 +38,8 @@ def test_repo_params_valid_for_every_profile():
     for profile in ("full", "quick", "smoke"):
         cfg = load(REPO / "params.yaml", profile=profile)
         assert cfg.profile == profile
-        assert len(cfg.variants_of("cifar10")) == 12 and len(cfg.variants_of("butterflies")) == 5
+        assert len(cfg.variants_of("cifar10")) == 7 and len(cfg.variants_of("butterflies")) == 5
+        assert len(cfg.variants_of("cifar5")) == 5 and cfg.prepared_datasets == ["cifar10", "butterflies", "cifar5"]
         assert cfg.recipes == ["lab", "fast"]
         assert cfg.seeds == ([0, 1, 2] if profile == "full" else [0])
         assert len(cfg.runs) == 17 * 2 * len(cfg.seeds)
@@ -228,8 +229,8 @@ def test_spec_hash_is_the_hash_of_its_plain_data():
           "did you mean resnet18"]),
         (lambda d: d["variants"]["cifar10"]["resnet18"].update(model=18), ["variants.cifar10.resnet18.model",
                                                                          "expected string, got 18 (int)"]),
-        (lambda d: d["variants"]["cifar10"]["resnext18_3stage-dropout35"]["model_args"].update(dropout=0.3),
-         ["variants.cifar10.resnext18_3stage-dropout35.model_args.dropout: expected a list of 2 numbers, "
+        (lambda d: d["variants"]["cifar5"]["resnext18_3stage-dropout35"]["model_args"].update(dropout=0.3),
+         ["variants.cifar5.resnext18_3stage-dropout35.model_args.dropout: expected a list of 2 numbers, "
           "each >= 0 and < 1, got 0.3 (float)", "model 'resnext18_3stage'"]),
         (lambda d: d["variants"]["cifar10"]["mobilenet_v2"]["model_args"].update(dropout=[0.2, 0.4]),
          ["variants.cifar10.mobilenet_v2.model_args.dropout: expected a number >= 0 and < 1, got [0.2, 0.4] (list)",
@@ -325,8 +326,8 @@ def test_model_errors_through_from_raw_name_the_key_path():
     from cnnbench.config import from_raw
 
     raw = yaml.safe_load((REPO / "params.yaml").read_text())
-    raw["variants"]["cifar10"]["resnext18_3stage-dropout35"]["model_args"]["dropout"] = 0.3
-    with pytest.raises(ConfigError, match=r"^src: variants\.cifar10\.resnext18_3stage-dropout35\.model_args\.dropout: "
+    raw["variants"]["cifar5"]["resnext18_3stage-dropout35"]["model_args"]["dropout"] = 0.3
+    with pytest.raises(ConfigError, match=r"^src: variants\.cifar5\.resnext18_3stage-dropout35\.model_args\.dropout: "
                                           r"expected a list of 2 numbers"):
         from_raw(raw, REPO / "params.yaml", source="src")
 
@@ -334,8 +335,8 @@ def test_model_errors_through_from_raw_name_the_key_path():
 @pytest.mark.parametrize(
     "edit, argv, expected",
     [
-        (lambda d: d["variants"]["cifar10"]["resnext18_3stage-dropout35"]["model_args"].update(dropout=0.3),
-         ["validate"], "variants.cifar10.resnext18_3stage-dropout35.model_args.dropout: expected a list of 2 numbers"),
+        (lambda d: d["variants"]["cifar5"]["resnext18_3stage-dropout35"]["model_args"].update(dropout=0.3),
+         ["validate"], "variants.cifar5.resnext18_3stage-dropout35.model_args.dropout: expected a list of 2 numbers"),
         (lambda d: d["variants"]["cifar10"]["mobilenet_v2"]["model_args"].update(dropout=[0.2, 0.4]),
          ["validate"], "variants.cifar10.mobilenet_v2.model_args.dropout: expected a number >= 0 and < 1"),
         (lambda d: d["variants"]["cifar10"]["resnet18"].update(model="resnet99"),
@@ -355,7 +356,7 @@ def test_model_errors_through_the_cli_are_one_config_error_line(params_copy, cap
     assert expected in lines[0], lines[0]
     assert "Traceback" not in captured.err and captured.out == ""
     if "--dataset" in argv:
-        assert sorted(lines[0].rsplit(": ", 1)[1].split(", ")) == ["butterflies", "cifar10"]  # the data sets
+        assert sorted(lines[0].rsplit(": ", 1)[1].split(", ")) == ["butterflies", "cifar10", "cifar5"]  # the data sets
 
 
 def test_models_lists_the_arguments_the_registry_describes(capsys):

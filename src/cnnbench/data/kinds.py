@@ -46,6 +46,16 @@ def _butterflies() -> Any:
     return butterflies
 
 
+def _imagefolder() -> Any:
+    from cnnbench.data import imagefolder
+    return imagefolder
+
+
+def _csv() -> Any:
+    from cnnbench.data import imagecsv
+    return imagecsv
+
+
 def _subset() -> Any:
     from cnnbench.data import subset
     return subset
@@ -58,6 +68,8 @@ _KINDS: dict[str, Callable[[], Any]] = {
     "cifar10": _cifar10,
     "cifar100": _cifar100,
     "butterflies": _butterflies,
+    "imagefolder": _imagefolder,
+    "csv": _csv,
     SUBSET: _subset,
 }
 KIND_NAMES: tuple[str, ...] = tuple(_KINDS)
