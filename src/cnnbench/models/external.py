@@ -27,6 +27,7 @@ import inspect
 import json
 import os
 import sys
+import warnings
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -68,7 +69,11 @@ def _close(word: str, choices: list[str], prefix: str = "") -> str:
 # --- timm --------------------------------------------------------------------------------------
 def _timm():
     try:
-        import timm
+        # timm imports torch.jit.interface, which newer torch marks deprecated on every import: a
+        # warning about timm's code, not the user's, in every job's log
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", category=FutureWarning, module=r"torch\.jit")
+            import timm
     except ImportError:
         raise ConfigError("timm is not installed; install the version in requirements.lock "
                           "(pip install -r requirements.lock) or: pip install timm") from None
