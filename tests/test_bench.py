@@ -97,9 +97,9 @@ def test_in_fresh_process_returns_the_answer_or_the_child_error():
     assert bench.in_fresh_process(os.getpid) != os.getpid()
     # its DataLoader workers start as a script's would (fork on Linux), not as the spawned child itself
     assert bench.in_fresh_process(_start_method) == multiprocessing.get_all_start_methods()[0]
-    assert bench.in_fresh_process(bench.num_classes, "butterflies", np.array([3])) == 100
-    with pytest.raises(RuntimeError, match=r"num_classes failed in its own process: AttributeError"):
-        bench.in_fresh_process(bench.num_classes, "cifar10", None)
+    assert bench.in_fresh_process(np.sum, np.array([3, 4])) == 7
+    with pytest.raises(RuntimeError, match=r"int failed in its own process: ValueError"):
+        bench.in_fresh_process(int, "seven")
 
 
 def test_reference_transform_is_the_reports_pipeline(cfg):

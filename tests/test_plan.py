@@ -180,14 +180,14 @@ def test_plan_on_the_smoke_profile_times_each_shape_once_and_prints_the_study_to
     text = capsys.readouterr().out
     result = json.loads(out.read_text())
     assert len(result["runs"]) == 34 and result["slots"] == 2
-    # recipes, seeds and dropout change no cost: 10 CIFAR-10 and 4 butterfly shapes for 34 runs
+    # recipes, seeds and dropout change no cost: 10 shapes at 32 px (CIFAR-10, cifar5) and 4 butterfly ones for 34 runs
     assert len(result["timing"]["shapes"]) == 14
     assert result["startup_seconds"] > 0.5
     for r in result["runs"]:
         assert r["train_images_per_s"] > 0 and r["eval_images_per_s"] > 0
         assert r["seconds"] > 2 * result["startup_seconds"]
         assert r["eval_passes"] == (2 if "/fast/" in r["run"] else 1)   # flip TTA in the fast recipe
-    assert {p["dataset"] for p in result["preprocess"]} == {"cifar10", "butterflies"}  # nothing prepared
+    assert {p["dataset"] for p in result["preprocess"]} == {"cifar10", "butterflies", "cifar5"}  # nothing prepared
     study = result["study"]
     assert study["seconds"] < study["serial_seconds"]
     assert study["seconds"] >= max(r["seconds"] for r in result["runs"])

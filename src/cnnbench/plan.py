@@ -154,7 +154,9 @@ def raw_archive(cfg: Config, dataset: str, raw_root: Path) -> Path | None:
     """The data set's archive as `download` left it, else the one it will copy from the data mirror."""
     from .data.fetch import resolve_mirror
 
-    filename = cfg.source_settings(dataset)["filename"]
+    filename = cfg.source_settings(dataset).get("filename")
+    if not filename:  # a subset downloads nothing: it is drawn from its parent's store
+        return None
     mirror = resolve_mirror(cfg.data_mirror)
     for folder in (Path(raw_root), mirror):
         if folder is not None and (folder / dataset / filename).is_file():
