@@ -272,16 +272,17 @@ def test_evaluate_csv_files_are_valid_csv_for_any_class_name(cfg, tmp_path):
 
 def test_butterfly_variant_filters_classes_and_reports_top5(cfg, tmp_path):
     noisy = cfg.raw["datasets"]["butterflies"]["noisy_classes"]
-    classes = sorted(noisy + [f"CLASS {i:02d}" for i in range(10)])
+    # 26 classes, 20 kept: top-5 is reported from evaluate.TOP5_MIN_CLASSES classes of the data set on
+    classes = sorted(noisy + [f"CLASS {i:02d}" for i in range(20)])
     prepared = make_prepared(tmp_path, classes, n=(160, 32, 32), noisy=noisy)
     out = tmp_path / "bf"
     summary = train_variant(cfg, "butterflies-resnet18", prepared, out, tmp_path / "ck", use_dvclive=False)
-    assert summary["num_classes"] == 10 and not set(noisy) & set(summary["classes"])
+    assert summary["num_classes"] == 20 and not set(noisy) & set(summary["classes"])
     # on the CPU the resized crop runs in the fused numba kernel, and the run says so
     assert json.loads((out / "train.json").read_text())["augment_kernel"] == "numba (resized crop)"
     metrics = evaluate_variant(cfg, "butterflies-resnet18", prepared, out)
     assert 0 <= metrics["test_top1"] <= metrics["test_top5"] <= 1
-    assert metrics["num_classes"] == 10
+    assert metrics["num_classes"] == 20
     # filtered: every test image is of a kept class, so top-1 on the kept classes is top-1
     assert metrics["test_top1_kept"] == metrics["test_top1"] and metrics["test_images_kept"] == metrics["test_images"]
     preds = (out / "predictions.csv").read_text().splitlines()
@@ -290,13 +291,13 @@ def test_butterfly_variant_filters_classes_and_reports_top5(cfg, tmp_path):
     out2 = tmp_path / "bf-all"
     train_variant(cfg, "butterflies-resnet18-unfiltered", prepared, out2, tmp_path / "ck2", use_dvclive=False)
     m2 = evaluate_variant(cfg, "butterflies-resnet18-unfiltered", prepared, out2)
-    assert m2["num_classes"] == 16 and m2["test_images_kept"] < m2["test_images"]
+    assert m2["num_classes"] == 26 and m2["test_images_kept"] < m2["test_images"]
     rows = [line.split(",") for line in (out2 / "predictions.csv").read_text().splitlines()[1:]]
     kept = [(a, b) for a, b in rows if a not in noisy]
     assert len(kept) == m2["test_images_kept"]
     assert m2["test_top1_kept"] == pytest.approx(sum(a == b for a, b in kept) / len(kept))
-    # the leak audit lists positions in the stored test split (all 16 classes): the filtered variant
-    # sees only those of its 10 classes, in the order load_split keeps them
+    # the leak audit lists positions in the stored test split (all 26 classes): the filtered variant
+    # sees only those of its 20 classes, in the order load_split keeps them
     labels = packed.load_split(prepared, "test")[1]
     leaked = [i for i in range(len(labels)) if i % 3 == 0]
     (prepared / "duplicates.json").write_text(json.dumps({"test_leaked": leaked}))
@@ -308,6 +309,38 @@ def test_butterfly_variant_filters_classes_and_reports_top5(cfg, tmp_path):
     clean = [(a, b) for a, b, c in rows if c == "1"]
     assert len(clean) == m1["test_images_clean"]
     assert m1["test_top1_clean"] == pytest.approx(sum(a == b for a, b in clean) / len(clean))
+
+
+@pytest.mark.parametrize("n_classes, noisy, filtered, want", [
+    (10, [], False, set()),                                                  # CIFAR-10 sized: neither
+    (10, ["c1"], False, {"test_top1_kept", "test_images_kept"}),             # few classes, one noisy
+    (20, [], False, {"test_top5"}),                                          # enough classes for top-5
+    (25, ["c0", "c3"], False, {"test_top5", "test_top1_kept", "test_images_kept"}),
+    (20, ["c1", "c3"], True, {"test_top5", "test_top1_kept", "test_images_kept"}),  # a model of 18 of the 20
+])
+def test_class_metrics_follow_the_data_set_not_its_name(tmp_path, n_classes, noisy, filtered, want):
+    """Top-5 from TOP5_MIN_CLASSES classes of the data set (the manifest's, before a variant drops its
+    noisy classes); top-1 on the kept classes wherever the manifest lists noisy ones."""
+    from cnnbench.evaluate import TOP5_MIN_CLASSES, _class_metrics
+
+    assert TOP5_MIN_CLASSES == 20
+    stored = [f"c{i}" for i in range(n_classes)]
+    (tmp_path / "manifest.json").write_text(json.dumps({"dataset": "mine", "classes": stored,
+                                                        "noisy_classes": noisy}))
+    classes = [c for c in stored if not (filtered and c in noisy)]
+    k = len(classes)
+    labels = torch.arange(2 * k) % k
+    logits = torch.zeros(len(labels), k)
+    logits[torch.arange(len(labels)), labels] = 1.0  # right on every image ...
+    logits[0, 1] = 2.0  # ... but the first (of c0), whose class comes second
+    out = _class_metrics(logits, labels, classes, tmp_path)
+    assert set(out) == want
+    if "test_top5" in out:
+        assert out["test_top5"] == 1.0  # the first image's class is second: in its top 5
+    if noisy:
+        kept = [i for i, y in enumerate(labels.tolist()) if classes[y] not in noisy]
+        assert out["test_images_kept"] == len(kept)
+        assert out["test_top1_kept"] == pytest.approx(sum(i != 0 for i in kept) / len(kept))
 
 
 def test_evaluate_refuses_model_of_other_settings(cfg, prepared, tmp_path):

@@ -4,6 +4,14 @@ Where preprocess audited the data set for duplicates (duplicates.json with ``tes
 also reported on the clean test images, those with no exact, mirrored or near duplicate among the
 training images (``test_top1_clean``), as ciFAIR does for CIFAR: a model that memorised a training
 image gets its test copy right without having learned anything.
+
+Top-5 (``test_top5``) is reported for a data set of at least :data:`TOP5_MIN_CLASSES` classes (all
+its classes, before a variant leaves its noisy ones out, so every variant of it has the metric):
+with fewer, five guesses cover a quarter of the classes or more and say little. Where the data set lists
+``noisy_classes`` (preprocess records them in the manifest), top-1 is also reported on the test
+images of the other classes (``test_top1_kept``, ``test_images_kept``), which every variant of the
+data set keeps, so a model trained without the noisy classes and one trained with them are scored
+on the same images.
 """
 
 from __future__ import annotations
@@ -26,6 +34,7 @@ from .spec import RunSpec
 from .train import normalization, predict, with_data_normalization
 
 log = logging.getLogger("cnnbench.evaluate")
+TOP5_MIN_CLASSES = 20
 
 
 def load_trained(model_path: Path, spec: RunSpec) -> tuple[torch.nn.Module, dict]:
@@ -111,8 +120,7 @@ def evaluate_run(spec: RunSpec, prepared_dir: Path, run_dir: Path) -> dict:
         metrics["test_images_clean"] = int(is_clean.sum().item())
         metrics["test_top1_clean"] = ((pred[is_clean] == labels[is_clean]).float().mean().item()
                                       if is_clean.any() else None)
-    if spec.dataset == "butterflies":
-        metrics.update(_butterfly_metrics(logits, labels, classes, prepared_dir))
+    metrics.update(_class_metrics(logits, labels, classes, prepared_dir))
     _write_tables(run_dir, classes, confusion, labels, pred, clean)
     atomic_write_text(run_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
     clean_top1 = metrics["test_top1_clean"]
@@ -122,20 +130,23 @@ def evaluate_run(spec: RunSpec, prepared_dir: Path, run_dir: Path) -> dict:
     return metrics
 
 
-
-def _butterfly_metrics(logits: torch.Tensor, labels: torch.Tensor, classes: list[str], prepared_dir: Path) -> dict:
-    """Top-5, and top-1 on the test images of the classes every butterfly variant keeps (the noisy
-    classes removed, as preprocess recorded them), so a filtered and an unfiltered model are
-    compared on the same images."""
-    pred = logits.argmax(1)
-    top5 = logits.topk(min(5, len(classes)), dim=1).indices
-    noisy = set(packed.read_manifest(prepared_dir).get("noisy_classes", []))
-    keep = torch.tensor([c not in noisy for c in classes], device=labels.device)[labels]
-    return {
-        "test_top5": (top5 == labels[:, None]).any(1).float().mean().item(),
-        "test_top1_kept": (pred[keep] == labels[keep]).float().mean().item() if keep.any() else None,
-        "test_images_kept": int(keep.sum().item()),
-    }
+def _class_metrics(logits: torch.Tensor, labels: torch.Tensor, classes: list[str], prepared_dir: Path) -> dict:
+    """Top-5 when the data set has at least TOP5_MIN_CLASSES classes (the manifest's, before any
+    filtering), and top-1 on the test images of the classes every variant keeps when the data set
+    lists noisy classes (as preprocess recorded them in the manifest), so a filtered and an
+    unfiltered model are compared on the same images."""
+    out: dict = {}
+    manifest = packed.read_manifest(prepared_dir)
+    if len(manifest.get("classes") or classes) >= TOP5_MIN_CLASSES:
+        top5 = logits.topk(min(5, len(classes)), dim=1).indices
+        out["test_top5"] = (top5 == labels[:, None]).any(1).float().mean().item()
+    noisy = set(manifest.get("noisy_classes") or [])
+    if noisy:
+        pred = logits.argmax(1)
+        keep = torch.tensor([c not in noisy for c in classes], device=labels.device)[labels]
+        out["test_top1_kept"] = (pred[keep] == labels[keep]).float().mean().item() if keep.any() else None
+        out["test_images_kept"] = int(keep.sum().item())
+    return out
 
 
 def _write_tables(run_dir: Path, classes: list[str], confusion: torch.Tensor, labels: torch.Tensor,
