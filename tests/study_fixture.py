@@ -36,6 +36,53 @@ def butterfly_classes(noisy: list[str]) -> list[str]:
     return sorted(BUTTERFLY_CLASSES + list(noisy))
 
 
+def dataset_classes(cfg, dataset: str) -> list[str]:
+    """Every class of ``dataset`` in the fixture, by its kind: CIFAR-10's ten, the butterflies' 94
+    species and their noisy classes, else as many as the kind says (``describe``) with the noisy
+    classes among them."""
+    kind, noisy = cfg.kind(dataset), list(cfg.dataset(dataset).get("noisy_classes") or [])
+    if kind == "cifar10":
+        return [f"class {i}" for i in range(10)]
+    if kind == "butterflies":
+        return butterfly_classes(noisy)
+    count = cfg.describe_dataset(dataset).num_classes
+    return sorted(noisy + [f"{dataset} class {i:03d}" for i in range(count - len(noisy))])
+
+
+USER_NOISY = ["blurry", "mislabelled"]
+
+
+def add_user_dataset(doc: dict, name: str = "mine") -> None:
+    """A params.yaml edit: a third data set named by its user, ``name``, of kind cifar100 with its 20
+    coarse classes (no train.normalize: the kind's default, the training split's own statistics), two
+    of them listed as noisy; three variants, ``<name>-small-all`` keeping the noisy classes, and no
+    claim about any of them."""
+    doc["datasets"][name] = {
+        "kind": "cifar100", "label_mode": "coarse", "val_fraction": 0.1, "split_seed": 0,
+        "source": {"url": "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz",
+                   "md5": "eb9058c3a382ffc7106e4002c42a8d85", "filename": "cifar-100-python.tar.gz"},
+        "noisy_classes": list(USER_NOISY),
+    }
+    doc["variants"][name] = {"small": {"model": "resnet18"}, "mobile": {"model": "mobilenet_v2"},
+                             "small-all": {"model": "resnet18", "filter_noisy": False}}
+
+
+def titled_by_name(monkeypatch, name: str = "mine") -> None:
+    """Make the kinds describe data set ``name`` with its own name as title, as a kind of the user's
+    own images does, so no kind's title (CIFAR, butterflies) can hide in what is shown of it."""
+    import dataclasses
+
+    from cnnbench.data import kinds
+
+    real = kinds.describe
+
+    def describe(settings):
+        info = real(settings)
+        return dataclasses.replace(info, title=name) if settings.get("name") == name else info
+
+    monkeypatch.setattr(kinds, "describe", describe)
+
+
 def base_accuracy(variant: str, spec: dict) -> float:
     """The lab report's first accuracy figure when there is one, else 60 %."""
     for row in spec.get("lab_report") or []:
@@ -86,15 +133,18 @@ def _outcomes(classes: list[str], per_class: int, top1: float) -> tuple[np.ndarr
 
 def write_run(run: Path, *, variant: str, dataset: str, model: str, recipe: str, seed: int, classes: list[str],
               top1: float, epochs: int, epoch_seconds: float, params: int, wobble: float = 0.0,
-              noisy: tuple[str, ...] = (), audited: bool = True) -> None:
+              noisy: tuple[str, ...] = (), audited: bool = True, all_classes: int | None = None) -> None:
     """history.csv, metrics.json, confusion.csv and predictions.csv of one run (accuracies in %).
 
     ``audited``: the data set has a leak audit, so metrics.json has the clean-test numbers and
     predictions.csv a `clean` column (the easiest LEAKED_SHARE of the images are leaked).
 
-    The test split has 1000 images per class on CIFAR-10 (10,000, as the real one) and 10 on the
-    butterflies (1000), so the accuracy the predictions give is ``top1`` to 0.01 / 0.1 points;
-    metrics.json holds that (aggregate checks that the two agree, as they do when evaluate writes both).
+    The test split has 1000 images per class with at most 10 classes (CIFAR-10: 10,000, as the real
+    one) and 10 with more (the butterflies: 1000), so the accuracy the predictions give is ``top1`` to
+    0.01 / 0.1 points; metrics.json holds that (aggregate checks that the two agree, as they do when
+    evaluate writes both). As evaluate: top-5 when the data set has at least 20 classes
+    (``all_classes``, before filtering; default: ``classes``), top-1 on the kept classes where
+    it lists ``noisy`` classes.
     """
     run.mkdir(parents=True, exist_ok=True)
     rows = ["epoch,train_loss,train_acc,val_loss,val_acc,lr,seconds,peak_memory_mb"]
@@ -105,7 +155,7 @@ def write_run(run: Path, *, variant: str, dataset: str, model: str, recipe: str,
         rows.append(f"{e},{2.3 * (1.1 - frac):.4f},{min(0.99, val + 0.05):.4f},{2.4 * (1.1 - frac):.4f},"
                     f"{max(0.0, min(1.0, val)):.4f},0.01,{seconds:.4f},512")
     (run / "history.csv").write_text("\n".join(rows) + "\n")
-    per_class_images = 1000 if dataset == "cifar10" else 10
+    per_class_images = 1000 if len(classes) <= 10 else 10
     actual, predicted = _outcomes(classes, per_class_images, top1)
     right = actual == predicted
     true_index = np.repeat(np.arange(len(classes)), per_class_images)
@@ -122,9 +172,10 @@ def write_run(run: Path, *, variant: str, dataset: str, model: str, recipe: str,
     clean = _rank(len(actual)) >= round(LEAKED_SHARE * len(actual)) if audited else None
     metrics["test_images_clean"] = int(clean.sum()) if audited else None
     metrics["test_top1_clean"] = float(right[clean].mean()) if audited else None
-    if dataset == "butterflies":
-        kept = ~np.isin(actual, list(noisy))
+    if (all_classes or len(classes)) >= 20:
         metrics["test_top5"] = min(1.0, top1 / 100 + 0.2)
+    if noisy:
+        kept = ~np.isin(actual, list(noisy))
         metrics["test_top1_kept"] = float(right[kept].mean())
         metrics["test_images_kept"] = int(kept.sum())
     (run / "metrics.json").write_text(json.dumps(metrics))
@@ -145,7 +196,9 @@ def write_manifests(prepared: Path, cfg, audit: bool = True) -> None:
         (prepared / ds).mkdir(parents=True, exist_ok=True)
         manifest = {"dataset": ds, "source": {"source": "mirror", "location": f"/mirror/{ds}.archive",
                                               "sha256": "ab" * 32},
-                    "splits": {"train": {"count": 100}, "val": {"count": 10}, "test": {"count": 50}}}
+                    "splits": {"train": {"count": 100}, "val": {"count": 10}, "test": {"count": 50}},
+                    "noisy_classes": list(cfg.dataset(ds).get("noisy_classes") or []),
+                    "train_stats": {"mean": [0.5071, 0.4865, 0.4409], "std": [0.2673, 0.2564, 0.2762]}}
         (prepared / ds / "manifest.json").write_text(json.dumps(manifest))
         if audit:
             write_audit(prepared / ds, ds, cross_split=30 if ds == "cifar10" else 3)
@@ -224,16 +277,14 @@ def make_study(root: Path, *, profile: str = "smoke", seeds: list[int] | None = 
     params = write_params(root, profile, list(seeds) if seeds is not None else None, edit)
     cfg = load(params)
     runs_root, summary, prepared = root / "results" / "runs", root / "results" / "summary", root / "prepared"
-    noisy = cfg.dataset("butterflies")["noisy_classes"]
     for index, variant in enumerate(cfg.variants):
         for recipe in cfg.recipes:
             for seed in cfg.seeds:
                 spec = cfg.variant(variant)
                 dataset = spec["dataset"]
-                if dataset == "cifar10":
-                    classes = [f"class {i}" for i in range(10)]
-                else:
-                    classes = [c for c in butterfly_classes(noisy) if c not in spec["exclude_classes"]]
+                noisy = list(cfg.dataset(dataset).get("noisy_classes") or [])
+                every = dataset_classes(cfg, dataset)
+                classes = [c for c in every if c not in spec["exclude_classes"]]
                 top1 = base_accuracy(variant, spec) + RECIPE_GAIN.get(recipe, 0.0) + SEED_NOISE.get(seed, 0.0)
                 if accuracy is not None:
                     top1 = accuracy(variant, recipe, seed, top1)
@@ -242,7 +293,7 @@ def make_study(root: Path, *, profile: str = "smoke", seeds: list[int] | None = 
                           model=spec["model"], recipe=recipe, seed=seed, classes=classes, top1=top1,
                           epochs=epochs, epoch_seconds=1.0 + 0.1 * index + 0.01 * seed,
                           params=1_000_000 + 1000 * index, wobble=4.0 if unstable else 0.5,
-                          noisy=tuple(noisy) if dataset == "butterflies" else (), audited=audit)
+                          noisy=tuple(noisy), audited=audit, all_classes=len(every))
     write_manifests(prepared, cfg, audit)
     out = SimpleNamespace(root=root, params=params, cfg=cfg, runs=runs_root, summary=summary, prepared=prepared,
                           plots=root / "results" / "plots", report=root / "results" / "report")

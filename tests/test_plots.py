@@ -15,7 +15,8 @@ from study_fixture import make_study
 
 from cnnbench import plots as plots_mod
 from cnnbench.errors import DataError
-from cnnbench.plots import best_model, curve_stats, pareto_frontier, plan_figures, plot_all, unfiltered_variant
+from cnnbench.plots import (best_model, curve_stats, pareto_frontier, plan_figures, plot_all, row_normalise,
+                             unfiltered_variant)
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 BEST = ("butterflies-mobilenet_v2", "fast")  # made clearly the best butterfly model below
@@ -27,15 +28,14 @@ def boost_best(variant, recipe, seed, default):
     return default + 25.0 if (variant, recipe) == BEST else default
 
 
-def expected_files(cfg, butterflies: bool = True, filtering: bool = True) -> list[str]:
+def expected_files(cfg, filtering=("butterflies",)) -> list[str]:
+    """Every data set's figures in display order; the filtering figure for the data sets ``filtering``."""
     names = []
     for ds in cfg.datasets:
         names += [f"learning_curves_{ds}_{r}.png" for r in cfg.recipes]
-        names += [f"accuracy_{ds}.png", f"pareto_{ds}.png"]
-    if butterflies:
-        names += ["confusion_butterflies.png", "per_class_butterflies.png"]
-        if filtering:
-            names.append("filtering_butterflies.png")
+        names += [f"accuracy_{ds}.png", f"pareto_{ds}.png", f"confusion_{ds}.png", f"per_class_{ds}.png"]
+        if ds in filtering:
+            names.append(f"filtering_{ds}.png")
     return names
 
 
@@ -227,7 +227,7 @@ def test_best_model_selection():
 def test_confusion_shows_the_best_butterfly_model_summed_over_seeds(study3):
     variants = pd.read_csv(study3.summary / "variants.csv")
     assert best_model(variants, "butterflies") == BEST
-    figure = next(f for f in study3.plan if f.kind == "confusion")
+    figure = next(f for f in study3.plan if f.file == "confusion_butterflies.png")
     assert (figure.data["variant"], figure.data["recipe"], figure.data["n"]) == (*BEST, 3)
     assert "mobilenet_v2" in figure.title and "fast" in figure.title and "n = 3 seeds" in figure.title
     matrix = figure.data["matrix"]
@@ -239,30 +239,87 @@ def test_confusion_shows_the_best_butterfly_model_summed_over_seeds(study3):
     fig = study3.figs["confusion_butterflies.png"]
     image = fig.axes[0].images[0].get_array()
     assert image.shape == (94, 94) and np.allclose(np.asarray(image).sum(axis=1), 1.0)
-    assert len(fig.axes[0].get_xticks()) < 40  # thinned
+    # 94 classes: too many to name (CONFUSION_NAMED), so the axes carry none and say so
+    assert len(fig.axes[0].get_xticks()) == 0 and len(fig.axes[0].get_yticks()) == 0
+    assert "94 classes in class order, not named" in fig.axes[0].get_xlabel()
+    assert "too many to name" in figure.caption
+
+
+def test_confusion_of_every_data_set_names_a_few_classes(study3):
+    """CIFAR-10 gets its confusion matrix too: 10 classes, every one named and each cell's share written."""
+    figure = next(f for f in study3.plan if f.file == "confusion_cifar10.png")
+    assert figure.dataset == "cifar10" and figure.data["matrix"].shape == (10, 10)
+    assert best_model(pd.read_csv(study3.summary / "variants.csv"), "cifar10") == (figure.data["variant"],
+                                                                                   figure.data["recipe"])
+    ax = study3.figs["confusion_cifar10.png"].axes[0]
+    assert [t.get_text() for t in ax.get_xticklabels()] == [f"class {i}" for i in range(10)]
+    shares = row_normalise(figure.data["matrix"]).to_numpy()
+    assert len(ax.texts) == int((shares > 0).sum())  # a share in every non-empty cell
+    assert "CIFAR-10" in figure.title and "every class named" in figure.caption
 
 
 def test_per_class_highlights_exactly_the_noisy_classes(study3):
     cfg = study3.cfg
     noisy = set(cfg.dataset("butterflies")["noisy_classes"])
     assert len(noisy) == 6
-    assert unfiltered_variant(cfg) == "butterflies-resnet18-unfiltered"
-    figure = next(f for f in study3.plan if f.kind == "per_class")
+    assert unfiltered_variant(cfg, "butterflies") == "butterflies-resnet18-unfiltered"
+    assert unfiltered_variant(cfg, "cifar10") is None  # it lists no noisy class
+    figure = next(f for f in study3.plan if f.file == "per_class_butterflies.png")
     assert figure.data["variant"] == "butterflies-resnet18-unfiltered" and not figure.data["fallback"]
     assert set(figure.data["highlighted"]) == noisy
     assert [p["recipe"] for p in figure.data["panels"]] == cfg.recipes
     for panel in figure.data["panels"]:
         assert len(panel["values"]) == 100 and panel["n"] == 3
         assert list(panel["values"]) == sorted(panel["values"])
-    # what is drawn: the names written in the figure and the red bars are the noisy classes, per panel
+    # what is drawn: every class named (100 <= LABELLED_CLASSES), worst at the top; the red bars and
+    # the red names are the noisy classes, per panel
     fig = study3.figs["per_class_butterflies.png"]
     panels = [ax for ax in fig.axes if ax.patches]
     assert len(panels) == len(cfg.recipes)
-    for ax in panels:
-        assert {t.get_text() for t in ax.texts} == noisy
+    for ax, panel in zip(panels, figure.data["panels"]):
+        labels = ax.get_yticklabels()
+        assert [t.get_text() for t in labels] == list(panel["values"].index)
+        assert {t.get_text() for t in labels if t.get_color() == plots_mod.HIGHLIGHT} == noisy
         red = [p for p in ax.patches if p.get_facecolor()[:3] == pytest.approx((0.839, 0.153, 0.157), abs=0.01)]
         assert len(red) == 6
-    assert "noisy" in figure.caption
+        assert ax.get_ylim()[0] > ax.get_ylim()[1]  # inverted: the first (worst) class on top
+    assert "datasets.butterflies.noisy_classes" in figure.caption and "left out" not in figure.caption
+
+
+def test_per_class_of_a_data_set_without_noisy_classes_is_the_best_model(study3):
+    figure = next(f for f in study3.plan if f.file == "per_class_cifar10.png")
+    assert figure.data["fallback"] and figure.data["highlighted"] == [] and figure.data["noisy"] == []
+    assert (figure.data["variant"], figure.recipe) == best_model(pd.read_csv(study3.summary / "variants.csv"),
+                                                                 "cifar10")
+    assert "noisy" not in figure.caption and "best model" in figure.caption
+    assert len(figure.data["panels"][0]["values"]) == 10
+
+
+def test_per_class_layout_grows_with_the_classes_and_drops_names_beyond_150():
+    small, hundred, most, many = (plots_mod.per_class_layout(n, 2) for n in (10, 100, 150, 300))
+    assert small["named"] and hundred["named"] and most["named"] and not many["named"]
+    assert small["font"] > hundred["font"] >= most["font"] >= 5 and many["font"] is None
+    assert small["height"] < hundred["height"] < most["height"]
+    # a row per class at least as tall as its name, and the figure under 2,500 px at the plots' DPI
+    assert most["height"] * 72 / 150 >= most["font"] and most["height"] * plots_mod.DPI < 2500
+    assert many["height"] * plots_mod.DPI < 2500
+
+
+def test_per_class_with_hundreds_of_classes_names_only_the_noisy_ones(tmp_path):
+    classes = [f"c{i:03d}" for i in range(300)]
+    values = pd.Series(np.linspace(0, 100, 300), index=classes)
+    figure = plots_mod.Figure("per_class_big.png", "per_class", "big", "lab", "big: per-class test accuracy",
+                              "caption", {"panels": [{"recipe": "lab", "values": values, "n": 1}],
+                                          "highlighted": ["c007", "c250"]})
+    captured = {}
+    with pytest.MonkeyPatch.context() as mp:
+        real = plots_mod._save
+        mp.setattr(plots_mod, "_save", lambda fig, path: (captured.setdefault("fig", fig), real(fig, path)))
+        plots_mod.draw(figure, tmp_path / figure.file)
+    ax = captured["fig"].axes[0]
+    assert len(ax.get_yticks()) == 0 and "300 classes, not named" in ax.get_ylabel()
+    assert {t.get_text() for t in ax.texts} == {"c007", "c250"}
+    assert_png((tmp_path / figure.file).read_bytes())
 
 
 def test_filtering_figure_reads_top1_kept_per_recipe(study3):
@@ -333,7 +390,7 @@ def test_no_butterfly_variants_no_butterfly_figures(tmp_path):
     assert study.cfg.variants_of("butterflies") == []
     paths = plot_all(study.cfg, study.runs, study.summary, study.plots)
     names = [p.name for p in paths]
-    assert names == expected_files(study.cfg, butterflies=False)
+    assert names == expected_files(study.cfg, filtering=())
     assert not any("butterflies" in n for n in names)
     assert sorted(p.name for p in study.plots.iterdir()) == sorted(names + ["figures.json"])
     index = json.loads((study.plots / "figures.json").read_text())
@@ -351,10 +408,25 @@ def test_no_filtering_claim_and_no_unfiltered_variant(tmp_path):
     study = make_study(tmp_path, seeds=[0, 1], edit=edit,
                        accuracy=lambda v, r, s, d: d + (10.0 if (v, r) == best else 0.0))
     figures = plan_figures(study.cfg, study.runs, study.summary)
-    assert [f.file for f in figures] == expected_files(study.cfg, filtering=False)
-    per_class = next(f for f in figures if f.kind == "per_class")
+    assert [f.file for f in figures] == expected_files(study.cfg, filtering=())
+    per_class = next(f for f in figures if f.file == "per_class_butterflies.png")
     # no variant keeps every class: the best model's per-class accuracy, nothing noisy to highlight
-    assert unfiltered_variant(study.cfg) is None
+    assert unfiltered_variant(study.cfg, "butterflies") is None
     assert per_class.data["fallback"] and per_class.data["variant"] == "butterflies-resnet18_deep_stem"
     assert per_class.recipe == "lab" and per_class.data["highlighted"] == []
     assert len(per_class.data["panels"][0]["values"]) == 94
+
+
+def test_without_a_filtering_claim_the_unfiltered_variant_meets_its_filtered_twin(tmp_path):
+    """A data set with noisy classes and a variant that keeps them gets its filtering figure even when
+    no claim compares them: beside the filtered variant of the same model."""
+    def edit(doc):
+        doc["claims"] = [c for c in doc["claims"] if c["metric"] != "top1_kept"]
+
+    study = make_study(tmp_path, seeds=[0, 1], edit=edit)
+    figure = next(f for f in plan_figures(study.cfg, study.runs, study.summary) if f.kind == "filtering")
+    assert figure.file == "filtering_butterflies.png" and figure.dataset == "butterflies"
+    (panel,) = figure.data["panels"]
+    assert (panel["claim"]["a"], panel["claim"]["b"]) == ("butterflies-resnet18", "butterflies-resnet18-unfiltered")
+    assert [(p["a"]["filtered"], p["b"]["filtered"]) for p in panel["recipes"]] == [(True, False)] * 2
+    assert "no claim compares them" in figure.caption and "datasets.butterflies.noisy_classes" in figure.caption

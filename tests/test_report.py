@@ -12,14 +12,17 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from markupsafe import escape
 from PIL import Image
 
 from cnnbench import report as report_mod
 from cnnbench.cli import main, reproduce_command
 from cnnbench.errors import DataError
+from cnnbench.plots import plot_all
 from cnnbench.provenance import report_context
 from cnnbench.report import NOT_A_CHECKOUT, build_report, git_commit, lab_figure, mean_std
-from study_fixture import clean_top1, make_study, write_audit
+from study_fixture import USER_NOISY, add_user_dataset, clean_top1, make_study, titled_by_name, write_audit
+from study_layout import keep_variants
 
 
 def fake_figures(plots: Path, datasets=("cifar10", "butterflies")) -> list[dict]:
@@ -329,3 +332,92 @@ def test_report_states_the_seeds_plan_of_inconclusive_claims(tmp_path):
     numbered = open_["seeds_needed"].dropna()
     if len(numbered):
         assert f"with {int(numbered.max())} seeds per side" in md
+
+
+KIND_WORDS = re.compile(r"(?i)butterfl|moth|cifar")  # what a kind's title or a name branch would leak
+MINE_FIGURES = ["learning_curves_mine_lab.png", "accuracy_mine.png", "pareto_mine.png", "confusion_mine.png",
+                "per_class_mine.png", "filtering_mine.png"]
+
+
+def _three_data_sets(doc):
+    add_user_dataset(doc)
+    keep = ["cifar10-resnet18", "butterflies-resnet18", "butterflies-resnet18-unfiltered",
+            "mine-small", "mine-mobile", "mine-small-all"]
+    doc.update(keep_variants(doc, keep, recipes=["lab"]))
+
+
+def results_section(md: str, title: str) -> str:
+    start = md.index(f"\n## {title}\n")
+    return md[start:md.index("\n## ", start + 4)]
+
+
+def test_a_data_set_of_the_users_naming_gets_its_figures_and_section(tmp_path, monkeypatch):
+    """A third data set, `mine` (kind cifar100, 20 classes, two noisy; titled by its name as a folder of
+    one's own images is): its figures, its results table and its methods line, none in another's words."""
+    titled_by_name(monkeypatch)
+    study = make_study(tmp_path, seeds=[0, 1], edit=_three_data_sets)
+    cfg = study.cfg
+    assert cfg.datasets == ["cifar10", "butterflies", "mine"] and cfg.run("mine-small").train.normalize is None
+    paths = plot_all(cfg, study.runs, study.summary, study.plots)
+    assert [p.name for p in paths][-len(MINE_FIGURES):] == MINE_FIGURES
+    names = {p.name for p in paths}
+    assert "filtering_butterflies.png" in names and "filtering_cifar10.png" not in names
+    index = {e["file"]: e for e in json.loads((study.plots / "figures.json").read_text())}
+    for name in MINE_FIGURES:
+        entry = index[name]
+        assert entry["dataset"] == "mine" and entry["title"].startswith("mine")
+        assert not KIND_WORDS.search(entry["title"] + entry["caption"]), name
+    assert "20 classes, every class named" in index["confusion_mine.png"]["caption"]
+    assert "mine-small-all (the unfiltered variant" in index["per_class_mine.png"]["caption"]
+    assert "datasets.mine.noisy_classes" in index["per_class_mine.png"]["caption"]
+    assert "mine-small (filtered) vs mine-small-all (unfiltered)" in index["filtering_mine.png"]["caption"]
+
+    html, md = (p.read_text() for p in build(study))
+    section = results_section(md, "mine")
+    # the clean-test note is the same under every audited data set (it cites ciFAIR's CIFAR numbers)
+    assert section.count(report_mod.CLEAN_TEST) == 1
+    assert not KIND_WORDS.search(section.replace(report_mod.CLEAN_TEST, ""))
+    for name in MINE_FIGURES:
+        assert f"](../plots/{name})" in section
+    # the columns follow what the runs have: top-5 (20 classes), top-1 on the kept classes (noisy ones listed)
+    assert "| top-5 % | top-1 % on kept classes |" in section
+    assert "| top-5 % | top-1 % on kept classes |" in results_section(md, "Butterflies & moths")
+    cifar = results_section(md, "CIFAR-10")
+    assert "top-5" not in cifar and "kept classes" not in cifar
+    methods = next(line for line in md.splitlines() if line.startswith("- **mine**"))
+    assert "normalisation the training split's per-channel mean and std (manifest train_stats): mean " \
+           "[0.5071, 0.4865, 0.4409], std [0.2673, 0.2564, 0.2762]" in methods
+    assert "images 32 × 32 px" in methods
+    assert f"noisy classes (datasets.mine.noisy_classes), left out where a variant filters them: " \
+           f"{', '.join(USER_NOISY)}" in methods
+    assert not KIND_WORDS.search(methods)
+    cifar_methods = next(line for line in md.splitlines() if line.startswith("- **CIFAR-10**"))
+    assert "noisy" not in cifar_methods and "mean [0.5, 0.5, 0.5]" in cifar_methods
+    # the HTML: its own section with its figures inline
+    start = html.index('<h2 id="results-mine">mine</h2>')
+    part = html[start:html.index("<h2", start + 4)]
+    assert part.count('<img src="data:image/png;base64,') == len(MINE_FIGURES)
+    assert not KIND_WORDS.search(part.replace(str(escape(report_mod.CLEAN_TEST)), ""))
+
+
+def test_a_subset_says_what_it_is_drawn_from_and_why(study, monkeypatch):
+    """A data set of kind subset gets a sentence that names its parent and params.yaml's `why`."""
+    cfg = study.cfg
+    cfg.raw["datasets"]["five"] = {"kind": "subset", "of": "butterflies", "seed": 3, "max_per_class": 300,
+                                   "classes": ["A", "B", "C", "D", "E"],
+                                   "why": "the ResNeXt ablation ran on a small set"}
+    text = report_mod.subset_text(cfg, "five")
+    assert text == ("A subset of Butterflies & moths (datasets.butterflies): 5 of its classes (A, B, C, D, E), at "
+                    "most 300 training images per class, drawn with seed 3, and every validation and test image of "
+                    "those classes. Why: the ResNeXt ablation ran on a small set.")
+    cfg.raw["datasets"]["five"].update(classes=None, max_per_class=None, why="")
+    assert report_mod.subset_text(cfg, "five").startswith("A subset of Butterflies & moths (datasets.butterflies): "
+                                                          "all its classes, every training image,")
+    assert "Why" not in report_mod.subset_text(cfg, "five")
+    assert report_mod.subset_text(cfg, "butterflies") == ""
+    # the sentence opens the data set's results section, in both renderings
+    monkeypatch.setattr(report_mod, "subset_text", lambda c, ds: "A subset of something. Why: tests." if ds == "cifar10"
+                        else "")
+    html, md = (p.read_text() for p in build(study))
+    assert "## CIFAR-10\n\nA subset of something. Why: tests.\n\nTest split:" in md and md.count("A subset of") == 1
+    assert '<h2 id="results-cifar10">CIFAR-10</h2>\n<p>A subset of something. Why: tests.</p>' in html

@@ -149,7 +149,8 @@ def _accuracy_cells(row: pd.Series, metric: str) -> dict:
 
 
 def compared_metrics(a: Study, b: Study) -> list[str]:
-    """The accuracy metrics some variant of either study has (top-1 on the kept classes: butterflies only)."""
+    """The accuracy metrics some variant of either study has (top-1 on the kept classes: data sets that
+    list noisy classes)."""
     return [m for m in ACCURACY
             if a.variants[f"{m}_mean"].notna().any() or b.variants[f"{m}_mean"].notna().any()]
 

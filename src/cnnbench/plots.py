@@ -2,10 +2,13 @@
 
 :func:`plot_all` reads the run directories (``<runs_root>/<variant>/<recipe>/seed<k>/``) and the
 aggregate stage's ``runs.csv`` / ``variants.csv`` and writes, per data set, the learning curves
-(one figure per recipe), the accuracy chart and the accuracy-cost (Pareto) chart, then the
-butterfly figures (confusion matrix of the best model, per-class accuracy of the unfiltered
-model, the effect of filtering the noisy classes), plus ``figures.json``: the figures in display
-order with a title and a caption each, which the report embeds.
+(one figure per recipe), the accuracy chart, the accuracy-cost (Pareto) chart, the confusion
+matrix of its best model and the per-class accuracy (of the variant that keeps the noisy classes
+where the data set lists ``noisy_classes`` and has one, else of the best model), and, for a data
+set that lists noisy classes and has a variant with ``filter_noisy: false``, the effect of
+filtering them; plus ``figures.json``: the figures in display order with a title and a caption
+each, which the report embeds. The figures stay legible up to a few hundred classes: class names
+are drawn up to :data:`LABELLED_CLASSES` (per-class) and :data:`CONFUSION_NAMED` (confusion) classes.
 
 The work is split in two so that the numbers can be tested without images:
 :func:`plan_figures` computes every figure's data, title and caption (pure helpers:
@@ -42,7 +45,9 @@ DPI = 90
 PNG_METADATA = {"Software": None}
 INDEX_NAME = "figures.json"
 KINDS = ("curves", "accuracy", "pareto", "confusion", "per_class", "filtering")
-BUTTERFLIES = "butterflies"
+LABELLED_CLASSES = 150  # per-class figure: beyond this many classes their names (5 pt) would not fit
+CONFUSION_NAMED = 40    # confusion matrix: class names on its axes up to this many classes
+CONFUSION_SHARES = 12   # ... and each cell's share written in it up to this many
 RECIPE_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
 HIGHLIGHT = "tab:red"
 AGGREGATE_STAGE = "cnnbench aggregate"
@@ -121,8 +126,16 @@ def best_model(variants: pd.DataFrame, dataset: str | None = None, metric: str =
     return str(best["variant"]), str(best["recipe"])
 
 
-def unfiltered_variant(cfg: Config, dataset: str = BUTTERFLIES) -> str | None:
-    """The first variant of ``dataset`` that keeps every class (``exclude_classes == []``), else None."""
+def noisy_classes(cfg: Config, dataset: str) -> list[str]:
+    """The classes ``datasets.<dataset>.noisy_classes`` lists (none: ``[]``)."""
+    return [str(c) for c in cfg.dataset(dataset).get("noisy_classes") or []]
+
+
+def unfiltered_variant(cfg: Config, dataset: str) -> str | None:
+    """The first variant of ``dataset`` that keeps the noisy classes it lists (``filter_noisy: false``);
+    None when the data set lists none or every variant leaves them out."""
+    if not noisy_classes(cfg, dataset):
+        return None
     for v in cfg.variants_of(dataset):
         if cfg.variant(v)["exclude_classes"] == []:
             return v
@@ -259,10 +272,9 @@ def plan_figures(cfg: Config, runs_root: Path, summary_dir: Path) -> list[Figure
             figures.append(_plan_curves(study, ds, recipe))
         figures.append(_plan_accuracy(study, ds))
         figures.append(_plan_pareto(study, ds))
-    if cfg.variants_of(BUTTERFLIES):
-        figures.append(_plan_confusion(study))
-        figures.append(_plan_per_class(study))
-        filtering = _plan_filtering(study)
+        figures.append(_plan_confusion(study, ds))
+        figures.append(_plan_per_class(study, ds))
+        filtering = _plan_filtering(study, ds)
         if filtering is not None:
             figures.append(filtering)
     return figures
@@ -285,11 +297,12 @@ def _plan_curves(study: Study, ds: str, recipe: str) -> Figure:
     n_text = seeds_text(ns)
     ep = sorted(epochs)
     epochs_text = f"{ep[0]} epochs" if len(ep) == 1 else f"{ep[0]}–{ep[-1]} epochs"
-    title = (f"{dataset_title(ds)}, recipe {recipe}: learning curves of {len(curves)} variants, "
+    name = dataset_title(study.cfg, ds)
+    title = (f"{name}, recipe {recipe}: learning curves of {len(curves)} variants, "
              f"{epochs_text}, n = {n_text}")
     band = ("the shaded band is ± 1 standard deviation over the seeds" if max(ns) > 1
             else "one seed, so no band is shown")
-    caption = (f"Validation accuracy and loss per epoch on {dataset_title(ds)} under the {recipe} recipe, one colour "
+    caption = (f"Validation accuracy and loss per epoch on {name} under the {recipe} recipe, one colour "
                f"per variant: solid lines are the validation mean over {n_text}, {band}; dashed lines are the "
                f"training mean (train accuracy is measured on augmented batches).")
     return Figure(f"learning_curves_{ds}_{recipe}.png", "curves", ds, recipe, title, caption,
@@ -310,8 +323,9 @@ def _plan_accuracy(study: Study, ds: str) -> Figure:
         lab = [float(r["accuracy"]) for r in lab_rows(cfg.variant(v)) if r.get("accuracy") is not None]
         rows.append({"variant": v, "recipes": per_recipe, "lab": lab})
     any_lab = any(r["lab"] for r in rows)
-    title = f"{dataset_title(ds)}: test top-1 accuracy per variant and recipe, n = {seeds_text(ns)}"
-    caption = (f"Test top-1 accuracy (%) of each {dataset_title(ds)} variant, one bar per recipe "
+    name = dataset_title(cfg, ds)
+    title = f"{name}: test top-1 accuracy per variant and recipe, n = {seeds_text(ns)}"
+    caption = (f"Test top-1 accuracy (%) of each {name} variant, one bar per recipe "
                f"({', '.join(cfg.recipes)}): bar height and error bar are the {spread_text(ns)}; "
                f"small dots are the individual seeds")
     caption += ("; black diamonds are the accuracies the lab reports give for that network "
@@ -337,8 +351,9 @@ def _plan_pareto(study: Study, ds: str) -> Figure:
             "seconds": pareto_frontier([p["seconds"] for p in pts], [p["acc"] for p in pts]),
         }
         points[recipe] = {"points": pts, "frontier": frontier}
-    title = f"{dataset_title(ds)}: accuracy against size and training time, n = {seeds_text(ns)}"
-    caption = (f"Test top-1 accuracy (%) of each {dataset_title(ds)} variant against its parameter count (left, "
+    name = dataset_title(cfg, ds)
+    title = f"{name}: accuracy against size and training time, n = {seeds_text(ns)}"
+    caption = (f"Test top-1 accuracy (%) of each {name} variant against its parameter count (left, "
                f"log scale) and its training time per epoch (right), one marker shape per recipe; points and "
                f"error bars are the {spread_text(ns)}. The step line per recipe is the Pareto frontier: the "
                f"variants no other variant beats with at least the accuracy at no more parameters (or time).")
@@ -346,19 +361,26 @@ def _plan_pareto(study: Study, ds: str) -> Figure:
                   {"recipes": points, "dataset": ds})
 
 
-def _plan_confusion(study: Study) -> Figure:
-    variant, recipe = best_model(study.variants, BUTTERFLIES)
+def _plan_confusion(study: Study, ds: str) -> Figure:
+    variant, recipe = best_model(study.variants, ds)
     seeds = study.seeds_of(variant, recipe)
     total = summed_confusion([study.confusion(variant, recipe, s) for s in seeds])
     mean = float(study.summary_row(variant, recipe)["test_top1_mean"])
-    n = len(seeds)
-    title = (f"Butterflies & moths: confusion matrix of the best model, {_short(variant, BUTTERFLIES)} "
+    n, k = len(seeds), len(total)
+    name = dataset_title(study.cfg, ds)
+    title = (f"{name}: confusion matrix of the best model, {_short(variant, ds)} "
              f"({recipe} recipe), summed over n = {seeds_text([n])}")
+    if k <= CONFUSION_SHARES:
+        names = "every class named, each cell's share written in it (%)"
+    elif k <= CONFUSION_NAMED:
+        names = "every class named"
+    else:
+        names = f"in class order, too many to name (names are shown up to {CONFUSION_NAMED} classes)"
     caption = (f"Row-normalised confusion matrix (rows: true class, columns: predicted class; colour: share of "
-               f"the true class's test images) of {variant} under the {recipe} recipe, the butterfly "
+               f"the true class's test images) of {variant} under the {recipe} recipe, the {name} "
                f"variant and recipe with the highest mean test top-1 ({mean:.1f} %), its {seeds_text([n])}' "
-               f"test predictions summed; {len(total)} classes, so only some class names are shown.")
-    return Figure("confusion_butterflies.png", "confusion", BUTTERFLIES, recipe, title, caption,
+               f"test predictions summed; {k} classes, {names}.")
+    return Figure(f"confusion_{ds}.png", "confusion", ds, recipe, title, caption,
                   {"variant": variant, "recipe": recipe, "n": n, "matrix": total, "mean": mean})
 
 
@@ -376,68 +398,105 @@ def _per_class_means(study: Study, variant: str, recipe: str) -> tuple[pd.Series
     return table.mean(axis=1, skipna=True).sort_values(kind="stable"), len(seeds)
 
 
-def _plan_per_class(study: Study) -> Figure:
+def _plan_per_class(study: Study, ds: str) -> Figure:
+    """Per-class accuracy of the variant that keeps the noisy classes (one panel per recipe), so
+    they can be seen among the others; without one, of the best model under its best recipe."""
     cfg = study.cfg
-    noisy = [str(c) for c in cfg.dataset(BUTTERFLIES).get("noisy_classes", [])]
-    variant = unfiltered_variant(cfg)
+    noisy = noisy_classes(cfg, ds)
+    variant = unfiltered_variant(cfg, ds)
     fallback = variant is None
-    panels, ns = [], []
     if fallback:
-        variant, best_recipe = best_model(study.variants, BUTTERFLIES)
+        variant, best_recipe = best_model(study.variants, ds)
         recipes = [best_recipe]
     else:
         recipes = cfg.recipes
+    panels, ns = [], []
     for recipe in recipes:
         values, n = _per_class_means(study, variant, recipe)
         panels.append({"recipe": recipe, "values": values, "n": n,
                        "highlighted": [c for c in values.index if c in noisy]})
         ns.append(n)
     highlighted = sorted({c for p in panels for c in p["highlighted"]})
-    what = ("the unfiltered variant, trained on all classes" if not fallback
-            else "the best model (no variant keeps every class)")
-    title = (f"Butterflies & moths: per-class test accuracy of {_short(variant, BUTTERFLIES)}, "
-             f"n = {seeds_text(ns)}")
-    caption = (f"Test accuracy (%) of each butterfly class for {variant} ({what}), "
+    classes = max(len(p["values"]) for p in panels)
+    name = dataset_title(cfg, ds)
+    if not fallback:
+        what = "the unfiltered variant, trained on all classes"
+    else:
+        what = "the best model" + (" (no variant keeps every class)" if noisy else "")
+    title = f"{name}: per-class test accuracy of {_short(variant, ds)}, n = {seeds_text(ns)}"
+    caption = (f"Test accuracy (%) of each of the {classes} classes of {name} for {variant} ({what}), "
                f"{'one panel per recipe' if len(panels) > 1 else 'recipe ' + panels[0]['recipe']}, mean over "
-               f"{seeds_text(ns)}, classes sorted from worst to best.")
+               f"{seeds_text(ns)}, classes sorted from worst (top) to best.")
+    if classes > LABELLED_CLASSES:
+        caption += f" The class names are left out (they are written up to {LABELLED_CLASSES} classes)."
     if highlighted:
         caption += (f" The {len(highlighted)} classes listed as noisy in params.yaml "
-                    f"(datasets.butterflies.noisy_classes) are drawn in red and named.")
-    else:
+                    f"(datasets.{ds}.noisy_classes) are drawn in red and named.")
+    elif noisy:
         caption += " None of the noisy classes is among this model's classes."
-    return Figure("per_class_butterflies.png", "per_class", BUTTERFLIES, recipes[0] if len(recipes) == 1 else None,
+    return Figure(f"per_class_{ds}.png", "per_class", ds, recipes[0] if len(recipes) == 1 else None,
                   title, caption, {"variant": variant, "panels": panels, "highlighted": highlighted,
                                    "noisy": noisy, "fallback": fallback})
 
 
-def _plan_filtering(study: Study) -> Figure | None:
+def filtering_pairs(cfg: Config, ds: str) -> tuple[list[dict], bool]:
+    """The (filtered, unfiltered) pairs the filtering figure of ``ds`` shows, and whether they are
+    the study's claims: its ``top1_kept`` claims on ``ds``; without any, each variant that keeps the
+    noisy classes beside the filtered variant of the same model and arguments (else the first
+    filtered one). ``[]`` when the data set lists no noisy class, or no variant keeps or drops them."""
+    if unfiltered_variant(cfg, ds) is None:
+        return [], False
+    claims = [c for c in cfg.claims if c["metric"] == "top1_kept" and cfg.variant(c["a"])["dataset"] == ds]
+    if claims:
+        return claims, True
+    specs = {v: cfg.variant(v) for v in cfg.variants_of(ds)}
+    filtered = [v for v, s in specs.items() if s["exclude_classes"]]
+    pairs = []
+    for v, spec in specs.items():
+        if spec["exclude_classes"] or not filtered:
+            continue
+        network = (spec["model"], spec["model_args"])
+        same = [f for f in filtered if (specs[f]["model"], specs[f]["model_args"]) == network]
+        a = (same or filtered)[0]
+        pairs.append({"id": f"{ds}-filtering-{_short(v, ds)}", "a": a, "b": v,
+                      "text": f"{_short(a, ds)} (filtered) vs {_short(v, ds)} (unfiltered)"})
+    return pairs, False
+
+
+def _plan_filtering(study: Study, ds: str) -> Figure | None:
     cfg = study.cfg
-    claims = [c for c in cfg.claims if c["metric"] == "top1_kept"]
-    if not claims:
+    pairs, from_claims = filtering_pairs(cfg, ds)
+    if not pairs:
         return None
     panels, ns = [], []
-    for claim in claims:
+    for pair in pairs:
         per_recipe = []
         for recipe in cfg.recipes:
             sides = {}
             for side in ("a", "b"):
-                v = claim[side]
+                v = pair[side]
                 values = [x for x in study.seed_values(v, recipe, "top1_kept") if not math.isnan(x)]
                 arr = np.asarray(values, dtype=float)
                 sides[side] = {"variant": v, "seeds": values, "n": len(values),
+                               "filtered": bool(cfg.variant(v)["exclude_classes"]),
                                "mean": float(arr.mean()) if len(arr) else float("nan"),
                                "std": float(arr.std(ddof=1)) if len(arr) > 1 else None}
                 ns.append(len(values))
             per_recipe.append({"recipe": recipe, **sides})
-        panels.append({"claim": claim, "recipes": per_recipe})
-    title = (f"Butterflies & moths: effect of filtering the noisy classes, test top-1 on the classes both "
+        panels.append({"claim": pair, "recipes": per_recipe})
+    name = dataset_title(cfg, ds)
+    title = (f"{name}: effect of filtering the noisy classes, test top-1 on the classes both "
              f"models keep, n = {seeds_text(ns)}")
-    pairs = "; ".join(f"{c['a']} (filtered) vs {c['b']} (unfiltered)" for c in claims)
-    caption = (f"Test top-1 accuracy (%) measured only on the classes both models keep, so the filtered and the "
-               f"unfiltered model are scored on the same test images: {pairs} (a vs b), per recipe. Large markers "
-               f"and error bars are the {spread_text(ns)}; small dots are the individual seeds; the axis does "
-               f"not start at 0.")
-    return Figure("filtering_butterflies.png", "filtering", BUTTERFLIES, None, title, caption, {"panels": panels})
+    state = lambda v: "filtered" if cfg.variant(v)["exclude_classes"] else "unfiltered"  # noqa: E731
+    shown = "; ".join(f"{p['a']} ({state(p['a'])}) vs {p['b']} ({state(p['b'])})" for p in pairs)
+    why = ("the study's claims" if from_claims else
+           "no claim compares them, so each unfiltered variant is shown beside the filtered variant of the same "
+           "model")
+    caption = (f"Test top-1 accuracy (%) measured only on the classes both models keep (all but "
+               f"datasets.{ds}.noisy_classes), so the filtered and the unfiltered model are scored on the same "
+               f"test images: {shown} (a vs b; {why}), per recipe. Large markers and error bars are the "
+               f"{spread_text(ns)}; small dots are the individual seeds; the axis does not start at 0.")
+    return Figure(f"filtering_{ds}.png", "filtering", ds, None, title, caption, {"panels": panels})
 
 
 # ---------------------------------------------------------------------------------------------
@@ -583,51 +642,86 @@ def draw_pareto(figure: Figure, path: Path) -> None:
     _save(fig, path)
 
 
-def _thin_ticks(n: int, most: int = 25) -> list[int]:
-    step = max(1, math.ceil(n / most))
-    return list(range(0, n, step))
-
-
 def draw_confusion(figure: Figure, path: Path) -> None:
+    """The row-normalised matrix as an image; class names on the axes up to CONFUSION_NAMED classes
+    (beyond, a name per row would be under 4 pt), the shares written in the cells up to CONFUSION_SHARES."""
     matrix = row_normalise(figure.data["matrix"])
     n = len(matrix)
     fig, ax = plt.subplots(figsize=(9, 8.4), constrained_layout=True)
     im = ax.imshow(matrix.to_numpy(), cmap="viridis", vmin=0, vmax=1, interpolation="nearest")
-    ticks = _thin_ticks(n)
-    labels = [str(matrix.index[i]) for i in ticks]
-    ax.set_yticks(ticks, labels, fontsize=6)
-    ax.set_xticks(ticks, labels, fontsize=6, rotation=90)
-    step = ticks[1] - ticks[0] if len(ticks) > 1 else 1
-    ax.set_xlabel("predicted class" + (f" (every {step}th named)" if step > 1 else ""))
-    ax.set_ylabel("true class" + (f" (every {step}th named)" if step > 1 else ""))
+    if n <= CONFUSION_NAMED:
+        labels, font = [str(c) for c in matrix.index], 8 if n <= 20 else 6
+        ax.set_yticks(range(n), labels, fontsize=font)
+        ax.set_xticks(range(n), labels, fontsize=font, rotation=90)
+        ax.set_xlabel("predicted class")
+        ax.set_ylabel("true class")
+    else:
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.set_xlabel(f"predicted class ({n} classes in class order, not named)")
+        ax.set_ylabel(f"true class ({n} classes in class order, not named)")
+    if n <= CONFUSION_SHARES:
+        for (i, j), share in np.ndenumerate(matrix.to_numpy()):
+            if share > 0:
+                ax.text(j, i, f"{100 * share:.0f}", ha="center", va="center", fontsize=7,
+                        color="black" if share > 0.6 else "white")
     fig.colorbar(im, ax=ax, shrink=0.8, label="share of the true class's test images")
     fig.suptitle(_wrap(figure.title, 80))
     _save(fig, path)
 
 
+def per_class_layout(classes: int, panels: int) -> dict:
+    """Size of the per-class figure (inches) and its class-name font (pt): one row per class, tall
+    enough for its name up to LABELLED_CLASSES classes (8 pt up to 40 classes, 6 up to 100, then 5);
+    beyond, the names are left out and the figure keeps a fixed height."""
+    named = classes <= LABELLED_CLASSES
+    if named:
+        font = 8.0 if classes <= 40 else 6.0 if classes <= 100 else 5.0
+        height = max(4.0, classes * font * 1.5 / 72 + 1.8)  # a row: the name's height and half again
+    else:
+        font, height = None, 9.0
+    width = (5.5 if named else 4.0) * panels + 1.0
+    return {"named": named, "font": font, "width": width, "height": height}
+
+
+def _per_class_panel(ax, panel: dict, highlighted: set, layout: dict) -> None:
+    values = panel["values"]
+    ys = np.arange(len(values))
+    colors = [HIGHLIGHT if c in highlighted else "tab:blue" for c in values.index]
+    ax.barh(ys, values.to_numpy(), height=0.85, color=colors)
+    if layout["named"]:
+        ax.set_yticks(ys, [str(c) for c in values.index], fontsize=layout["font"])
+        for label in ax.get_yticklabels():
+            if label.get_text() in highlighted:
+                label.set_color(HIGHLIGHT)
+        ax.set_xlim(0, 100)
+    else:
+        ax.set_yticks([])
+        for y, (cls, val) in zip(ys, values.items()):
+            if cls in highlighted:  # the names are left out: the noisy classes are named beside their bars
+                ax.annotate(cls, (0 if math.isnan(val) else val, y), xytext=(3, 0), textcoords="offset points",
+                            va="center", fontsize=6, color=HIGHLIGHT)
+        ax.set_xlim(0, 135)  # room for a name beside a bar at 100 %
+        ax.set_xticks(range(0, 101, 20))
+    ax.set_ylim(len(values) - 0.5, -0.5)  # the worst class at the top
+    ax.set_xlabel("test accuracy (%)")
+    ax.set_ylabel(f"class, sorted by accuracy ({len(values)} classes{'' if layout['named'] else ', not named'})")
+    ax.set_title(f"recipe {panel['recipe']}, mean over {seeds_text([panel['n']])}", fontsize=9)
+    ax.grid(axis="x", alpha=0.3)
+
+
 def draw_per_class(figure: Figure, path: Path) -> None:
     panels, highlighted = figure.data["panels"], set(figure.data["highlighted"])
-    fig, axes = plt.subplots(len(panels), 1, figsize=(12, 3.6 * len(panels) + 0.8), constrained_layout=True,
+    layout = per_class_layout(max(len(p["values"]) for p in panels), len(panels))
+    fig, axes = plt.subplots(1, len(panels), figsize=(layout["width"], layout["height"]), constrained_layout=True,
                              squeeze=False)
-    for ax, panel in zip(axes[:, 0], panels):
-        values = panel["values"]
-        xs = np.arange(len(values))
-        colors = [HIGHLIGHT if c in highlighted else "tab:blue" for c in values.index]
-        ax.bar(xs, values.to_numpy(), width=0.85, color=colors)
-        for x, (cls, val) in zip(xs, values.items()):
-            if cls in highlighted:
-                ax.annotate(cls, (x, 0 if math.isnan(val) else val), xytext=(0, 3), textcoords="offset points",
-                            rotation=90, ha="center", va="bottom", fontsize=7, color=HIGHLIGHT)
-        ax.set_xlim(-1, len(values))
-        ax.set_ylim(0, 135)  # room for the names above a bar at 100 %
-        ax.set_yticks(range(0, 101, 20))
-        ax.set_ylabel("test accuracy (%)")
-        ax.set_xlabel(f"class, sorted by accuracy ({len(values)} classes)")
-        ax.set_title(f"recipe {panel['recipe']}, mean over {seeds_text([panel['n']])}", fontsize=9)
-        ax.grid(axis="y", alpha=0.3)
-    handles = [Patch(color=HIGHLIGHT, label="noisy class (params.yaml)"), Patch(color="tab:blue", label="other class")]
-    axes[0, 0].legend(handles=handles, fontsize=8, loc="upper left")
-    fig.suptitle(_wrap(figure.title))
+    for ax, panel in zip(axes[0], panels):
+        _per_class_panel(ax, panel, highlighted, layout)
+    if highlighted:
+        handles = [Patch(color=HIGHLIGHT, label="noisy class (params.yaml)"),
+                   Patch(color="tab:blue", label="other class")]
+        fig.legend(handles=handles, fontsize=8, loc="outside lower center", ncols=2, frameon=False)
+    fig.suptitle(_wrap(figure.title, 45 * len(panels) + 30))
     _save(fig, path)
 
 
@@ -636,7 +730,6 @@ def draw_filtering(figure: Figure, path: Path) -> None:
     width = max(5.5, 2.2 * len(panels[0]["recipes"]) + 2)
     fig, axes = plt.subplots(1, len(panels), figsize=(width * len(panels), 5), constrained_layout=True,
                              squeeze=False)
-    side_colors = {"a": "tab:green", "b": "tab:gray"}
     rng = np.random.default_rng(0)  # fixed jitter: byte-stable figures
     for ax, panel in zip(axes[0], panels):
         claim = panel["claim"]
@@ -644,15 +737,14 @@ def draw_filtering(figure: Figure, path: Path) -> None:
             for j, side in enumerate(("a", "b")):
                 s = per[side]
                 xc = x + (-0.15 if j == 0 else 0.15)
-                label = None
-                if x == 0:
-                    label = f"{_short(s['variant'], BUTTERFLIES)} ({'filtered' if side == 'a' else 'unfiltered'})"
+                state, color = ("filtered", "tab:green") if s["filtered"] else ("unfiltered", "tab:gray")
+                label = f"{_short(s['variant'], figure.dataset)} ({state})" if x == 0 else None
                 if s["seeds"]:
                     ax.plot(xc + 0.1 + rng.uniform(-0.03, 0.03, len(s["seeds"])), s["seeds"], ".", color="0.2",
                             ms=4, linestyle="none", label="one seed" if x == 0 and j == 0 else None)
                 if not math.isnan(s["mean"]):
                     ax.errorbar([xc], [s["mean"]], yerr=[s["std"]] if s["std"] is not None else None, fmt="o",
-                                ms=8, color=side_colors[side], capsize=4, elinewidth=1.5, label=label)
+                                ms=8, color=color, capsize=4, elinewidth=1.5, label=label)
             a, b = per["a"]["mean"], per["b"]["mean"]
             if not (math.isnan(a) or math.isnan(b)):
                 ax.annotate(f"a − b = {a - b:+.2f} points", (x, 0), xycoords=("data", "axes fraction"),

@@ -39,10 +39,12 @@ def report_context(cfg: Config, prepared_root: Path, command: str | None = None)
             "location": source.get("location", "unknown"),
             "sha256": source.get("sha256", "unknown"),
             "counts": {split: info["count"] for split, info in manifest.get("splits", {}).items()},
+            "train_stats": manifest.get("train_stats"),  # the normalisation of a run without train.normalize
         }
     return {
         "versions": software_versions(),
-        "data_quality": [q for q in (data_quality(Path(prepared_root) / ds, ds) for ds in cfg.datasets) if q],
+        "data_quality": [q for q in (data_quality(Path(prepared_root) / ds, ds, title=dataset_title(cfg, ds))
+                                     for ds in cfg.datasets) if q],
         "profile": cfg.profile,
         "params_hash": cfg.params_hash,
         "git_commit": git_commit(cfg.params_path.resolve().parent),
@@ -131,12 +133,14 @@ def _group_view(group: dict, thumbs: dict[int, str] | None) -> dict:
             "members": members, "text": ("LABEL CONFLICT: " if conflict else "") + text}
 
 
-def data_quality(prepared_dir: Path, dataset: str | None = None, shown: int = SHOWN_GROUPS) -> dict | None:
+def data_quality(prepared_dir: Path, dataset: str | None = None, shown: int = SHOWN_GROUPS,
+                 title: str | None = None) -> dict | None:
     """The duplicate audit of one data set (duplicates.json of preprocess), as the report shows it:
     a summary sentence, pair counts by split pair x kind x same/different class (rows of zeros left
     out) and the first ``shown`` groups that span splits, with thumbnails where the audit has them.
     None when the data set has no duplicates.json. Reads both the v2 format and the older v1
-    (butterflies only: exact and mirrored, no clean-test list, no thumbnails)."""
+    (butterflies only: exact and mirrored, no clean-test list, no thumbnails). ``title``: the data set's
+    title in the section heading (default: its name)."""
     prepared_dir = Path(prepared_dir)
     path = prepared_dir / "duplicates.json"
     if not path.is_file():
@@ -172,7 +176,7 @@ def data_quality(prepared_dir: Path, dataset: str | None = None, shown: int = SH
     else:
         sentences.append("This audit does not list the test images with a duplicate in train (format "
                          f"{dup.get('format', '?')}): accuracy on the clean test images is unknown.")
-    return {"key": dataset, "title": f"Duplicates in {dataset_title(dataset)}", "summary": " ".join(sentences),
+    return {"key": dataset, "title": f"Duplicates in {title or dataset}", "summary": " ".join(sentences),
             "headers": ["splits", "kind", "pairs, same class", "pairs, different class"], "counts": rows,
             "groups": groups, "examples": [g["text"] for g in groups],
             "showing": f"showing {len(groups)} of {len(spanning)} groups that span splits",

@@ -326,8 +326,55 @@ def statistics_paragraphs(rule: dict, tests: int, seeds: list[int]) -> list[str]
     ]
 
 
-def methods(cfg: Config, variants: pd.DataFrame, claims: pd.DataFrame) -> dict:
-    """The methods section, generated from params.yaml (as resolved for this profile)."""
+TRAIN_STATS = "the training split's per-channel mean and std (manifest train_stats)"
+
+
+def normalize_text(train: TrainSpec, train_stats: dict | None = None) -> str:
+    """The normalisation a run applies: params.yaml's mean and std, or (train.normalize unset) the
+    training split's own, with the values preprocess recorded when ``train_stats`` gives them."""
+    norm = train.normalize
+    if norm is not None:
+        return f"mean {list(norm.mean)}, std {list(norm.std)}"
+    stats = train_stats or {}
+    if stats.get("mean") is None or stats.get("std") is None:
+        return TRAIN_STATS
+    values = lambda xs: "[" + ", ".join(f"{float(x):.4f}" for x in xs) + "]"  # noqa: E731
+    return f"{TRAIN_STATS}: mean {values(stats['mean'])}, std {values(stats['std'])}"
+
+
+def subset_text(cfg: Config, ds: str) -> str:
+    """What a data set of kind ``subset`` is drawn from and why (params.yaml's ``why``); "" otherwise."""
+    from .data.kinds import SUBSET
+
+    settings = cfg.dataset(ds)
+    if settings["kind"] != SUBSET:
+        return ""
+    parent, classes, limit = settings["of"], settings.get("classes"), settings.get("max_per_class")
+    chosen = f"{len(classes)} of its classes ({', '.join(classes)})" if classes else "all its classes"
+    drawn = (f"at most {limit} training images per class, drawn with seed {settings['seed']}" if limit
+             else "every training image")
+    text = (f"A subset of {dataset_title(cfg, parent)} (datasets.{parent}): {chosen}, {drawn}, and every "
+            f"validation and test image of those classes.")
+    why = str(settings.get("why") or "").strip()
+    return text + (f" Why: {why}" + ("" if why.endswith(".") else ".") if why else "")
+
+
+def dataset_facts(cfg: Config, ds: str) -> str:
+    """The data set's facts for the methods section: image size (from its kind) and noisy classes when
+    it lists some (what a subset is drawn from opens its results section: :func:`subset_text`)."""
+    side = cfg.describe_dataset(ds).image_size
+    facts = [f"images {side} × {side} px"]
+    noisy = cfg.dataset(ds).get("noisy_classes") or []
+    if noisy:
+        facts.append(f"noisy classes (datasets.{ds}.noisy_classes), left out where a variant filters them: "
+                     f"{', '.join(map(str, noisy))}")
+    return "; ".join(facts)
+
+
+def methods(cfg: Config, variants: pd.DataFrame, claims: pd.DataFrame, data: dict | None = None) -> dict:
+    """The methods section, generated from params.yaml (as resolved for this profile); ``data``:
+    report_context's data per data set (its ``train_stats`` give the normalisation of runs without
+    train.normalize)."""
     recipes = []
     for recipe in cfg.recipes:
         spec = cfg.run(cfg.variants[0], recipe)
@@ -355,16 +402,11 @@ def methods(cfg: Config, variants: pd.DataFrame, claims: pd.DataFrame) -> dict:
             aug_bits.append(f"random resized crop (min scale {aug.min_scale})")
         if aug.flip:
             aug_bits.append("horizontal flip")
-        norm = train.normalize
         epochs = sorted({int(e) for e in variants[variants["dataset"] == ds]["epochs"]})
-        extra = ""
-        settings = cfg.dataset(ds)
-        if ds == "butterflies":
-            extra = (f"{settings['image_size']} px; noisy classes removed where a variant filters: "
-                     f"{', '.join(settings['noisy_classes'])}")
-        datasets.append({"title": dataset_title(ds), "augment": ", ".join(aug_bits) or "none",
-                         "normalize": f"mean {list(norm.mean)}, std {list(norm.std)}",
-                         "epochs": ", ".join(map(str, epochs)), "extra": extra,
+        stats = ((data or {}).get(ds) or {}).get("train_stats")
+        datasets.append({"title": dataset_title(cfg, ds), "augment": ", ".join(aug_bits) or "none",
+                         "normalize": normalize_text(train, stats),
+                         "epochs": ", ".join(map(str, epochs)), "extra": dataset_facts(cfg, ds),
                          "limit": train.train_limit, "max_batches": train.max_batches_per_epoch})
     profile = cfg.profile_block
     overrides = []
@@ -488,9 +530,12 @@ def build_report(cfg: Config, summary_dir: Path, plots_dir: Path, runs_root: Pat
     for ds in cfg.datasets:
         info = data.get(ds) or {}
         rows = result_rows(cfg, variants, ds)
+        own = variants[variants["dataset"] == ds]
         datasets.append({
-            "key": ds, "title": dataset_title(ds), "rows": rows,
-            "butterflies": ds == "butterflies",
+            "key": ds, "title": dataset_title(cfg, ds), "rows": rows, "about": subset_text(cfg, ds),
+            # columns the data set's runs have: top-5 (enough classes), top-1 on the kept classes (noisy ones listed)
+            "top5": bool(own["test_top5_mean"].notna().any()),
+            "kept": bool(own["top1_kept_mean"].notna().any()),
             "clean": any(r["audited"] for r in rows),  # some runs of it were scored on the clean test images
             "data": {"source": str(info.get("source") or "?"), "location": str(info.get("location") or "?"),
                      "sha256": str(info.get("sha256") or "?"), "counts": info.get("counts") or {}},
@@ -508,7 +553,7 @@ def build_report(cfg: Config, summary_dir: Path, plots_dir: Path, runs_root: Pat
         "lab": lab_rows_table(cfg, variants),
         "datasets": datasets,
         "other_figures": [f for f in figures if not f.get("dataset")],
-        "methods": methods(cfg, variants, claims),
+        "methods": methods(cfg, variants, claims, data),
         "plan": plan_seeds(claims).sentence(),
         "facts": run_facts(runs_root, cfg),
         "quality": _quality_sections(context.get("data_quality")),

@@ -9,16 +9,18 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:  # pandas is imported where a table is read: evaluate reads JSON only, and starts faster
     import pandas as pd
 
+    from .config import Config
+
 from .errors import DataError
 
 HISTORY_COLUMNS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc")
 
-DATASET_TITLES = {"cifar10": "CIFAR-10", "butterflies": "Butterflies & moths"}
 
-
-def dataset_title(dataset: str) -> str:
-    """Human name of a data set key (``cifar10`` -> ``CIFAR-10``); unknown keys pass through."""
-    return DATASET_TITLES.get(dataset, dataset)
+def dataset_title(cfg: Config, dataset: str) -> str:
+    """Human name of the data set ``dataset`` of ``cfg``, as its kind gives it
+    (``datasets.<name>.kind``: a CIFAR-10 data set is "CIFAR-10"; a folder of one's own images may be
+    titled by its name)."""
+    return cfg.describe_dataset(dataset).title
 
 
 def lab_rows(spec: dict) -> list[dict]:
