@@ -38,13 +38,16 @@ def butterfly_classes(noisy: list[str]) -> list[str]:
 
 def dataset_classes(cfg, dataset: str) -> list[str]:
     """Every class of ``dataset`` in the fixture, by its kind: CIFAR-10's ten, the butterflies' 94
-    species and their noisy classes, else as many as the kind says (``describe``) with the noisy
-    classes among them."""
+    species and their noisy classes, a subset's chosen classes, else as many as the kind says
+    (``describe``) with the noisy classes among them."""
     kind, noisy = cfg.kind(dataset), list(cfg.dataset(dataset).get("noisy_classes") or [])
     if kind == "cifar10":
         return [f"class {i}" for i in range(10)]
     if kind == "butterflies":
         return butterfly_classes(noisy)
+    chosen = cfg.dataset(dataset).get("classes")  # a subset's
+    if chosen:
+        return list(chosen)
     count = cfg.describe_dataset(dataset).num_classes
     return sorted(noisy + [f"{dataset} class {i:03d}" for i in range(count - len(noisy))])
 

@@ -96,7 +96,7 @@ def bands(fig) -> int:
 
 def test_plot_all_writes_every_figure_in_order(study3):
     cfg, out = study3.cfg, study3.plots
-    assert len(cfg.variants_of("cifar10")) == 12 and len(cfg.variants_of("butterflies")) == 5
+    assert cfg.datasets == ["cifar10", "cifar5", "butterflies"] and len(cfg.variants_of("butterflies")) == 5
     names = expected_files(cfg)
     assert names[:3] == ["learning_curves_cifar10_lab.png", "learning_curves_cifar10_fast.png", "accuracy_cifar10.png"]
     assert study3.paths == [out / n for n in names]
@@ -125,15 +125,18 @@ def test_figures_json_indexes_exactly_the_files_written(study3):
     assert "Pareto frontier" in by_file["pareto_cifar10.png"]["caption"]
     assert by_file["confusion_butterflies.png"]["kind"] == "confusion"
     assert "classes both" in by_file["filtering_butterflies.png"]["title"]
-    assert [e["kind"] for e in index].count("curves") == 2 * len(study3.cfg.recipes)
+    assert [e["kind"] for e in index].count("curves") == len(study3.cfg.datasets) * len(study3.cfg.recipes)
+    for kind in ("confusion", "per_class"):  # one of each per data set
+        assert [e["dataset"] for e in index if e["kind"] == kind] == study3.cfg.datasets
 
 
 def test_curves_have_a_band_per_variant_with_three_seeds(study3):
     fig = study3.figs["learning_curves_cifar10_lab.png"]
-    assert bands(fig) == 2 * 12  # accuracy and loss panel, one band per variant
+    variants = len(study3.cfg.variants_of("cifar10"))
+    assert variants > 1 and bands(fig) == 2 * variants  # accuracy and loss panel, one band per variant
     assert "n = 3 seeds" in fig._suptitle.get_text()
     acc = study3.figs["accuracy_cifar10.png"].axes[0]
-    assert error_bars(acc) == 12 * len(study3.cfg.recipes)  # every bar: std over 3 seeds
+    assert error_bars(acc) == variants * len(study3.cfg.recipes)  # every bar: std over 3 seeds
     diamonds = [line for line in acc.lines if line.get_marker() == "D"]
     labs = [r for v in study3.cfg.variants_of("cifar10") for r in (study3.cfg.variant(v)["lab_report"] or [])
             if r.get("accuracy") is not None]
@@ -394,7 +397,7 @@ def test_no_butterfly_variants_no_butterfly_figures(tmp_path):
     assert not any("butterflies" in n for n in names)
     assert sorted(p.name for p in study.plots.iterdir()) == sorted(names + ["figures.json"])
     index = json.loads((study.plots / "figures.json").read_text())
-    assert [e["file"] for e in index] == names and {e["dataset"] for e in index} == {"cifar10"}
+    assert [e["file"] for e in index] == names and {e["dataset"] for e in index} == {"cifar10", "cifar5"}
     for p in paths:
         assert_png(p.read_bytes())
 

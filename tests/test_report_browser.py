@@ -226,7 +226,7 @@ def test_report_renders_offline_in_chromium(browser, report_html):
 
     # every figure of figures.json, in order, each drawn at the PNG's own size; then the 64 x 64
     # thumbnails of the duplicate groups that span splits (the fixture's audits: 24 shown of CIFAR-10's
-    # 30, the butterflies' 3, two images each)
+    # 30, 3 of every other data set, two images each)
     plots = report_html.parents[1] / "plots"
     expected = []
     for name in figure_files(plots):
@@ -235,7 +235,8 @@ def test_report_renders_offline_in_chromium(browser, report_html):
     sizes = [(img["naturalWidth"], img["naturalHeight"]) for img in page.images]
     assert sizes[:len(expected)] == expected
     assert all(w > 100 and h > 100 for w, h in expected)
-    assert sizes[len(expected):] == [(64, 64)] * 2 * (24 + 3)
+    shown = sum(24 if ds == "cifar10" else 3 for ds in STUDY["cfg"].datasets)
+    assert sizes[len(expected):] == [(64, 64)] * 2 * shown
     assert "showing 24 of 30 groups that span splits" in page.text
 
     with Image.open(io.BytesIO(page.screenshot)) as shot:
