@@ -359,7 +359,7 @@ def _from_folder(name: str, folder: Path, dest: Path, sha256: str | None) -> _Di
     return digest
 
 
-def _from_kaggle(handle: str, dest: Path, name: str = "butterflies") -> tuple[_Digest, str]:
+def _from_kaggle(handle: str, dest: Path, name: str) -> tuple[_Digest, str]:
     try:
         import kagglehub
     except ImportError as e:  # pragma: no cover - kagglehub is a declared dependency

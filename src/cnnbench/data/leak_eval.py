@@ -139,10 +139,10 @@ KNOWN_DUPLICATES: tuple[tuple[str, str], ...] = (
 )
 
 
-def load_sources(dataset: str, archive: Path) -> list[SourceImage]:
+def load_sources(kind: str, archive: Path) -> list[SourceImage]:
     """Every image of a raw archive as decoded RGB: the butterfly zip (``<split>/<class>/<file>``)
     or the CIFAR-10 python tar (named ``<batch>[<row>]``)."""
-    if dataset == "butterflies":
+    if kind == "butterflies":
         out = []
         with zipfile.ZipFile(archive) as zf:
             for name in sorted(n for n in zf.namelist() if n.lower().endswith(".jpg")):
@@ -150,7 +150,7 @@ def load_sources(dataset: str, archive: Path) -> list[SourceImage]:
                 with Image.open(io.BytesIO(zf.read(name))) as im:
                     out.append(SourceImage(name, parts[-2], im.convert("RGB")))
         return out
-    if dataset == "cifar10":
+    if kind == "cifar10":
         from cnnbench.data.cifar import CIFAR10
 
         batches = CIFAR10.read(archive)
@@ -159,7 +159,7 @@ def load_sources(dataset: str, archive: Path) -> list[SourceImage]:
             out += [SourceImage(f"{member}[{i}]", batches.classes[y], Image.fromarray(x))
                     for i, (x, y) in enumerate(zip(images, labels))]
         return out
-    raise ValueError(f"unknown data set {dataset!r}; expected butterflies or cifar10")
+    raise ValueError(f"no archive reader for data-set kind {kind!r}; expected butterflies or cifar10")
 
 
 @dataclass
@@ -323,7 +323,7 @@ def full_size_images(sources: Sequence[SourceImage], counts: dict[str, int], see
     return out
 
 
-def time_audit(dataset: str, data: dict[str, tuple[list[Image.Image], list[str]]],
+def time_audit(kind: str, data: dict[str, tuple[list[Image.Image], list[str]]],
                threshold: float = dup.DEFAULT_THRESHOLD) -> dict[str, Any]:
     """Time the audit as `preprocess` runs it (fingerprints, then the audit), with the peak memory it
     allocates (tracemalloc: numpy's arrays included) beside the size of the packed arrays."""
@@ -333,7 +333,7 @@ def time_audit(dataset: str, data: dict[str, tuple[list[Image.Image], list[str]]
 
     counts = {s: len(v[0]) for s, v in data.items()}
     classes = sorted({c for _, labels in data.values() for c in labels})
-    if dataset == "cifar10":
+    if kind == "cifar10":
         splits = {s: (np.stack([np.asarray(im, np.uint8) for im in ims]), np.array([classes.index(c) for c in labels]))
                   for s, (ims, labels) in data.items()}
         names = {s: [f"{s}[{i}]" for i in range(n)] for s, n in counts.items()}
@@ -359,7 +359,7 @@ def time_audit(dataset: str, data: dict[str, tuple[list[Image.Image], list[str]]
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
     summary = outcome.summary if outcome is not None else None
-    row = {"dataset": dataset, "images": sum(counts.values()), "seconds": round(seconds, 1),
+    row = {"dataset": kind, "images": sum(counts.values()), "seconds": round(seconds, 1),
            "peak_audit_mib": round(peak / 2**20, 1), "packed_mib": round(packed_bytes / 2**20, 1),
            "groups": summary["group_count"] if summary else len(result.groups)}
     if outcome is None:
