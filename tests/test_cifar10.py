@@ -108,6 +108,8 @@ def _meta(py2: bool) -> bytes:
 
 
 def _tar(path: Path, members: dict[str, bytes]) -> Path:
+    """A .tar.gz of ``members`` (name -> bytes) at ``path`` (test_cifar100 uses it too)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
     with tarfile.open(path, "w:gz") as tar:
         for name, data in members.items():
             info = tarfile.TarInfo(name)

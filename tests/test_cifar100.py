@@ -5,10 +5,8 @@ stratified hold-out, the restricted unpickler, corrupt members, and the download
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import pickle
-import tarfile
 from pathlib import Path
 
 import jsonschema
@@ -20,6 +18,7 @@ from cnnbench.data import fetch, packed
 from cnnbench.data.cifar import CIFAR10, CIFAR100
 from cnnbench.data.fetch import ChecksumError
 from cnnbench.errors import ConfigError, DataError
+from test_cifar10 import _tar
 
 REPO = Path(__file__).resolve().parents[1]
 NAME = "cifar-100-python.tar.gz"
@@ -65,16 +64,6 @@ def _members(**replace: bytes) -> dict[str, bytes]:
     }
     members.update({f"cifar-100-python/{k}": v for k, v in replace.items()})
     return members
-
-
-def _tar(path: Path, members: dict[str, bytes]) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tarfile.open(path, "w:gz") as tar:
-        for name, data in members.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    return path
 
 
 def _raw(path: Path, **replace: bytes) -> Path:
