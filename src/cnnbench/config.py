@@ -359,7 +359,7 @@ def _check_semantics(cfg: "Config", source: str) -> None:
                           f"e.g. variants.{next(iter(cfg.raw['datasets']))}")
     for name, (dataset, spec) in cfg._variant_specs.items():
         key = f"variants.{dataset}.{name[len(dataset) + 1:]}"
-        if spec.get("filter_noisy") and not cfg.dataset(dataset).get("noisy_classes"):
+        if spec.get("filter_noisy") and "noisy_classes" not in cfg.dataset(dataset):
             raise ConfigError(
                 f"{source}: {key}.filter_noisy: datasets.{dataset} lists no noisy_classes to filter; "
                 f"list them under datasets.{dataset}.noisy_classes or remove the key"
@@ -392,7 +392,7 @@ def _check_semantics(cfg: "Config", source: str) -> None:
                 )
         if claim["metric"] == "top1_kept":
             sets = {cfg.variant(claim[s])["dataset"] for s in "ab"}
-            if len(sets) != 1 or not cfg.dataset(sets.pop()).get("noisy_classes"):
+            if len(sets) != 1 or "noisy_classes" not in cfg.dataset(sets.pop()):
                 raise ConfigError(f"{source}: claims.{i}.metric: top1_kept compares two variants of one data set "
                                   f"that lists noisy_classes (the classes both keep)")
 

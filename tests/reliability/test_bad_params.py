@@ -70,12 +70,13 @@ CASES = {
     "on-bad-image-unknown": (_set("datasets.butterflies.on_bad_image", "ignore"),
                              f"{P}datasets.butterflies.on_bad_image: 'ignore' is not allowed; allowed values: skip, fail"),
     "unknown-dataset": (lambda doc: all_variants(doc).update(imagenet={"resnet18": {"model": "resnet18"}}),
-                        f"{P}variants: unknown key 'imagenet'; allowed keys: butterflies, cifar10"),
+                        f"{P}variants.imagenet: 'imagenet' is not defined under datasets; allowed values: cifar10, "
+                        "butterflies, cifar5"),
     "model-arg-not-taken": (_variant("model_args", {"cifar": True}),
                             f"{P}{VK}.model_args.cifar: model 'resnet18_small_stem_3stage' does not take 'cifar'"),
     # model_args are checked against each builder's own description of its arguments
-    "resnext-dropout-not-a-pair": (_set("variants.cifar10.resnext18_3stage-dropout35.model_args.dropout", 0.3),
-                                   f"{P}variants.cifar10.resnext18_3stage-dropout35.model_args.dropout: "
+    "resnext-dropout-not-a-pair": (_set("variants.cifar5.resnext18_3stage-dropout35.model_args.dropout", 0.3),
+                                   f"{P}variants.cifar5.resnext18_3stage-dropout35.model_args.dropout: "
                                    "expected a list of 2 numbers, each >= 0 and < 1, got 0.3 (float)"),
     "mobilenet-dropout-pair": (_set("variants.cifar10.mobilenet_v2.model_args.dropout", [0.2, 0.4]),
                                f"{P}variants.cifar10.mobilenet_v2.model_args.dropout: "
