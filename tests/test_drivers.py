@@ -111,7 +111,8 @@ def test_exp_run_sets_the_profile_and_its_seeds_so_the_dvc_stages_are_the_profil
     raw.update(profile=sets["profile"], seeds=yaml.safe_load(sets["seeds"]))  # what `-S` does to params.yaml
     cfg = from_raw(raw, REPO / "params.yaml")
     written = pipeline.write_specs(cfg, tmp_path / "specs")
-    assert len(written) == len(cfg.runs) + 2 * len(cfg.raw["datasets"])
+    # download and preprocess settings per data set; a subset has no download
+    assert len(written) == len(cfg.runs) + 2 * len(cfg.prepared_datasets) - len(cfg.subsets)
     if profile != "full":  # the profile alone, as `dvc exp run -S profile=...` would leave it: refused at once
         raw["seeds"] = [0, 1, 2]
         with pytest.raises(ConfigError, match=rf"cnnbench exp-run --profile {profile}"):
