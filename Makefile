@@ -11,6 +11,10 @@ PROFILE ?=
 # Cores Snakemake may use: all = every core this process may run on (as `nproc` counts them).
 CORES ?= all
 PYTEST_ARGS ?=
+# Test processes (pytest-xdist): auto = one per core. Each test file runs whole in one process
+# (--dist loadfile: an end-to-end file's study is made once), and files run side by side: DVC runs one
+# stage at a time and most unit tests one thread, so a second process keeps the other core busy.
+TEST_WORKERS ?= auto
 
 SNAKEMAKE_CONFIG := $(if $(PROFILE),--config profile=$(PROFILE),)
 # Debian installs slurmctld, slurmd and munged in /usr/sbin, which a normal user's PATH lacks.
@@ -46,10 +50,10 @@ dvc-study: $(STAMP)
 	PATH="$(abspath $(BIN)):$$PATH" cnnbench $(if $(PROFILE),--profile $(PROFILE),) exp-run
 
 test: system $(STAMP)
-	PATH="$(abspath $(BIN)):$$PATH:$(SBIN_PATH)" python -m pytest $(PYTEST_ARGS)
+	PATH="$(abspath $(BIN)):$$PATH:$(SBIN_PATH)" python -m pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 test-fast: $(STAMP)
-	PATH="$(abspath $(BIN)):$$PATH" python -m pytest -m "not e2e and not browser" $(PYTEST_ARGS)
+	PATH="$(abspath $(BIN)):$$PATH" python -m pytest -n $(TEST_WORKERS) --dist loadfile -m "not e2e and not browser" $(PYTEST_ARGS)
 
 clean:
 	rm -rf results logs .snakemake
