@@ -23,12 +23,11 @@ import copy
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 from cnnbench.errors import ConfigError
 
-__all__ = ["KIND_NAMES", "SUBSET", "describe", "default_train", "prepare", "kind_names", "title"]
+__all__ = ["SUBSET", "Description", "describe", "default_train", "prepare", "kind_names"]
 
 
 def _cifar10() -> Any:
@@ -72,7 +71,6 @@ _KINDS: dict[str, Callable[[], Any]] = {
     "csv": _csv,
     SUBSET: _subset,
 }
-KIND_NAMES: tuple[str, ...] = tuple(_KINDS)
 
 
 def kind_names() -> list[str]:
@@ -114,12 +112,3 @@ def prepare(raw_dir: Path, out_dir: Path, settings: Mapping[str, Any]) -> dict[s
     """Run the kind's preprocess; returns the manifest it wrote."""
     impl = _implementation(settings["kind"], f"datasets.{settings.get('name', '?')}")
     return impl.prepare(Path(raw_dir), Path(out_dir), settings)
-
-
-def title(settings: Mapping[str, Any]) -> str:
-    return describe(settings).title
-
-
-def module_of(kind: str) -> ModuleType | Any:
-    """The implementation of ``kind`` (tests and ``leak-eval`` use its helpers)."""
-    return _implementation(kind, "datasets")
