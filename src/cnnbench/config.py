@@ -21,6 +21,7 @@ import jsonschema
 import yaml
 
 from .spec import RunSpec, SpecError, canonical_hash, resolve_execution, resolve_train
+from . import tuning as tuning_mod
 from .errors import ConfigError  # defined with cnnbench's other error types; `cnnbench.config.ConfigError` stays valid
 
 SCHEMA_RELPATH = Path("workflow") / "schemas" / "params.schema.yaml"
@@ -126,6 +127,7 @@ class Config:
     raw: dict
     profile: str
     params_path: Path
+    tuning_root: Path = tuning_mod.TUNING_ROOT  # where the runs of a tuned recipe read the chosen values
 
     # --- views -------------------------------------------------------------------------
     @property
@@ -174,8 +176,53 @@ class Config:
 
     @property
     def runs(self) -> list[tuple[str, str, int]]:
-        """Every (variant, recipe, seed) of the study: one train job each."""
-        return [(v, r, s) for v in self.variants for r in self.recipes for s in self.seeds]
+        """Every (variant, recipe, seed) of the study: one train job each (a tuned recipe's runs only for
+        the variants tuning tunes)."""
+        return [(v, r, s) for v in self.variants for r in self.recipes if self.runs_under(v, r) for s in self.seeds]
+
+    def runs_under(self, variant: str, recipe: str) -> bool:
+        """Whether the study trains ``variant`` under ``recipe`` (a tuned recipe: only tuned variants)."""
+        return recipe not in self.tuned_recipes or variant in self.tuning.variants
+
+    # --- tuning (cnnbench.tuning) ----------------------------------------------------------------
+    @property
+    def tuning(self) -> "tuning_mod.Tuning | None":
+        """The ``tuning`` block with the profile's tuning keys applied, or None without one."""
+        return tuning_mod.resolve(self.raw.get("tuning"), self.profile_block.get("tuning"), self.variants)
+
+    @property
+    def tuned_recipes(self) -> list[str]:
+        """The recipes of the study whose hyper-parameters are tuned per variant."""
+        t = self.tuning
+        return [r for r in self.recipes if t is not None and r in t.recipes]
+
+    @property
+    def trials(self) -> list[tuple[str, str, str, int]]:
+        """Every tuning trial of the study: (variant, tuned recipe, grid point name, seed)."""
+        t = self.tuning
+        return [(v, r, p.name, s) for r in self.tuned_recipes for v in t.variants
+                for p in t.points for s in t.seeds]
+
+    def recipe_block(self, recipe: str) -> dict:
+        """``recipes.<recipe>``; a tuned recipe's is its base recipe's (the tuned values come later)."""
+        t = self.tuning
+        if t is not None and recipe in t.recipes:
+            return self.raw["recipes"][t.recipes[recipe]]
+        if recipe not in self.raw["recipes"]:
+            known = [*self.raw["recipes"], *(t.recipes if t else [])]
+            raise ConfigError(f"unknown recipe {recipe!r}; recipes in {self.params_path}: {', '.join(known)}")
+        return self.raw["recipes"][recipe]
+
+    def trial(self, name: str, recipe: str, point: str, seed: int, *, device: str | None = None) -> RunSpec:
+        """One tuning trial: the run of ``name`` under tuned ``recipe``'s base with the grid point's values,
+        for the budget's epochs."""
+        t = self.tuning
+        if recipe not in self.tuned_recipes:
+            raise ConfigError(f"recipe {recipe!r} is not a tuned recipe of the study; tuned recipes: "
+                              f"{', '.join(self.tuned_recipes) or 'none'}")
+        train = tuning_mod.apply_point(self._merged_train(name, recipe), t.point(point).values)
+        train["epochs"] = t.budget_epochs(train["epochs"])
+        return self._spec(name, recipe, int(seed), train, device)
 
     @property
     def claims(self) -> list[dict]:
@@ -260,24 +307,34 @@ class Config:
         }
 
     def run(self, name: str, recipe: str | None = None, seed: int | None = None, *,
-            device: str | None = None) -> RunSpec:
+            device: str | None = None, chosen: dict | None = None) -> RunSpec:
         """One run of variant ``name`` resolved into its :class:`RunSpec` (see :mod:`cnnbench.spec`).
 
         ``recipe`` defaults to the first of ``recipes_in_study`` and ``seed`` to the first seed of
         the profile; train and evaluate always pass both. ``device`` replaces ``train.device``
-        (``cnnbench bench`` measures on the device at hand).
+        (``cnnbench bench`` measures on the device at hand). A tuned recipe's run takes the values
+        tuning chose (``chosen``, else ``<tuning_root>/<variant>/<recipe>/selection.json``; raises
+        :class:`cnnbench.tuning.SelectionMissing` before the selection exists).
         """
-        dataset, spec = self._spec_of(name)
-        shown = self.variant(name)  # model, its arguments and the classes it leaves out
         recipe = self.recipes[0] if recipe is None else recipe
-        if recipe not in self.raw["recipes"]:
-            raise ConfigError(
-                f"unknown recipe {recipe!r}; recipes in {self.params_path}: {', '.join(self.raw['recipes'])}"
-            )
-        train = deep_merge(self.raw["train"], self.raw["recipes"][recipe])
+        train = self._merged_train(name, recipe)
+        if recipe in self.tuned_recipes:  # the values tuning chose for this variant (selection.json)
+            if chosen is None:
+                chosen = tuning_mod.read_choice(self.tuning_root, name, recipe)
+            train = tuning_mod.apply_point(train, chosen)
+        return self._spec(name, recipe, self.seeds[0] if seed is None else int(seed), train, device)
+
+    def _merged_train(self, name: str, recipe: str) -> dict:
+        """The train block of a run, merged in the order of cnnbench.spec (before tuned values)."""
+        dataset, spec = self._spec_of(name)
+        train = deep_merge(self.raw["train"], self.recipe_block(recipe))
         train = deep_merge(train, self.dataset_train(dataset))
         train = deep_merge(train, spec.get("train"))
-        train = deep_merge(train, self.profile_block.get("train"))
+        return deep_merge(train, self.profile_block.get("train"))
+
+    def _spec(self, name: str, recipe: str, seed: int, train: dict, device: str | None) -> RunSpec:
+        dataset, _ = self._spec_of(name)
+        shown = self.variant(name)  # model, its arguments and the classes it leaves out
         if device is not None:
             train["device"] = device
         job = self.job_resources("train")
@@ -289,7 +346,7 @@ class Config:
                 model_args=shown["model_args"],
                 exclude_classes=tuple(shown["exclude_classes"]),
                 recipe=recipe,
-                seed=self.seeds[0] if seed is None else int(seed),
+                seed=seed,
                 train=resolve_train(train),
                 execution=resolve_execution(train, gpu_job=bool(job["gpu"]) if "gpu" in job else None,
                                             job_cpus=job.get("cpus")),
@@ -322,13 +379,16 @@ class Config:
     @property
     def params_hash(self) -> str:
         """Fingerprint of everything the report is made from: profile, data sets, every run's
-        identity, what the report shows of each variant, the claims and their rule."""
+        identity, what the report shows of each variant, the claims and their rule. A tuned recipe's runs
+        count with their base values and the tuning settings (the chosen values reach the report
+        through the runs' results, which are its inputs)."""
         return canonical_hash(
             {
                 "profile": self.profile,
                 "profile_settings": self.profile_block,  # its description is in the report
                 "datasets": {d: self.dataset(d) for d in self.raw["datasets"]},
-                "runs": {f"{v}/{r}/seed{s}": self.run(v, r, s).hash for v, r, s in self.runs},
+                "runs": {f"{v}/{r}/seed{s}": self.run(v, r, s, chosen={}).hash for v, r, s in self.runs},
+                "tuning": self.raw.get("tuning"),
                 "variants": {v: self.variant(v) for v in self.variants},
                 "claims": self.claims,
                 "claims_rule": self.raw["claims_rule"],
@@ -347,11 +407,12 @@ def _check_semantics(cfg: "Config", source: str) -> None:
                 f"{source}: resources.profiles.{name}: {name!r} is not defined under profiles; "
                 f"allowed values: {', '.join(cfg.raw['profiles'])}"
             )
+    tuned = list(cfg.raw.get("tuning", {}).get("recipes", {}))
     for i, recipe in enumerate(cfg.recipes):
-        if recipe not in cfg.raw["recipes"]:
+        if recipe not in cfg.raw["recipes"] and recipe not in tuned:
             raise ConfigError(
-                f"{source}: recipes_in_study.{i}: {recipe!r} is not defined under recipes; "
-                f"allowed values: {', '.join(cfg.raw['recipes'])}"
+                f"{source}: recipes_in_study.{i}: {recipe!r} is not defined under recipes or tuning.recipes; "
+                f"allowed values: {', '.join([*cfg.raw['recipes'], *tuned])}"
             )
     _check_datasets(cfg, source)
     if not cfg.variants:
@@ -368,13 +429,14 @@ def _check_semantics(cfg: "Config", source: str) -> None:
         check_model(spec["model"], f"{source}: {key}.model")
         check_model_args(spec["model"], spec.get("model_args", {}), f"{source}: {key}.model_args")
         for recipe in cfg.recipes:
-            train = cfg.run(name, recipe).train
+            train = cfg.run(name, recipe, chosen={}).train
             if train.train_limit and train.batch_size > train.train_limit:
                 raise ConfigError(
                     f"{source}: variants.{name}: train.batch_size {train.batch_size} is larger than "
                     f"train.train_limit {train.train_limit} (the number of training images the variant keeps) "
                     f"under recipe {recipe!r}; lower batch_size or raise train_limit (profile {cfg.profile!r} applied)"
                 )
+    _check_tuning(cfg, source)
     # Every profile's model_args, against each variant model that takes them (the others skip them),
     # so what the schema accepts builds under any profile.
     models = [spec["model"] for _, spec in cfg._variant_specs.values()]
@@ -395,6 +457,42 @@ def _check_semantics(cfg: "Config", source: str) -> None:
             if len(sets) != 1 or "noisy_classes" not in cfg.dataset(sets.pop()):
                 raise ConfigError(f"{source}: claims.{i}.metric: top1_kept compares two variants of one data set "
                                   f"that lists noisy_classes (the classes both keep)")
+
+
+def _check_tuning(cfg: "Config", source: str) -> None:
+    """What the schema cannot say of the tuning block: names that must exist elsewhere, and a budget
+    no longer than the runs it stands for."""
+    block = cfg.raw.get("tuning")
+    for profile, pblock in cfg.raw["profiles"].items():
+        if "tuning" in pblock and not block:
+            raise ConfigError(f"{source}: profiles.{profile}.tuning: params.yaml has no top-level tuning block for "
+                              f"it to override; add one (README \"Fair comparison: tuning\") or remove the key")
+    if not block:
+        return
+    for name, spec in block["recipes"].items():
+        if name in cfg.raw["recipes"]:
+            raise ConfigError(f"{source}: tuning.recipes.{name}: {name!r} is already a recipe under recipes; "
+                              f"give the tuned recipe its own name (e.g. {name}_tuned)")
+        if spec["base"] not in cfg.raw["recipes"]:
+            raise ConfigError(f"{source}: tuning.recipes.{name}.base: {spec['base']!r} is not defined under recipes; "
+                              f"allowed values: {', '.join(cfg.raw['recipes'])}")
+    where = "tuning" if "tuning" not in cfg.profile_block else f"tuning (with profiles.{cfg.profile}.tuning)"
+    variants = block.get("variants", "all") if "variants" not in cfg.profile_block.get("tuning", {}) else \
+        cfg.profile_block["tuning"]["variants"]
+    if variants != "all":
+        for i, v in enumerate(variants):
+            if v not in cfg.variants:
+                raise ConfigError(f"{source}: tuning.variants.{i}: {v!r} is not a variant of the study; "
+                                  f"allowed values: {', '.join(cfg.variants)}")
+    t = cfg.tuning
+    for recipe in cfg.tuned_recipes:
+        for v in t.variants:
+            epochs = cfg.run(v, recipe, chosen={}).train.epochs
+            if "epochs" in t.budget and t.budget["epochs"] > epochs:
+                raise ConfigError(
+                    f"{source}: {where}.budget.epochs: {t.budget['epochs']} is longer than the {epochs} epochs "
+                    f"variant {v} trains under recipe {recipe!r} (profile {cfg.profile!r} applied); a trial must not "
+                    f"cost more than the run it tunes: lower it, or give budget.fraction")
 
 
 def _check_datasets(cfg: "Config", source: str) -> None:
