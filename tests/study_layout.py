@@ -26,7 +26,36 @@ def keep_variants(params: dict, ids: list[str], recipes: list[str] | None = None
     out = dict(params, variants=variants, claims=claims)
     if recipes is not None:
         out["recipes_in_study"] = list(recipes)
+    _keep_tuned(out, ids)
     return out
+
+
+def _keep_tuned(params: dict, ids: list[str]) -> None:
+    """Tuning lists of variants (top level, profiles) keep only ``ids``; one left empty tunes all."""
+    import copy
+
+    params["profiles"] = copy.deepcopy(params.get("profiles", {}))
+    if params.get("tuning"):
+        params["tuning"] = copy.deepcopy(params["tuning"])
+    blocks = [params.get("tuning")] + [p.get("tuning") for p in params["profiles"].values()]
+    for block in blocks:
+        if block and isinstance(block.get("variants"), list):
+            kept = [v for v in block["variants"] if v in ids]
+            block["variants"] = kept or "all"
+
+
+def stage(kind: str, variant: str, recipe: str = "lab", seed: int = 0) -> str:
+    """DVC's name of one run's train or evaluate stage, e.g. ``train-cifar10@resnet18-lab-0``
+    (``train-tuned-cifar10@...`` for a tuned recipe: this study's is called ``tuned``)."""
+    dataset, name = variant.split("-", 1)
+    tuned = "tuned-" if recipe == "tuned" else ""
+    return f"{kind}-{tuned}{dataset}@{name}-{recipe}-{seed}"
+
+
+def tune_stage(variant: str, point: str, recipe: str = "tuned", seed: int = 1000) -> str:
+    """DVC's name of one tuning trial's stage, e.g. ``tune-cifar10@resnet18-tuned-lr0.05-1000``."""
+    dataset, name = variant.split("-", 1)
+    return f"tune-{dataset}@{name}-{recipe}-{point}-{seed}"
 
 
 def variant_param(variant: str, key: str) -> str:
@@ -38,9 +67,3 @@ def variant_param(variant: str, key: str) -> str:
 def run_dir(root: Path, variant: str, recipe: str = "lab", seed: int = 0) -> Path:
     """The directory of one trained run of ``variant`` under a study checkout ``root``."""
     return Path(root) / "results" / "runs" / variant / recipe / f"seed{seed}"
-
-
-def stage(kind: str, variant: str, recipe: str = "lab", seed: int = 0) -> str:
-    """DVC's name of one run's train or evaluate stage, e.g. ``train-cifar10@resnet18-lab-0``."""
-    dataset, name = variant.split("-", 1)
-    return f"{kind}-{dataset}@{name}-{recipe}-{seed}"

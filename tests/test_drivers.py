@@ -22,7 +22,7 @@ def test_committed_dvc_yaml_is_what_the_pipeline_generates(tmp_path):
     pipeline.check_dvc_yaml(REPO / "dvc.yaml", cfg)
     stale = tmp_path / "dvc.yaml"
     stale.write_text((REPO / "dvc.yaml").read_text().replace("src/cnnbench/engine.py\n", "", 1))
-    with pytest.raises(ConfigError, match=r"dvc.yaml is stale: .* run `cnnbench dvc-yaml`"):
+    with pytest.raises(ConfigError, match=r"dvc.yaml is stale: .* run `cnnbench --profile full exp-run`, or `cnnbench --profile full dvc-yaml`"):
         pipeline.check_dvc_yaml(stale, cfg)
 
 
@@ -71,7 +71,7 @@ def _snakemake_commands(repo: Path, env: dict) -> list[str]:
     proc = subprocess.run(["snakemake", "-n", "-p", "--forceall", "--cores", "1", "--config", "profile=smoke"],
                           cwd=repo, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    commands = re.findall(r"^(?:Shell command: )?\s*(cnnbench --profile smoke (?:train|evaluate) .*?)\s*> logs/\S+ 2>&1\s*$",
+    commands = re.findall(r"^(?:Shell command: )?\s*(cnnbench --profile smoke (?:tune|select|train|evaluate) .*?)\s*> logs/\S+ 2>&1\s*$",
                           proc.stdout + proc.stderr, flags=re.M)
     return sorted(" ".join(c.split()) for c in commands)
 
@@ -80,7 +80,7 @@ def _dvc_commands(repo: Path) -> list[str]:
     from dvc.repo import Repo
 
     with Repo(str(repo)) as dvc:
-        stages = [s for s in dvc.index.stages if s.name.startswith(("train-", "evaluate-"))]
+        stages = [s for s in dvc.index.stages if s.name.startswith(("tune-", "select", "train-", "evaluate-"))]
         return sorted(" ".join(s.cmd.split()) for s in stages)
 
 
@@ -88,9 +88,12 @@ def test_every_train_and_evaluate_job_runs_the_same_command_under_both_drivers(t
     repo = copy_repo(tmp_path / "repo")  # the smoke profile and its seeds on disk
     env = env_for(tmp_path)
     monkeypatch.setenv("DVC_NO_ANALYTICS", "1")
+    cfg = load(repo / "params.yaml")
+    (repo / "dvc.yaml").write_text(pipeline.render_dvc_yaml(cfg))  # the tuning stages of the smoke grid
     snake, dvc = _snakemake_commands(repo, env), _dvc_commands(repo)
-    runs = load(repo / "params.yaml").runs
-    assert len(snake) == 2 * len(runs) == 68
+    runs = cfg.runs
+    pairs = len(cfg.tuning.variants) * len(cfg.tuned_recipes)
+    assert len(snake) == 2 * len(runs) + len(cfg.trials) + pairs == 2 * 51 + 34 + 17
     assert snake == dvc
     for variant, recipe, seed in runs:
         assert (f"cnnbench --profile smoke train --variant {variant} --recipe {recipe} --seed {seed} --data "
@@ -112,7 +115,7 @@ def test_exp_run_sets_the_profile_and_its_seeds_so_the_dvc_stages_are_the_profil
     cfg = from_raw(raw, REPO / "params.yaml")
     written = pipeline.write_specs(cfg, tmp_path / "specs")
     # download and preprocess settings per data set; a subset has no download
-    assert len(written) == len(cfg.runs) + 2 * len(cfg.prepared_datasets) - len(cfg.subsets)
+    assert len(written) == len(cfg.runs) + len(cfg.trials) + 2 * len(cfg.prepared_datasets) - len(cfg.subsets)
     if profile != "full":  # the profile alone, as `dvc exp run -S profile=...` would leave it: refused at once
         raw["seeds"] = [0, 1, 2]
         with pytest.raises(ConfigError, match=rf"cnnbench exp-run --profile {profile}"):

@@ -29,7 +29,7 @@ import pytest
 import yaml
 
 from cnnbench.stats import IMAGES_ONLY
-from study_layout import keep_variants
+from study_layout import keep_variants, stage, tune_stage
 
 pytestmark = pytest.mark.e2e
 
@@ -138,7 +138,7 @@ def ran_stages(dvc_output: str) -> list[str]:
 
 def assert_study_complete(repo: Path) -> None:
     cfg = study_of(repo)
-    assert len(cfg.runs) == len(cfg.variants) * 2  # smoke: both recipes, one seed
+    assert len(cfg.runs) == len(cfg.variants) * 3  # smoke: lab, fast and tuned, one seed
     for v, recipe, seed in cfg.runs:
         run = repo / "results" / "runs" / v / recipe / f"seed{seed}"
         for f in ("model.pt", "history.csv", "train.json", "metrics.json", "confusion.csv", "predictions.csv"):
@@ -149,7 +149,8 @@ def assert_study_complete(repo: Path) -> None:
         manifest = json.loads((repo / "data/prepared" / ds / "manifest.json").read_text())
         assert manifest["source"]["source"] == "mirror"
     claims = list(csv.DictReader(open(repo / "results/summary/claims.csv")))
-    assert len(claims) == 2 * len(cfg.claims)
+    assert len(claims) == 3 * len(cfg.claims)
+    assert_tuning_complete(repo, cfg)
     # one seed: accuracy claims are decided from the test set alone and say so; instability (one value
     # per run) is not tested; every tested claim has a Holm-adjusted p
     for c in claims:
@@ -179,6 +180,36 @@ def assert_study_complete(repo: Path) -> None:
     assert "train/ULYSES/005.jpg" in html and "test_batch[546]" in html  # mirror findings (docs/duplicates.md)
     assert "smoke data: not evidence" in html
     assert html.count("<img src=\"data:image/png;base64,") == len(figures) + thumbnails
+
+
+def selections(repo: Path, cfg) -> dict:
+    """(variant, recipe) -> its selection.json."""
+    return {(v, r): json.loads((repo / "results/tuning" / v / r / "selection.json").read_text())
+            for v in cfg.tuning.variants for r in cfg.tuned_recipes}
+
+
+def assert_tuning_complete(repo: Path, cfg) -> None:
+    """Every trial ran for the budget's epochs, every selection chose a grid value, and each tuned run
+    trained with its variant's choice."""
+    points = [p.values["lr"] for p in cfg.tuning.points]
+    for (v, r), sel in selections(repo, cfg).items():
+        assert len(sel["trials"]) == len(points) * len(cfg.tuning.seeds)
+        assert all(t["epochs"] == 1 and (t["diverged"] or 0 <= t["val_acc"] <= 1) for t in sel["trials"])
+        assert sel["chosen"]["lr"] in points
+        for seed in cfg.seeds:
+            train = json.loads((repo / "results/runs" / v / r / f"seed{seed}" / "train.json").read_text())
+            assert train["settings"]["train"]["optimizer"]["lr"] == sel["chosen"]["lr"]
+            assert train["settings"]["train"]["epochs"] == cfg.run(v, "fast", seed).train.epochs
+
+
+def add_grid_point(doc: dict) -> None:
+    """A third learning rate in the smoke grid, between the two it has."""
+    doc["profiles"]["smoke"]["tuning"]["grid"]["lr"] = [0.05, 0.1, 0.2]
+
+
+def ran_jobs(snakemake_output: str) -> list[str]:
+    """`rule[:wildcards]` of every job a (real) snakemake run executed."""
+    return [j for j in planned_jobs(snakemake_output) if j != "all"]
 
 
 @pytest.fixture(scope="module")
@@ -263,7 +294,7 @@ def test_snakemake_new_seed_trains_only_its_runs(snakemake_study):
         jobs = _planned(repo, env)
     assert cfg.seeds == [0, 1]
     new = [f"{v}/{recipe}/{seed}" for v, recipe, seed in cfg.runs if seed == 1]
-    assert len(new) == len(cfg.variants) * 2  # every (variant, recipe) at seed 1
+    assert len(new) == len(cfg.variants) * 3  # every (variant, recipe) at seed 1; no trial reruns
     assert not [j for j in jobs if j.endswith("/0")], jobs  # no seed-0 run is retrained or re-evaluated
     assert jobs == sorted([*(f"train:{r}" for r in new), *(f"evaluate:{r}" for r in new),
                            "aggregate", "plot", "report"])
@@ -277,6 +308,30 @@ def test_snakemake_one_variant_change_reruns_exactly_its_jobs(snakemake_study):
     runs = [f"{CHANGED_VARIANT}/{r}/0" for r in ("lab", "fast")]
     assert jobs == sorted([*(f"train:{r}" for r in runs), *(f"evaluate:{r}" for r in runs),
                            "aggregate", "plot", "report"]), out.stdout
+
+
+def test_snakemake_new_grid_point_reruns_its_trials_and_only_the_runs_whose_choice_changed(snakemake_study,
+                                                                                           tmp_path):
+    """On a copy of the finished study: a learning rate added to the grid trains its trials, selects
+    again, and retrains (and re-evaluates) exactly the tuned runs whose chosen value changed."""
+    study, env = snakemake_study
+    repo = tmp_path / "study"
+    shutil.copytree(study, repo, symlinks=True)
+    before = selections(repo, study_of(repo))
+    with params_edited(repo, add_grid_point):
+        cfg = study_of(repo)
+        out = sh(["snakemake", "--cores", "2", "--config", "profile=smoke"], repo, env, timeout=1200)
+        after = selections(repo, cfg)
+        assert_tuning_complete(repo, cfg)
+        again = sh(["snakemake", "-n", "--cores", "2", "--config", "profile=smoke"], repo, env)
+    changed = [v for (v, _), sel in after.items() if sel["chosen"] != before[(v, "tuned")]["chosen"]]
+    retrained = [f"{v}/tuned/0" for v in changed]
+    assert ran_jobs(out.stdout + out.stderr) == sorted([
+        *(f"tune:{v}/tuned/lr0.1/1000" for v in cfg.variants), *(f"select:{v}/tuned" for v in cfg.variants),
+        *(f"train:{r}" for r in retrained), *(f"evaluate:{r}" for r in retrained),
+        *(["aggregate"] if retrained else []), "plot", "report"])
+    assert "Nothing to be done" in again.stdout + again.stderr
+    print(f"\nnew grid point: {len(changed)} of {len(after)} choices changed: {changed}")
 
 
 def test_snakemake_rejects_bad_config_before_any_job(snakemake_study, tmp_path):
@@ -299,8 +354,9 @@ def dvc_study(tmp_path_factory, mirror):
     repo = copy_repo(tmp_path_factory.mktemp("dvc-study"))
     params = yaml.safe_load((repo / "params.yaml").read_text())
     (repo / "params.yaml").write_text(yaml.safe_dump(keep_variants(params, DVC_VARIANTS), sort_keys=False))
-    subprocess.run(["git", "commit", "-qam", "the DVC study's variants"], cwd=repo, check=True, env=env_for(mirror))
     env = env_for(mirror)
+    sh(["cnnbench", "dvc-yaml"], repo, env)  # its tuning stages list the smoke grid and these variants
+    subprocess.run(["git", "commit", "-qam", "the DVC study's variants"], cwd=repo, check=True, env=env)
     # every cnnbench process logs the modules it imported (test_dvc_stage_deps_hold_every_module_...)
     env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).parent / "importlog"), env.get("PYTHONPATH", "")])
     env["CNNBENCH_IMPORT_LOG"] = str(repo / "imports.jsonl")
@@ -356,8 +412,8 @@ def test_dvc_stage_deps_hold_every_module_its_command_imported(dvc_study):
         return set((stage.get("do") or stage)["deps"])
 
     records = [json.loads(line) for line in (repo / "imports.jsonl").read_text().splitlines()]
-    assert {r["argv"][3] for r in records} == {"download", "preprocess", "specs", "train", "evaluate", "aggregate",
-                                               "plot", "report"}  # cnnbench --profile smoke <stage> ...
+    assert {r["argv"][3] for r in records} == {"download", "preprocess", "specs", "tune", "select", "train", "evaluate",
+                                               "aggregate", "plot", "report"}  # cnnbench --profile smoke <stage> ...
     for r in records:
         command = " ".join(r["argv"])
         missing = {m for m in r["modules"] if m.startswith("src/cnnbench/")} - deps_of(command)
@@ -373,11 +429,11 @@ def test_dvc_module_change_makes_the_stages_that_import_it_stale(dvc_study):
         stale = set(json.loads(sh(["dvc", "status", "--json"], repo, env).stdout))
     finally:
         engine.write_text(original)
-    expected = set()
-    for variant, recipe, seed in study_of(repo).runs:
-        dataset, name = variant.split("-", 1)
-        expected |= {f"train-{dataset}@{name}-{recipe}-{seed}", f"evaluate-{dataset}@{name}-{recipe}-{seed}"}
-    assert len(expected) == 2 * len(DVC_VARIANTS) * 2 and stale == expected  # not download, preprocess, specs, ...
+    cfg = study_of(repo)
+    expected = {stage(kind, v, r, s) for v, r, s in cfg.runs for kind in ("train", "evaluate")}
+    expected |= {tune_stage(v, point, r, s) for v, r, point, s in cfg.trials}
+    assert len(expected) == 2 * len(DVC_VARIANTS) * 3 + len(DVC_VARIANTS) * 2
+    assert stale == expected  # not download, preprocess, specs, select, ...
 
 
 def test_dvc_new_seed_makes_only_its_runs_stale(dvc_study):
@@ -402,10 +458,8 @@ def test_dvc_new_seed_makes_only_its_runs_stale(dvc_study):
     assert cfg.seeds == [0, 1]
     new, old = set(), set()
     for variant, recipe, seed in cfg.runs:
-        dataset, name = variant.split("-", 1)
-        stages = {f"{kind}-{dataset}@{name}-{recipe}-{seed}" for kind in ("train", "evaluate")}
-        (new if seed == 1 else old).update(stages)
-    assert len(new) == len(old) == 4 * len(DVC_VARIANTS) and len(seed1_specs) == 2 * len(DVC_VARIANTS)
+        (new if seed == 1 else old).update(stage(kind, variant, recipe, seed) for kind in ("train", "evaluate"))
+    assert len(new) == len(old) == 6 * len(DVC_VARIANTS) and len(seed1_specs) == 3 * len(DVC_VARIANTS)
     assert seed0_specs_then == seed0_specs  # the specs stage left the seed-0 run files as they were
     assert not old & set(stale), sorted(old & set(stale))  # every seed-0 train and evaluate is up to date
     # ... and only the seed-1 runs and the stages whose params hold the seeds are not: `dvc status`
@@ -434,19 +488,31 @@ def _snakemake_record(repo: Path, output: str) -> dict:
 def test_both_drivers_ran_the_same_command_with_the_same_run_hash(snakemake_study, dvc_study):
     (snake, _), (dvc, _) = snakemake_study, dvc_study
     lock = yaml.safe_load((dvc / "dvc.lock").read_text())["stages"]
-    runs = study_of(dvc).runs
-    for variant, recipe, seed in runs:
-        dataset, name = variant.split("-", 1)
+    cfg = study_of(dvc)
+    for variant, recipe, seed in cfg.runs:
         run = f"results/runs/{variant}/{recipe}/seed{seed}"
-        spec = json.loads((dvc / "results/specs/runs" / variant / recipe / f"seed{seed}.json").read_text())
+        # a tuned run's hash holds the values its selection chose: both drivers chose the same
+        run_hash = json.loads((dvc / run / "train.json").read_text())["settings_hash"]
+        if recipe not in cfg.tuned_recipes:
+            spec = json.loads((dvc / "results/specs/runs" / variant / recipe / f"seed{seed}.json").read_text())
+            assert spec["hash"] == run_hash
         for kind, output in (("train", "model.pt"), ("evaluate", "metrics.json")):
-            record = _snakemake_record(snake, f"{run}/{output}")
-            snake_cmd = re.sub(r"\s*>\s*logs/\S+ 2>&1\s*$", "", record["shellcmd"]).split()
-            assert snake_cmd == lock[f"{kind}-{dataset}@{name}-{recipe}-{seed}"]["cmd"].split()
-            assert spec["hash"] in [p.strip("'") for p in record["params"]]  # the rule's params (as reprs): the run's hash
-        for repo in (snake, dvc):
-            assert json.loads((repo / run / "train.json").read_text())["settings_hash"] == spec["hash"]
-    assert len(runs) == 2 * len(DVC_VARIANTS)  # the DVC study's runs, each also in Snakemake's
+            _same_command_and_hash(_snakemake_record(snake, f"{run}/{output}"), lock[stage(kind, variant, recipe, seed)],
+                                   run_hash)
+        assert json.loads((snake / run / "train.json").read_text())["settings_hash"] == run_hash
+    for variant, recipe, point, seed in cfg.trials:
+        trial = f"results/tuning/{variant}/{recipe}/{point}/seed{seed}/trial.json"
+        trial_hash = json.loads((dvc / trial).read_text())["settings_hash"]
+        _same_command_and_hash(_snakemake_record(snake, trial), lock[tune_stage(variant, point, recipe, seed)],
+                               trial_hash)
+        assert json.loads((snake / trial).read_text())["val_acc"] == json.loads((dvc / trial).read_text())["val_acc"]
+    assert len(cfg.runs) == 3 * len(DVC_VARIANTS)  # the DVC study's runs, each also in Snakemake's
+
+
+def _same_command_and_hash(record: dict, lock_stage: dict, settings_hash: str) -> None:
+    snake_cmd = re.sub(r"\s*>\s*logs/\S+ 2>&1\s*$", "", record["shellcmd"]).split()
+    assert snake_cmd == lock_stage["cmd"].split()
+    assert settings_hash in [p.strip("'") for p in record["params"]]  # the rule's params (as reprs): the hash
 
 
 def test_dvc_one_variant_change_reruns_exactly_its_stages(dvc_study):
@@ -465,3 +531,26 @@ def test_dvc_plots_show_renders_every_run(dvc_study, tmp_path):
     for v, recipe, seed in study_of(repo).runs:
         assert f"results/runs/{v}/{recipe}/seed{seed}/history.csv" in text
         assert f"results/runs/{v}/{recipe}/seed{seed}/predictions.csv" in text
+
+
+def test_dvc_new_grid_point_reruns_its_trials_and_only_the_runs_whose_choice_changed(dvc_study, tmp_path):
+    """On a copy of the finished study: `cnnbench exp-run`'s dvc.yaml for the wider grid, then dvc repro runs the
+    new point's trials, the selections, and only the tuned runs whose chosen value changed."""
+    study, env = dvc_study
+    sh(["dvc", "repro"], study, env)  # the tests before may have left edits behind (their repro brings it back)
+    repo = tmp_path / "study"
+    shutil.copytree(study, repo, symlinks=True)
+    cfg = study_of(repo)
+    before = selections(repo, cfg)
+    with params_edited(repo, add_grid_point):
+        sh(["cnnbench", "dvc-yaml"], repo, env)
+        out = sh(["dvc", "repro"], repo, env, timeout=1200)
+        cfg = study_of(repo)
+        after = selections(repo, cfg)
+        assert json.loads(sh(["dvc", "status", "--json"], repo, env).stdout) == {}
+    changed = [v for (v, _), sel in after.items() if sel["chosen"] != before[(v, "tuned")]["chosen"]]
+    retrained = [stage(kind, v, "tuned", 0) for v in changed for kind in ("train", "evaluate")]
+    selects = [f"select@{i}" for i in range(len(after))]
+    assert ran_stages(out.stdout) == sorted([*(tune_stage(v, "lr0.1") for v in cfg.variants), *selects, *retrained,
+                                             "specs", "aggregate", "plot", "report"]), out.stdout
+    print(f"\nnew grid point under DVC: {len(changed)} of {len(after)} choices changed: {changed}")

@@ -91,7 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     # One function per stage, in the order `cnnbench --help` lists them.
     for add_stage in (
-        _add_download, _add_preprocess, _add_train, _add_evaluate, _add_aggregate, _add_plot, _add_report,
+        _add_download, _add_preprocess, _add_tune, _add_select, _add_train, _add_evaluate, _add_aggregate, _add_plot, _add_report,
         _add_validate, _add_doctor, _add_specs, _add_exp_run, _add_dvc_yaml, _add_models, _add_bench, _add_variants,
         _add_plan_seeds, _add_plan, _add_compare, _add_leak_eval, _add_gpu_check,
     ):
@@ -126,6 +126,38 @@ def _add_preprocess(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--raw", type=Path, help="downloaded data (default: data/raw/<dataset>)")
     p.add_argument("--out", type=Path, help="output directory (default: data/prepared/<dataset>)")
     p.set_defaults(func=cmd_preprocess)
+
+
+def _add_tune(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("tune", help="train one tuning trial: a variant under a tuned recipe at one grid point",
+                       description="Train one tuning trial (params.yaml `tuning`): the variant under the tuned recipe's "
+                       "base recipe with one grid point's values, for the budget's epochs, on the training split, "
+                       "scored on the validation split (the test split is never read). Writes history.csv, "
+                       "train.json and, last, trial.json (no weights) into "
+                       "results/tuning/<variant>/<recipe>/<point>/seed<k>/. A trial whose loss diverges is "
+                       "recorded as diverged, not as a failure. `cnnbench validate` lists the grid's points.")
+    _common(p)
+    p.add_argument("--variant", required=True, help="a tuned variant id, <dataset>-<name> (tuning.variants)")
+    p.add_argument("--recipe", required=True, help="a tuned recipe of recipes_in_study (a key of tuning.recipes)")
+    p.add_argument("--point", required=True, help="a grid point, e.g. lr0.1 or lr0.1-wd0.0005")
+    p.add_argument("--seed", type=int, required=True, help="a seed of tuning.seeds")
+    p.add_argument("--data", type=Path, help="prepared data (default: data/prepared/<dataset of the variant>)")
+    p.add_argument("--out", type=Path, help="trial directory (default: results/tuning/<variant>/<recipe>/<point>/seed<k>)")
+    p.set_defaults(func=cmd_tune)
+
+
+def _add_select(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("select", help="choose a variant's tuned values from its trials' validation accuracy",
+                       description="Read every trial of (variant, tuned recipe) and choose the grid point with the "
+                       "highest mean final validation accuracy over the tuning seeds (the first in grid order on a "
+                       "tie; a diverged trial scores 0). Writes selection.json: the chosen values and every trial's "
+                       "score and time. The study's runs of the tuned recipe train with the chosen values.")
+    _common(p)
+    p.add_argument("--variant", required=True, help="a tuned variant id, <dataset>-<name>")
+    p.add_argument("--recipe", required=True, help="a tuned recipe of recipes_in_study")
+    p.add_argument("--trials", type=Path, default=Path("results/tuning"), help="where the trials are (default: results/tuning)")
+    p.add_argument("--out", type=Path, help="output file (default: <trials>/<variant>/<recipe>/selection.json)")
+    p.set_defaults(func=cmd_select)
 
 
 def _add_train(sub: argparse._SubParsersAction) -> None:
@@ -524,6 +556,47 @@ def _run_of(cfg: Config, args, stage: str) -> RunSpec:
 
     require_cuda(spec.execution.device)
     return spec
+
+
+def _check_trial(cfg: Config, args) -> None:
+    """A trial job names a tuned variant, a tuned recipe of the study and one of tuning.seeds."""
+    t = cfg.tuning
+    if args.recipe not in cfg.tuned_recipes:
+        raise ConfigError(f"--recipe {args.recipe}: not a tuned recipe of recipes_in_study; allowed values: "
+                          f"{', '.join(cfg.tuned_recipes) or '(none: params.yaml tunes no recipe)'}")
+    if args.variant not in t.variants:
+        raise ConfigError(f"--variant {args.variant}: not tuned (tuning.variants); allowed values: {', '.join(t.variants)}")
+    if getattr(args, "seed", None) is not None and args.seed not in t.seeds:
+        raise ConfigError(f"--seed {args.seed}: not among tuning.seeds {list(t.seeds)} of profile {cfg.profile!r}")
+
+
+def cmd_tune(cfg: Config, args) -> None:
+    from .train import run_trial
+    from .tuning import trial_dir
+
+    _check_trial(cfg, args)
+    spec = cfg.trial(args.variant, args.recipe, args.point, args.seed)
+    _claim_gpu(cfg, spec.execution.device, "train")
+    from .cuda_env import require_cuda
+
+    require_cuda(spec.execution.device)
+    out = args.out or trial_dir(cfg.tuning_root, args.variant, args.recipe, args.point, args.seed)
+    ckpt = Path("results/.checkpoints/tuning") / args.variant / args.recipe / args.point / f"seed{args.seed}"
+    record = run_trial(spec, cfg.tuning.point(args.point).values, args.point, _prepared_dir(cfg, args), out, ckpt)
+    outcome = "diverged" if record["diverged"] else f"final validation accuracy {100 * record['val_acc']:.2f} %"
+    log.info("trial %s %s %s seed %d: %s (%d epochs, %.1f s)", args.variant, args.recipe, args.point, args.seed,
+             outcome, record["epochs"], record["seconds"])
+
+
+def cmd_select(cfg: Config, args) -> None:
+    from .tuning import write_selection
+
+    _check_trial(cfg, args)
+    selection = write_selection(cfg, args.variant, args.recipe, args.trials, args.out)
+    log.info("%s %s: chose %s (mean final validation accuracy %.2f %% over %d seed(s))%s", args.variant,
+             args.recipe, selection["chosen_point"], 100 * selection["chosen_val_acc"], len(selection["seeds"]),
+             f"; at the grid's edge in {', '.join(selection['at_grid_edge'])}: widen the grid"
+             if selection["at_grid_edge"] else "")
 
 
 def cmd_train(cfg: Config, args) -> None:

@@ -415,6 +415,7 @@ def _check_semantics(cfg: "Config", source: str) -> None:
                 f"allowed values: {', '.join([*cfg.raw['recipes'], *tuned])}"
             )
     _check_datasets(cfg, source)
+    _check_tuning(cfg, source)
     if not cfg.variants:
         raise ConfigError(f"{source}: variants: no variant defined; add one under variants.<data set>, "
                           f"e.g. variants.{next(iter(cfg.raw['datasets']))}")
@@ -436,7 +437,8 @@ def _check_semantics(cfg: "Config", source: str) -> None:
                     f"train.train_limit {train.train_limit} (the number of training images the variant keeps) "
                     f"under recipe {recipe!r}; lower batch_size or raise train_limit (profile {cfg.profile!r} applied)"
                 )
-    _check_tuning(cfg, source)
+    if cfg.tuning is not None:
+        _check_tuning_budget(cfg, source)
     # Every profile's model_args, against each variant model that takes them (the others skip them),
     # so what the schema accepts builds under any profile.
     models = [spec["model"] for _, spec in cfg._variant_specs.values()]
@@ -460,8 +462,7 @@ def _check_semantics(cfg: "Config", source: str) -> None:
 
 
 def _check_tuning(cfg: "Config", source: str) -> None:
-    """What the schema cannot say of the tuning block: names that must exist elsewhere, and a budget
-    no longer than the runs it stands for."""
+    """What the schema cannot say of the tuning block: names that must exist elsewhere."""
     block = cfg.raw.get("tuning")
     for profile, pblock in cfg.raw["profiles"].items():
         if "tuning" in pblock and not block:
@@ -476,15 +477,22 @@ def _check_tuning(cfg: "Config", source: str) -> None:
         if spec["base"] not in cfg.raw["recipes"]:
             raise ConfigError(f"{source}: tuning.recipes.{name}.base: {spec['base']!r} is not defined under recipes; "
                               f"allowed values: {', '.join(cfg.raw['recipes'])}")
-    where = "tuning" if "tuning" not in cfg.profile_block else f"tuning (with profiles.{cfg.profile}.tuning)"
-    variants = block.get("variants", "all") if "variants" not in cfg.profile_block.get("tuning", {}) else \
-        cfg.profile_block["tuning"]["variants"]
-    if variants != "all":
-        for i, v in enumerate(variants):
+    blocks = [("tuning", block), *((f"profiles.{p}.tuning", pb["tuning"]) for p, pb in cfg.raw["profiles"].items()
+                                   if "tuning" in pb)]
+    for key, tb in blocks:  # every profile's, so what validates under one profile runs under any
+        for i, v in enumerate(tb.get("variants", "all") if tb.get("variants", "all") != "all" else []):
             if v not in cfg.variants:
-                raise ConfigError(f"{source}: tuning.variants.{i}: {v!r} is not a variant of the study; "
+                raise ConfigError(f"{source}: {key}.variants.{i}: {v!r} is not a variant of the study; "
                                   f"allowed values: {', '.join(cfg.variants)}")
+        for hp, values in tb.get("grid", {}).items():
+            if isinstance(values, dict) and values["min"] > values["max"]:
+                raise ConfigError(f"{source}: {key}.grid.{hp}: min {values['min']} is larger than max {values['max']}")
+
+
+def _check_tuning_budget(cfg: "Config", source: str) -> None:
+    """A trial must not be longer than the runs it stands for."""
     t = cfg.tuning
+    where = "tuning" if "tuning" not in cfg.profile_block else f"tuning (with profiles.{cfg.profile}.tuning)"
     for recipe in cfg.tuned_recipes:
         for v in t.variants:
             epochs = cfg.run(v, recipe, chosen={}).train.epochs

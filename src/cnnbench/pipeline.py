@@ -28,6 +28,10 @@ PACKAGE_DIR = Path(__file__).resolve().parent
 SRC_PREFIX = Path("src") / "cnnbench"  # where the package sits in the repository (dvc.yaml paths)
 SPECS = "results/specs"
 RUN = "results/runs/{variant}/{recipe}/seed{seed}"
+TUNING = "results/tuning"
+TRIAL = TUNING + "/{variant}/{recipe}/{point}/seed{seed}"
+SELECTION = TUNING + "/{variant}/{recipe}/selection.json"
+CHOSEN = TUNING + "/{variant}/{recipe}/chosen.json"  # written beside the selection: only the chosen values
 
 
 @dataclass(frozen=True)
@@ -44,6 +48,10 @@ STAGES = {s.name: s for s in (
     Stage("preprocess", "cnnbench --profile {profile} preprocess --dataset {dataset} --raw {raw} "
           "--out data/prepared/{dataset}", "cmd_preprocess"),
     Stage("specs", f"cnnbench --profile {{profile}} specs --out {SPECS}", "cmd_specs"),
+    Stage("tune", "cnnbench --profile {profile} tune --variant {variant} --recipe {recipe} --point {point} "
+          f"--seed {{seed}} --data data/prepared/{{dataset}} --out {TRIAL}", "cmd_tune"),
+    Stage("select", f"cnnbench --profile {{profile}} select --variant {{variant}} --recipe {{recipe}} --trials {TUNING} "
+          f"--out {SELECTION}", "cmd_select"),
     Stage("train", "cnnbench --profile {profile} train --variant {variant} --recipe {recipe} --seed {seed} "
           f"--data data/prepared/{{dataset}} --out {RUN}", "cmd_train"),
     Stage("evaluate", "cnnbench --profile {profile} evaluate --variant {variant} --recipe {recipe} --seed {seed} "
@@ -69,6 +77,11 @@ def command(stage: str, **fields: str) -> str:
 def spec_file(variant: str, recipe: str, seed: int | str, root: str = SPECS) -> str:
     """A run's specification file (its identity under DVC)."""
     return f"{root}/runs/{variant}/{recipe}/seed{seed}.json"
+
+
+def trial_spec_file(variant: str, recipe: str, point: str, seed: int | str, root: str = SPECS) -> str:
+    """A tuning trial's specification file (its identity under DVC)."""
+    return f"{root}/trials/{variant}/{recipe}/{point}/seed{seed}.json"
 
 
 def data_spec_file(dataset: str, stage: str, root: str = SPECS) -> str:
@@ -167,6 +180,17 @@ def _write_if_changed(path: Path, doc: dict) -> Path:
     return path
 
 
+def _run_doc(cfg: Config, variant: str, recipe: str, seed: int) -> dict:
+    """A run's specification file. A tuned recipe's run is written with its base values and the keys
+    tuning chooses: its train stage also depends on the selection, which holds the chosen values."""
+    if recipe not in cfg.tuned_recipes:
+        spec = cfg.run(variant, recipe, seed)
+        return {"run": spec.run_id, "hash": spec.hash, "spec": spec.to_dict()}
+    spec = cfg.run(variant, recipe, seed, chosen={})
+    return {"run": spec.run_id, "spec_before_tuning": spec.to_dict(), "tuned": sorted(cfg.tuning.grid),
+            "chosen_in": CHOSEN.format(variant=variant, recipe=recipe)}
+
+
 def write_specs(cfg: Config, out: Path) -> list[Path]:
     """One JSON file per run of the study (its spec and hash) and per data set and data stage
     (download, preprocess: the settings each reads); a file whose content would not change is left
@@ -181,9 +205,11 @@ def write_specs(cfg: Config, out: Path) -> list[Path]:
     out = Path(out)
     written = []
     for variant, recipe, seed in cfg.runs:
-        spec = cfg.run(variant, recipe, seed)
-        doc = {"run": spec.run_id, "hash": spec.hash, "spec": spec.to_dict()}
-        written.append(_write_if_changed(Path(spec_file(variant, recipe, seed, str(out))), doc))
+        written.append(_write_if_changed(Path(spec_file(variant, recipe, seed, str(out))), _run_doc(cfg, variant, recipe, seed)))
+    for variant, recipe, point, seed in cfg.trials:
+        spec = cfg.trial(variant, recipe, point, seed)
+        doc = {"trial": f"{variant}/{recipe}/{point}/seed{seed}", "hash": spec.hash, "spec": spec.to_dict()}
+        written.append(_write_if_changed(Path(trial_spec_file(variant, recipe, point, seed, str(out))), doc))
     for dataset in cfg.prepared_datasets:
         stages = (("preprocess", cfg.preprocess_settings(dataset)),) if dataset in cfg.subsets else (
             ("download", cfg.source_settings(dataset)), ("preprocess", cfg.preprocess_settings(dataset)))
@@ -217,30 +243,79 @@ def _dvc_fields(dataset: str) -> dict:
             "recipe": "${item.recipe}", "seed": "${item.seed}", "driver": "dvc"}
 
 
-def _run_stages(dataset: str) -> dict:
+def _run_stages(dataset: str, variants, recipes, tuned: bool = False) -> dict:
+    """train-<ds> and evaluate-<ds>: a matrix over ``variants`` x ``recipes`` x the top-level seeds
+    (``train-tuned-<ds>``/``evaluate-tuned-<ds>`` for tuned recipes: they also read the selection)."""
     f = _dvc_fields(dataset)
     run = RUN.format(**f)
-    matrix = {"variant": f"${{variants.{dataset}}}", "recipe": "${recipes_in_study}", "seed": "${seeds}"}
+    matrix = {"variant": variants, "recipe": recipes, "seed": "${seeds}"}
     spec = spec_file(f["variant"], f["recipe"], f["seed"])
+    chosen = [CHOSEN.format(**f)] if tuned else []
     label = f"{f['variant']} {f['recipe']} seed {f['seed']}"
     train = {
         "matrix": matrix,
         "cmd": command("train", **f),
-        "deps": [f"data/prepared/{dataset}", spec, *code_deps("train")],
+        "deps": [f"data/prepared/{dataset}", spec, *chosen, *code_deps("train")],
         "outs": [f"{run}/model.pt", f"{run}/train.json"],
         "plots": [{f"{run}/history.csv": {"x": "epoch", "y": "val_acc", "title": f"{label}, validation accuracy"}}],
     }
     evaluate = {
         "matrix": matrix,
         "cmd": command("evaluate", **f),
-        "deps": [f"data/prepared/{dataset}", f"{run}/model.pt", f"{run}/train.json", spec, *code_deps("evaluate")],
+        "deps": [f"data/prepared/{dataset}", f"{run}/model.pt", f"{run}/train.json", spec, *chosen,
+                 *code_deps("evaluate")],
         "outs": [f"{run}/confusion.csv"],
         # Cached (results/ is git-ignored), so `dvc exp show` reads every experiment's metrics from the cache.
         "metrics": [f"{run}/metrics.json"],
         "plots": [{f"{run}/predictions.csv": {"template": "confusion", "x": "actual", "y": "predicted",
                                               "title": f"{label}, test confusion"}}],
     }
-    return {f"train-{dataset}": train, f"evaluate-{dataset}": evaluate}
+    kind = "tuned-" if tuned else ""
+    return {f"train-{kind}{dataset}": train, f"evaluate-{kind}{dataset}": evaluate}
+
+
+def _tuned_names(cfg: Config, dataset: str) -> list[str]:
+    """The tuned variants of ``dataset``, by name within the data set (what its matrices iterate over)."""
+    return [v[len(dataset) + 1:] for v in cfg.variants_of(dataset) if v in cfg.tuning.variants]
+
+
+def _tune_stage(cfg: Config, dataset: str) -> dict:
+    """tune-<ds>: one stage per (tuned variant, tuned recipe, grid point, tuning seed); the grid and the
+    seeds are written out (from the profile dvc.yaml is generated for): adding a point adds its stages."""
+    f = {**_dvc_fields(dataset), "point": "${item.point}"}
+    matrix = {"variant": _tuned_names(cfg, dataset), "recipe": cfg.tuned_recipes,
+              "point": [p.name for p in cfg.tuning.points], "seed": list(cfg.tuning.seeds)}
+    return {"matrix": matrix, "cmd": command("tune", **f),
+            "deps": [f"data/prepared/{dataset}", trial_spec_file(f["variant"], f["recipe"], f["point"], f["seed"]),
+                     *code_deps("tune")],
+            "outs": [TRIAL.format(**f)]}
+
+
+def _select_stage(cfg: Config) -> dict:
+    """select: one stage per (tuned variant, tuned recipe), reading all of its trials."""
+    f = {"profile": "${profile}", "variant": "${item.variant}", "recipe": "${item.recipe}"}
+    pairs = [{"variant": v, "recipe": r} for r in cfg.tuned_recipes for v in cfg.tuning.variants]
+    trials = [TRIAL.format(**f, point=p.name, seed=s) for p in cfg.tuning.points for s in cfg.tuning.seeds]
+    return {"foreach": pairs, "do": {"cmd": command("select", **f), "deps": [*trials, *code_deps("select")],
+                                     "outs": [SELECTION.format(**f), CHOSEN.format(**f)]}}
+
+
+def _study_stages(cfg: Config) -> dict:
+    """Tuning (when the study tunes a recipe), then train and evaluate, per data set."""
+    stages: dict = {}
+    tuned = cfg.tuned_recipes
+    fixed = [r for r in cfg.recipes if r not in tuned]
+    for dataset in cfg.datasets:
+        if tuned and _tuned_names(cfg, dataset):
+            stages[f"tune-{dataset}"] = _tune_stage(cfg, dataset)
+    if tuned:
+        stages["select"] = _select_stage(cfg)
+    for dataset in cfg.datasets:
+        # without tuned recipes the matrix follows recipes_in_study itself (dvc exp run -S can change it)
+        stages.update(_run_stages(dataset, f"${{variants.{dataset}}}", fixed if tuned else "${recipes_in_study}"))
+        if tuned and _tuned_names(cfg, dataset):
+            stages.update(_run_stages(dataset, _tuned_names(cfg, dataset), tuned, tuned=True))
+    return stages
 
 
 def _subset_stage(cfg: Config) -> dict:
@@ -265,7 +340,7 @@ def dvc_stages(cfg: Config) -> dict:
             "deps": code_deps("specs"),
             # everything a run's specification is resolved from
             "params": ["profile", "profiles", "seeds", "train", "recipes", "recipes_in_study", "datasets", "variants",
-                       "resources"],
+                       "resources", *(["tuning"] if "tuning" in cfg.raw else [])],
             "outs": [SPECS]},
         "download": {"foreach": downloaded, "do": {
             "cmd": command("download", **item),
@@ -278,8 +353,8 @@ def dvc_stages(cfg: Config) -> dict:
     }
     if cfg.subsets:
         stages["subset"] = _subset_stage(cfg)
-    for dataset in cfg.datasets:
-        stages.update(_run_stages(dataset))
+    stages.update(_study_stages(cfg))
+    tuning_dep = [TUNING] if cfg.tuned_recipes else []  # the selections: figures and the report's tuning section
     stages["aggregate"] = {
         "cmd": command("aggregate", **key),
         "deps": ["results/runs", *code_deps("aggregate")],
@@ -288,21 +363,32 @@ def dvc_stages(cfg: Config) -> dict:
         "metrics": ["results/summary/summary.json"]}
     stages["plot"] = {
         "cmd": command("plot", **key),
-        "deps": ["results/runs", "results/summary", *code_deps("plot")],
+        "deps": ["results/runs", "results/summary", *tuning_dep, *code_deps("plot")],
         "params": ["variants", "claims"],
         "outs": ["results/plots"]}
     stages["report"] = {
         "cmd": command("report", **key),
-        "deps": ["results/summary", "results/plots", "data/prepared", *code_deps("report")],
+        "deps": ["results/summary", "results/plots", "data/prepared", *tuning_dep, *code_deps("report")],
         "params": ["profile", "profiles.${profile}", "seeds", "recipes", "recipes_in_study", "variants", "claims",
                    "claims_rule"],
         "outs": ["results/report"]}
     return stages
 
 
+class _PlainDumper(yaml.SafeDumper):
+    """No YAML anchors and aliases (&id001 / *id001) where two stages share a list: a reader sees each in full."""
+
+    def ignore_aliases(self, data) -> bool:
+        return True
+
+
 def render_dvc_yaml(cfg: Config) -> str:
-    body = yaml.safe_dump({"stages": dvc_stages(cfg)}, sort_keys=False, width=110, default_flow_style=False)
-    return HEADER + body
+    body = yaml.dump({"stages": dvc_stages(cfg)}, Dumper=_PlainDumper, sort_keys=False, width=110,
+                     default_flow_style=False)
+    tuned = (f"# The tuning stages list the grid points and tuning seeds of profile {cfg.profile!r}: another profile's "
+             f"grid needs\n# `cnnbench --profile <profile> dvc-yaml` (`cnnbench --profile <profile> exp-run` does it).\n"
+             if cfg.tuned_recipes else "")
+    return HEADER + tuned + body
 
 
 def dvc_yaml_is_current(path: Path, cfg: Config) -> bool:
@@ -311,6 +397,8 @@ def dvc_yaml_is_current(path: Path, cfg: Config) -> bool:
 
 def check_dvc_yaml(path: Path, cfg: Config) -> None:
     if not dvc_yaml_is_current(path, cfg):
-        raise ConfigError(f"{path} is stale: it differs from what `cnnbench dvc-yaml` writes for the data sets and "
-                          f"variants of {cfg.params_path} with the stages of src/cnnbench/pipeline.py (a data set "
-                          f"added or removed, or a change of the code); run `cnnbench dvc-yaml` and commit the result")
+        raise ConfigError(f"{path} is stale: it differs from what `cnnbench --profile {cfg.profile} dvc-yaml` writes for "
+                          f"the data sets, variants and tuning grid of {cfg.params_path} with the stages of "
+                          f"src/cnnbench/pipeline.py (a data set added or removed, another profile's tuning grid, or a "
+                          f"change of the code); run `cnnbench --profile {cfg.profile} exp-run`, or `cnnbench --profile "
+                          f"{cfg.profile} dvc-yaml` and then dvc")

@@ -57,6 +57,7 @@ from .engine import (
 from .errors import DataError, TrainingDiverged
 from .models import build_model, zero_init_residual
 from .spec import NormalizeSpec, OptimizerSpec, RunSpec, ScheduleSpec, TrainSpec
+from .tuning import final_val_acc
 
 log = logging.getLogger("cnnbench.train")
 
@@ -467,8 +468,9 @@ def train_variant(cfg: Config, name: str, prepared_dir: Path, out_dir: Path, che
 
 
 def train_run(spec: RunSpec, prepared_dir: Path, out_dir: Path, checkpoint_dir: Path,
-              use_dvclive: bool = True) -> dict:
-    """Train the run ``spec``: every epoch, validation and a checkpoint; then the outputs."""
+              use_dvclive: bool = True, keep_model: bool = True) -> dict:
+    """Train the run ``spec``: every epoch, validation and a checkpoint; then the outputs (without
+    model.pt when not ``keep_model``: a tuning trial keeps only its scores)."""
     configure_process(spec.execution)
     device = select_device(spec.execution.device)
     torch.manual_seed(spec.seed)
@@ -525,15 +527,39 @@ def train_run(spec: RunSpec, prepared_dir: Path, out_dir: Path, checkpoint_dir: 
 
     summary = run_summary(spec, trainer, engine, batches, classes, history, len(train_data), len(val_data),
                           epoch_extras, train_data.nbytes + val_data.nbytes)
-    write_outputs(out_dir, summary, history, trainer, live, live_staging, live_dir)
+    write_outputs(out_dir, summary, history, trainer if keep_model else None, live, live_staging, live_dir)
     ckpt_file.unlink(missing_ok=True)
     return summary
+
+
+def run_trial(spec: RunSpec, values: dict, point: str, prepared_dir: Path, out_dir: Path,
+              checkpoint_dir: Path) -> dict:
+    """One tuning trial (cnnbench.tuning): train ``spec`` (train and validation splits only: the test
+    split is never loaded) and write trial.json, its record for the selection, last. A trial that
+    diverges is a result, not a failure (a learning rate too high for the network): it is recorded as
+    diverged, so the grid's other points still decide."""
+    started = time.perf_counter()
+    try:
+        summary = train_run(spec, prepared_dir, out_dir, checkpoint_dir, use_dvclive=False, keep_model=False)
+        record = {"diverged": False, "val_acc": final_val_acc(out_dir / "history.csv"),
+                  "train_seconds": summary["first_epoch_seconds"] + summary["mean_epoch_seconds"] * (summary["epochs"] - 1),
+                  "params": summary["params"]}
+    except TrainingDiverged as exc:
+        log.warning("trial %s %s diverged: %s", spec.run_id, point, exc)
+        remove_leftovers(checkpoint_dir)
+        checkpoint_path(checkpoint_dir).unlink(missing_ok=True)
+        record = {"diverged": True, "val_acc": None, "why": str(exc)}
+    record = {"variant": spec.variant, "recipe": spec.recipe, "point": point, "values": values, "seed": spec.seed,
+              "epochs": spec.train.epochs, "settings_hash": spec.hash, **record,
+              "seconds": time.perf_counter() - started}
+    atomic_write_text(out_dir / "trial.json", json.dumps(record, indent=2) + "\n")
+    return record
 
 
 def clear_outputs(out_dir: Path) -> None:
     """Outputs of an earlier run would sit beside this run's half-written ones: remove them now,
     model.pt (the mark of a complete run) first, so a failure leaves nothing that looks complete."""
-    for stale in ("model.pt", "metrics.json", "confusion.csv", "train.json", "history.csv"):
+    for stale in ("model.pt", "trial.json", "metrics.json", "confusion.csv", "train.json", "history.csv"):
         (out_dir / stale).unlink(missing_ok=True)
     remove_leftovers(out_dir)
 
@@ -619,9 +645,10 @@ def run_summary(spec: RunSpec, trainer: Trainer, engine: Engine, batches: Batche
     }
 
 
-def write_outputs(out_dir: Path, summary: dict, history: list[dict], trainer: Trainer, live, live_staging: Path | None,
-                  live_dir: Path) -> None:
-    """history.csv, train.json, dvclive/ and, last, model.pt: its presence means the run is complete."""
+def write_outputs(out_dir: Path, summary: dict, history: list[dict], trainer: Trainer | None, live,
+                  live_staging: Path | None, live_dir: Path) -> None:
+    """history.csv, train.json, dvclive/ and, last, model.pt: its presence means the run is complete
+    (no model.pt without a ``trainer``: a tuning trial's trial.json marks it complete instead)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     write_csv(out_dir / "history.csv", history, HISTORY_COLUMNS)
     atomic_write_text(out_dir / "train.json", json.dumps(summary, indent=2) + "\n")
@@ -630,6 +657,8 @@ def write_outputs(out_dir: Path, summary: dict, history: list[dict], trainer: Tr
         replace_dir(live_staging, live_dir)
     elif live_staging is not None:  # dvclive could not be imported: nothing was logged
         shutil.rmtree(live_staging, ignore_errors=True)
+    if trainer is None:
+        return
     identity = {k: summary[k] for k in ("variant", "dataset", "recipe", "seed", "model", "model_args",
                                         "num_classes", "classes", "settings_hash")}
     # the weights that were validated are the ones kept

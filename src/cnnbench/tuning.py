@@ -6,8 +6,8 @@ one *trial* per tuning seed trains the base recipe, with that point's values, fo
 (``results/tuning/<variant>/<recipe>/<point>/seed<k>/``: history.csv and trial.json, no weights).
 The *selection* of a (variant, tuned recipe) reads every trial's final validation accuracy, takes the
 point with the highest mean over the seeds (the first in grid order on a tie) and writes
-``selection.json`` with every trial's score; the study's runs of the tuned recipe read the chosen
-values from it, and their run identity (:class:`~cnnbench.spec.RunSpec`) holds them. Neither a
+``selection.json`` with every trial's score and ``chosen.json`` with only the chosen values; the
+study's runs of the tuned recipe read the chosen values from the latter, and their run identity (:class:`~cnnbench.spec.RunSpec`) holds them. Neither a
 trial nor the selection reads the test split.
 
 Why: a network that needs another learning rate than the one fixed recipe gives it loses a
@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import csv
 import json
-import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -145,7 +144,14 @@ def trial_dir(root: str | Path, variant: str, recipe: str, point: str, seed: int
 
 
 def selection_path(root: str | Path, variant: str, recipe: str) -> Path:
+    """Every trial's score and what was chosen (the report reads it)."""
     return tuning_dir(root, variant, recipe) / "selection.json"
+
+
+def chosen_path(root: str | Path, variant: str, recipe: str) -> Path:
+    """Only the chosen values: what the tuned runs read and depend on, so a selection rewritten with
+    more trials but the same choice leaves them as they are."""
+    return tuning_dir(root, variant, recipe) / "chosen.json"
 
 
 class SelectionMissing(ConfigError):
@@ -154,15 +160,15 @@ class SelectionMissing(ConfigError):
 
 def read_choice(root: str | Path, variant: str, recipe: str) -> dict:
     """The chosen values of (variant, tuned recipe): ``{"lr": 0.1, ...}``."""
-    path = selection_path(root, variant, recipe)
+    path = chosen_path(root, variant, recipe)
     try:
-        selection = json.loads(path.read_text())
+        chosen = json.loads(path.read_text())
     except FileNotFoundError:
         raise SelectionMissing(
             f"{path}: missing; the runs of tuned recipe {recipe!r} train with the values tuning chose for {variant}: "
             f"run its trials and `cnnbench select --variant {variant} --recipe {recipe}` first (both drivers do)"
         ) from None
-    return dict(selection["chosen"])
+    return dict(chosen)
 
 
 # --- selection ------------------------------------------------------------------------------------
@@ -217,5 +223,29 @@ def selection_record(tuning: Tuning, variant: str, recipe: str, trials: list[dic
     }
 
 
-def is_finite(x) -> bool:
-    return x is not None and math.isfinite(float(x))
+def collect_trials(cfg, variant: str, recipe: str, root: str | Path) -> list[dict]:
+    """Every trial of (variant, tuned recipe) in grid order, each checked to be the trial the
+    configuration asks for now (same settings hash), so a stale trial never decides."""
+    trials = []
+    for point in cfg.tuning.points:
+        for seed in cfg.tuning.seeds:
+            directory = trial_dir(root, variant, recipe, point.name, seed)
+            record = read_trial(directory)
+            expected = cfg.trial(variant, recipe, point.name, seed).hash
+            if record.get("settings_hash") != expected:
+                raise DataError(f"{directory / 'trial.json'}: a trial of other settings than params.yaml's; rerun "
+                                f"`cnnbench tune --variant {variant} --recipe {recipe} --point {point.name} --seed {seed}`")
+            trials.append(record)
+    return trials
+
+
+def write_selection(cfg, variant: str, recipe: str, root: str | Path, out: str | Path | None = None) -> dict:
+    """Choose (variant, tuned recipe)'s values from its trials and write selection.json atomically."""
+    from .atomic import atomic_write_text
+
+    record = selection_record(cfg.tuning, variant, recipe, collect_trials(cfg, variant, recipe, root))
+    out = Path(out) if out is not None else selection_path(root, variant, recipe)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out.parent / "chosen.json", json.dumps(record["chosen"], sort_keys=True) + "\n")
+    atomic_write_text(out, json.dumps(record, indent=2) + "\n")
+    return record

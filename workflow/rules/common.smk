@@ -5,7 +5,8 @@ import sys
 from pathlib import Path
 
 from cnnbench.config import ConfigError, load as load_params, read_yaml
-from cnnbench.pipeline import command
+from cnnbench.pipeline import CHOSEN, SELECTION, TRIAL, command
+from cnnbench.tuning import SelectionMissing
 
 # Parse params.yaml ourselves first: a YAML syntax error then gets cnnbench's message (file, line,
 # column, problem) instead of Snakemake's generic "Config file is not valid JSON or YAML".
@@ -42,11 +43,14 @@ SEEDS = CFG.seeds
 # One run = one (variant, recipe, seed): results/runs/<variant>/<recipe>/seed<k>/
 RUN = "results/runs/{variant}/{recipe}/seed{seed}"
 
+TUNED = CFG.tuned_recipes  # recipes whose runs train with values tuning chose (workflow/rules/tune.smk)
+
 wildcard_constraints:
     dataset="|".join(PREPARED),
     variant="|".join(VARIANTS),
     recipe="|".join(RECIPES),
     seed=r"\d+",
+    point=r"[^/]+",
 
 
 def run_files(name):
@@ -68,14 +72,46 @@ def variant_dataset(wildcards):
 def run_hash(wildcards):
     # The run's identity (cnnbench.spec.RunSpec.hash): exactly what changes its numbers, so an edit
     # that changes no setting of this run (another variant, a lab-report figure) never reruns it.
-    return CFG.run(wildcards.variant, wildcards.recipe, int(wildcards.seed)).hash
+    # A tuned recipe's run holds the chosen values, read from its selection: not made yet when the
+    # DAG is first planned, re-read when the select checkpoint has run (run_input).
+    try:
+        return CFG.run(wildcards.variant, wildcards.recipe, int(wildcards.seed)).hash
+    except SelectionMissing:
+        return "awaiting the selection of tuning"
+
+
+def trial_hash(wildcards):
+    return CFG.trial(wildcards.variant, wildcards.recipe, wildcards.point, int(wildcards.seed)).hash
+
+
+def trial_files(variant, recipe):
+    """trial.json of every trial of (variant, tuned recipe): what its selection reads."""
+    return [f"{TRIAL.format(variant=variant, recipe=recipe, point=p.name, seed=s)}/trial.json"
+            for p in CFG.tuning.points for s in CFG.tuning.seeds]
+
+
+def tuning_files():
+    """Every selection of the study (the report's tuning section and figures)."""
+    return [SELECTION.format(variant=v, recipe=r) for v, r, s in CFG.runs if r in TUNED and s == SEEDS[0]]
+
+
+def run_input(wildcards):
+    """A run's prepared data and, for a tuned recipe, its chosen values (chosen.json, beside the selection).
+    get() on the checkpoint makes the job wait for the selection and be planned again after it (its run
+    hash then holds the chosen values). ancient(): a selection rewritten with the same choice (a grid
+    point added) reruns nothing; a changed choice changes the run hash, which reruns the run."""
+    inputs = {"data": f"data/prepared/{variant_dataset(wildcards)}"}
+    if wildcards.recipe in TUNED:
+        checkpoints.select.get(variant=wildcards.variant, recipe=wildcards.recipe)
+        inputs["chosen"] = ancient(CHOSEN.format(variant=wildcards.variant, recipe=wildcards.recipe))
+    return inputs
 
 
 def shell_command(stage, log=True, **fields):
     """The stage's command (cnnbench.pipeline: the same one dvc.yaml runs) with Snakemake's
     wildcards, its output going to the job's log."""
     fields = {"profile": PROFILE, "dataset": "{wildcards.dataset}", "variant": "{wildcards.variant}",
-              "recipe": "{wildcards.recipe}", "seed": "{wildcards.seed}", "driver": "snakemake", **fields}
+              "recipe": "{wildcards.recipe}", "seed": "{wildcards.seed}", "point": "{wildcards.point}", "driver": "snakemake", **fields}
     return command(stage, **fields) + (" > {log} 2>&1" if log else "")
 
 

@@ -17,6 +17,7 @@ rule aggregate:
 rule plot:
     input:
         summary="results/summary",
+        tuning=tuning_files(),
         history=run_files("history.csv"),
         confusion=run_files("confusion.csv"),
     output:
@@ -34,6 +35,7 @@ rule plot:
 rule report:
     input:
         summary="results/summary",
+        tuning=tuning_files(),
         plots="results/plots",
         prepared=expand("data/prepared/{dataset}", dataset=DATASETS),
     output:

@@ -3,7 +3,7 @@
 
 rule train:
     input:
-        data=lambda wc: f"data/prepared/{variant_dataset(wc)}",
+        unpack(run_input),
     output:
         model=f"{RUN}/model.pt",
         history=f"{RUN}/history.csv",
@@ -22,7 +22,7 @@ rule train:
 
 rule evaluate:
     input:
-        data=lambda wc: f"data/prepared/{variant_dataset(wc)}",
+        unpack(run_input),
         model=f"{RUN}/model.pt",
         summary=f"{RUN}/train.json",
     output:
