@@ -92,6 +92,30 @@ def test_study_seconds_preprocess_then_runs_longest_first_then_the_final_stages(
     assert study["serial_seconds"] == 24.0 + 45 + 80.5 + 45 + 10.5
 
 
+def test_a_tuning_trial_is_a_train_job_without_an_evaluate_job():
+    trial = estimate("v/tuned/lr0.1/seed1000", kind="trial", selection="v/tuned")
+    assert trial.evaluate_job_seconds == 0.0 and trial.seconds == trial.train_job_seconds == 4.0 + 1.5 + 3 * 11.0
+    assert trial.to_dict()["kind"] == "trial" and trial.to_dict()["selection"] == "v/tuned"
+
+
+def test_study_seconds_trials_first_and_a_tuned_run_waits_for_its_selection(monkeypatch):
+    monkeypatch.setattr(plan, "FINAL_STAGES_SECONDS", {"aggregate": (1.0, 0.0)})
+    trials = [estimate(f"c/tuned/lr{lr}/seed1000", kind="trial", selection="c/tuned") for lr in (0.05, 0.2)]
+    runs = [estimate("c/tuned/seed0", selection="c/tuned"), estimate("c/lab/seed0")]
+    assert [t.seconds for t in trials] == [38.5, 38.5] and [r.seconds for r in runs] == [45.0, 45.0]
+    study = plan.study_seconds(runs, [], slots=2, preprocess_slots=2, startup_s=4.0, trials=trials)
+    # By hand: the trials 0-38.5 on both slots, the selection 38.5-42.5 (a start-up); slot A takes the
+    # longest ready run at 38.5, c/lab (c/tuned is not ready), 38.5-83.5; slot B waits for the
+    # selection and runs c/tuned 42.5-87.5. Then aggregate 4 + 1.
+    assert study["runs_end_seconds"] == 87.5 and study["seconds"] == 92.5
+    assert study["trials"] == 2 and study["selections"] == 1
+    assert study["tuning_serial_seconds"] == 38.5 * 2 + 4.0
+    assert study["serial_seconds"] == 45 * 2 + 38.5 * 2 + 4.0 + 5.0
+    # the same study with the chosen values known: both runs at once, 0-45, then aggregate
+    assert study["without_tuning_seconds"] == 50.0
+    assert "without_tuning_seconds" not in plan.study_seconds(runs, [], slots=2, preprocess_slots=2, startup_s=4.0)
+
+
 def test_parallel_slots_cpu_cores_and_gpus_with_jobs_per_gpu(smoke):
     assert plan.parallel_slots(smoke, "cpu", cores=2, gpus=0)[0] == 2        # smoke train jobs: 1 cpu
     assert plan.parallel_slots(smoke, "cpu", cores=1, gpus=0) == (1, "1 parallel job on 1 core")
@@ -179,23 +203,118 @@ def test_plan_on_the_smoke_profile_times_each_shape_once_and_prints_the_study_to
                  "--json", str(out)]) == 0
     text = capsys.readouterr().out
     result = json.loads(out.read_text())
-    assert len(result["runs"]) == 34 and result["slots"] == 2
-    # recipes, seeds and dropout change no cost: 10 shapes at 32 px (CIFAR-10, cifar5) and 4 butterfly ones for 34 runs
+    assert len(result["runs"]) == 51 and len(result["trials"]) == 34 and result["slots"] == 2
+    # recipes, seeds, tuned values, epochs and dropout change no cost: 10 shapes at 32 px (CIFAR-10, cifar5) and 4
+    # butterfly ones for 51 runs and 34 tuning trials
     assert len(result["timing"]["shapes"]) == 14
     assert result["startup_seconds"] > 0.5
     for r in result["runs"]:
         assert r["train_images_per_s"] > 0 and r["eval_images_per_s"] > 0
         assert r["seconds"] > 2 * result["startup_seconds"]
-        assert r["eval_passes"] == (2 if "/fast/" in r["run"] else 1)   # flip TTA in the fast recipe
+        assert r["eval_passes"] == (1 if "/lab/" in r["run"] else 2)   # flip TTA in the fast recipe (tuned's base)
     assert {p["dataset"] for p in result["preprocess"]} == {"cifar10", "butterflies", "cifar5"}  # nothing prepared
     study = result["study"]
     assert study["seconds"] < study["serial_seconds"]
     assert study["seconds"] >= max(r["seconds"] for r in result["runs"])
     last = text.strip().splitlines()[-1]
-    assert last.startswith("study (profile smoke, 34 runs, 2 parallel jobs on 2 cores): about ")
+    assert last.startswith("study (profile smoke, 51 runs, 2 parallel jobs on 2 cores): about ")
+    assert " + tuning (34 trials) about " in last
+    assert "tuning: 34 tuning trials: 17 variants x 2 grid points x 1 seed, 1 epoch each" in text
+    assert "cifar10-resnet18/tuned/lr0.05/seed1000" in text
     assert "cifar10: image counts from the official cifar10 split sizes, not prepared here (its first run: 256 " \
            "training images per epoch, 5,000 validation, 10,000 test)" in text
     assert "cifar10-resnet18/lab/seed0" in text and "est. min" in text
+
+
+def fixed_timing(monkeypatch):
+    """Every shape at 100 img/s training, 400 img/s evaluation, no extra first step, checkpoint or logger."""
+    rates = Rates(train_images_per_s=100.0, eval_images_per_s=400.0, first_step_extra_s=0.0, checkpoint_s=0.0)
+    monkeypatch.setattr(plan, "time_shape", lambda *a, **k: rates)
+    monkeypatch.setattr(plan, "time_logger", lambda epochs: 0.0)
+
+
+def quick_plan(cfg, tmp_path) -> dict:
+    return plan.make_plan(cfg, prepared_root=tmp_path / "none", raw_root=tmp_path / "none", cores=2, device="cpu",
+                          startup_s=0.0)
+
+
+def test_plan_counts_tuning_trials_apart_in_proportion_to_trials_x_epochs(smoke, tmp_path, monkeypatch):
+    from cnnbench.config import with_overrides
+
+    fixed_timing(monkeypatch)
+    result = quick_plan(smoke, tmp_path)
+    assert len(result["runs"]) == 51 and len(result["trials"]) == 34        # 17 variants x 2 points x 1 seed
+    assert {t["kind"] for t in result["trials"]} == {"trial"} and {r["kind"] for r in result["runs"]} == {"run"}
+    assert {t["epochs"] for t in result["trials"]} == {1}                   # smoke's budget: 1 epoch
+    tuning = result["tuning"]
+    assert tuning["trials"] == 34 and tuning["epochs"] == 34
+    assert tuning["text"].startswith("34 tuning trials: 17 variants x 2 grid points x 1 seed, 1 epoch each")
+    assert result["study"]["seconds"] > result["study"]["without_tuning_seconds"]
+    twice = quick_plan(with_overrides(smoke, ["profiles.smoke.tuning.budget.epochs=2"]), tmp_path)["tuning"]
+    assert twice["epochs"] == 68 and twice["seconds"] == pytest.approx(2 * tuning["seconds"])
+    one = quick_plan(with_overrides(smoke, ["profiles.smoke.tuning.variants=[cifar10-resnet18]"]), tmp_path)
+    assert len(one["runs"]) == 35 and one["tuning"]["trials"] == 2          # one tuned variant: 2 trials, 1 run
+    # by hand: 2 trials x 1 epoch x (256 training images at 100 img/s + 5,000 validation x 2 passes at 400 img/s)
+    assert one["tuning"]["seconds"] == pytest.approx(2 * 1 * (256 / 100 + 5000 * 2 / 400))
+    assert quick_plan(with_overrides(smoke, ["recipes_in_study=[lab, fast]"]), tmp_path)["tuning"] is None
+
+
+def test_plan_times_a_tuned_run_with_the_chosen_values_once_selected(smoke, tmp_path):
+    import dataclasses
+
+    cfg = dataclasses.replace(smoke, tuning_root=tmp_path)
+    assert plan.run_spec(cfg, "cifar10-resnet18", "tuned").train.optimizer.lr == 0.1   # fast's, before tuning
+    write_selection(tmp_path, "cifar10-resnet18", {"lr": 0.2})
+    assert plan.run_spec(cfg, "cifar10-resnet18", "tuned").train.optimizer.lr == 0.2
+
+
+def write_selection(root: Path, variant: str, chosen: dict, recipe: str = "tuned") -> None:
+    from cnnbench.tuning import selection_path
+
+    path = selection_path(root, variant, recipe)
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps({"variant": variant, "recipe": recipe, "chosen": chosen}))
+
+
+# --- cnnbench validate ------------------------------------------------------------------------------------------
+def validate(capsys, *args, profile="smoke") -> str:
+    assert main(["--params", str(REPO / "params.yaml"), "--profile", profile, "-q", "validate", *args]) == 0
+    return capsys.readouterr().out
+
+
+def test_validate_counts_the_tuning_trials_apart_and_shows_the_grid_before_tuning(capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # no results/tuning here
+    out = validate(capsys, profile="quick")
+    assert "  41 runs: 17 variant(s) x recipes lab, fast, tuned (tuned: its 7 tuned variants only) x seeds 0" in out
+    assert "  21 tuning trials: 7 variants x 3 grid points x 1 seed, 3 epochs each (budget: 0.5 of each run's " \
+           "epochs)\n" in out
+    line = next(x for x in out.splitlines() if "cifar10-resnet18 / tuned:" in x)
+    assert "lr chosen by tuning from [0.05, 0.1, 0.2], cpu fp32" in line and line.endswith("hash after tuning")
+    assert "cifar5-resnext18_3stage / tuned" not in out                    # not tuned under quick: no such run
+    one = json.loads(validate(capsys, "--variant", "cifar10-resnet18", "--recipe", "tuned", profile="quick"))
+    assert one["hash"] is None and one["tuning"]["chosen"] is None and one["tuning"]["grid"] == {"lr": [0.05, 0.1, 0.2]}
+    assert one["tuning"]["selection"] == "results/tuning/cifar10-resnet18/tuned/selection.json"
+
+
+def test_validate_shows_the_chosen_values_and_the_run_hash_once_selected(capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    write_selection(Path("results/tuning"), "cifar10-resnet18", {"lr": 0.2})
+    cfg = load(REPO / "params.yaml", profile="smoke")
+    expected = cfg.run("cifar10-resnet18", "tuned", chosen={"lr": 0.2}).hash
+    out = validate(capsys)
+    line = next(x for x in out.splitlines() if "cifar10-resnet18 / tuned:" in x)
+    assert "lr 0.2 chosen by tuning from [0.05, 0.2]" in line and line.endswith(f"hash {expected[:12]}")
+    assert "  34 tuning trials: 17 variants x 2 grid points x 1 seed, 1 epoch each" in out
+    one = json.loads(validate(capsys, "--variant", "cifar10-resnet18", "--recipe", "tuned"))
+    assert one["hash"] == expected != cfg.run("cifar10-resnet18", "tuned", chosen={}).hash
+    assert one["tuning"]["chosen"] == {"lr": 0.2} and one["spec"]["train"]["optimizer"]["lr"] == 0.2
+
+
+def test_validate_a_variant_tuning_leaves_out_under_the_tuned_recipe_is_one_error(capsys):
+    assert main(["--params", str(REPO / "params.yaml"), "--profile", "quick", "validate", "--variant",
+                 "cifar5-resnext18_3stage", "--recipe", "tuned"]) == 2
+    err = capsys.readouterr().err
+    assert "--variant cifar5-resnext18_3stage: not tuned (tuning.variants)" in err and "cifar10-resnet18" in err
 
 
 def test_plan_notes_say_how_the_estimate_was_made():
@@ -225,9 +344,9 @@ def test_progress_counts_the_runs_with_a_model(smoke, tmp_path):
     (run_dir(runs, "cifar10-gone", "lab", 0)).mkdir(parents=True)  # not a run of the study
     (run_dir(runs, "cifar10-gone", "lab", 0) / "model.pt").write_bytes(b"x")
     assert trained_runs(smoke, runs) == 3
-    assert progress_line(smoke, runs) == "study progress: 3 of 34 runs of profile smoke trained"
+    assert progress_line(smoke, runs) == "study progress: 3 of 51 runs of profile smoke trained"
     # the run about to be (re)trained is not counted
-    assert progress_line(smoke, runs, current=done[0]) == "study progress: 2 of 34 runs of profile smoke trained"
+    assert progress_line(smoke, runs, current=done[0]) == "study progress: 2 of 51 runs of profile smoke trained"
 
 
 def test_train_job_logs_the_study_progress_first(monkeypatch, tmp_path, caplog):
@@ -244,4 +363,4 @@ def test_train_job_logs_the_study_progress_first(monkeypatch, tmp_path, caplog):
         assert main(["--params", str(REPO / "params.yaml"), "--profile", "smoke", "train", "--variant",
                      "butterflies-mobilenet_v2", "--recipe", "fast", "--seed", "0"]) == 0
     assert trained == ["butterflies-mobilenet_v2/fast/seed0"]
-    assert "study progress: 5 of 34 runs of profile smoke trained" in caplog.messages
+    assert "study progress: 5 of 51 runs of profile smoke trained" in caplog.messages

@@ -231,7 +231,9 @@ def _add_report(sub: argparse._SubParsersAction) -> None:
 def _add_validate(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("validate", help="check params.yaml and print the resolved plan",
                        description="Validate params.yaml with the profile applied and print every variant's "
-                       "resolved settings (or one variant's with --variant).")
+                       "resolved settings (or one variant's with --variant), and count the tuning trials. A "
+                       "tuned recipe's run shows the grid tuning chooses from, and the chosen values once "
+                       "selected.")
     _common(p)
     p.add_argument("--variant", help="print only the run specification (and its hash) of this variant as JSON")
     p.add_argument("--recipe", help="with --variant: the recipe (default: the first of recipes_in_study)")
@@ -425,6 +427,10 @@ resources.train.jobs_per_gpu), then aggregate, plot and report. Image counts com
 data/prepared/<dataset>/manifest.json (classes left out, train_limit applied), else from the
 official data set's split sizes; the output says which. Other programs using the CPU slow the
 timing as they slow the study: the output says when the machine was busy.
+
+Tuning trials (params.yaml `tuning`) are listed and totalled apart from the runs: each is a train
+job of the budget's epochs with no evaluate job; they are scheduled first, and a tuned run waits
+for its variant's selection. The total says the study's time plus what tuning adds.
 """
 
 
@@ -651,23 +657,22 @@ def cmd_report(cfg: Config, args) -> None:
 
 
 def cmd_validate(cfg: Config, args) -> None:
+    from .plan import describe_one, describe_run, describe_trials, tuned_only
+
     if args.variant:
-        spec = cfg.run(args.variant, args.recipe, args.seed)
-        print(json.dumps({"run": spec.run_id, "hash": spec.hash, "spec": spec.to_dict(),
-                          "report_only": cfg.variant(args.variant)}, indent=2))
+        print(json.dumps(describe_one(cfg, args.variant, args.recipe, args.seed), indent=2))
         return
     print(f"{cfg.params_path}: valid; profile {cfg.profile!r}; params hash {cfg.params_hash[:12]}")
-    print(f"  {len(cfg.runs)} runs: {len(cfg.variants)} variant(s) x recipes {', '.join(cfg.recipes)} x seeds "
-          f"{', '.join(map(str, cfg.seeds))}; {len(cfg.claims)} claim(s)")
+    print(f"  {len(cfg.runs)} runs: {len(cfg.variants)} variant(s) x recipes {', '.join(cfg.recipes)}{tuned_only(cfg)} "
+          f"x seeds {', '.join(map(str, cfg.seeds))}; {len(cfg.claims)} claim(s)")
+    if cfg.trials:  # counted apart: a trial is no run of the study
+        print(f"  {describe_trials(cfg)}")
     for ds in cfg.datasets:
         print(f"  {ds}: {len(cfg.variants_of(ds))} variant(s)")
         for v in cfg.variants_of(ds):
             for recipe in cfg.recipes:
-                spec = cfg.run(v, recipe)
-                t, x = spec.train, spec.execution
-                print(f"    {spec.variant} / {recipe}: model {spec.model}, {t.epochs} epochs, batch {t.batch_size}, "
-                      f"lr {t.optimizer.lr}, {x.device} {x.precision}, threads {x.num_threads or 'default'}, "
-                      f"hash {spec.hash[:12]}")
+                if cfg.runs_under(v, recipe):
+                    print(f"    {describe_run(cfg, v, recipe)}")
 
 
 def cmd_doctor(cfg: Config | None, args) -> None:

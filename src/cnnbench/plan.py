@@ -16,6 +16,10 @@ not yet prepared first, then each run (its train and evaluate jobs back to back)
 on whichever of the parallel slots frees first (CPU: cores // the train job's cpus; GPU: visible
 GPUs x jobs_per_gpu), then aggregate, plot and report one after another.
 
+A tuning trial (README "Fair comparison: tuning") is a train job of its own spec (the base recipe
+with the grid point's values, for the budget's epochs) and has no evaluate job; the trials run
+before the study's runs, and a tuned run waits for its variant's selection.
+
 On 2 CPU cores this predicted the heaviest quick-profile CIFAR-10 train jobs within 7 % (README,
 "How long will it take"); two concurrent one-thread jobs ran about 5 % slower than alone.
 """
@@ -36,8 +40,9 @@ from pathlib import Path
 
 from .atomic import atomic_write_text
 from .config import Config
-from .errors import CnnbenchError
+from .errors import CnnbenchError, ConfigError
 from .spec import RunSpec
+from .tuning import SelectionMissing, fmt_value, read_choice, selection_path
 
 log = logging.getLogger("cnnbench.plan")
 
@@ -213,6 +218,8 @@ class RunEstimate:
     rates: Rates
     startup_s: float          # one job's start-up (python, imports, a trivial stage)
     logger_s: float = 0.0     # a train job's DVCLive logger: opened, one row per epoch, closed
+    kind: str = "run"         # "run", or "trial" of tuning (a train job only: no evaluate job)
+    selection: str | None = None  # "<variant>/<recipe>": the selection a trial feeds, or a tuned run reads
 
     @property
     def epoch_seconds(self) -> float:
@@ -233,14 +240,15 @@ class RunEstimate:
 
     @property
     def evaluate_job_seconds(self) -> float:
-        return self.startup_s + self.test_seconds
+        return 0.0 if self.kind == "trial" else self.startup_s + self.test_seconds
 
     @property
     def seconds(self) -> float:
         return self.train_job_seconds + self.evaluate_job_seconds
 
     def to_dict(self) -> dict:
-        return {"run": self.run_id, "dataset": self.dataset, "device": self.device,
+        return {"run": self.run_id, "kind": self.kind, "selection": self.selection, "dataset": self.dataset,
+                "device": self.device,
                 "train_images": self.splits.train, "val_images": self.splits.val, "test_images": self.splits.test,
                 "images_from": self.splits.source, "epochs": self.epochs, "epoch_images": self.epoch_images,
                 "eval_passes": self.eval_passes, **dataclasses.asdict(self.rates),
@@ -307,20 +315,41 @@ def final_stage_seconds(runs: int, startup_s: float) -> dict[str, float]:
     return {stage: startup_s + fixed + per_run * runs for stage, (fixed, per_run) in FINAL_STAGES_SECONDS.items()}
 
 
+def tuning_phase(trials: list[RunEstimate], ready: dict[str, float], free: list[float],
+                 startup_s: float) -> tuple[Schedule, dict[str, float]]:
+    """The tuning trials on the slots as preprocess left them (each once its data set is prepared), and
+    when each selection is made: its select job (a start-up's work) right after its last trial."""
+    done = list_schedule([Job(t.run_id, t.seconds, ready.get(t.dataset, 0.0)) for t in trials], len(free), free=free)
+    selected: dict[str, float] = {}
+    for t in trials:
+        end = done.starts[t.run_id] + t.seconds + startup_s
+        selected[t.selection] = max(selected.get(t.selection, 0.0), end)
+    return done, selected
+
+
 def study_seconds(runs: list[RunEstimate], preprocess: list[dict], slots: int, preprocess_slots: int,
-                  startup_s: float) -> dict:
-    """Wall time of the study: preprocess jobs, then the runs (list schedule), then the final stages."""
+                  startup_s: float, trials: list[RunEstimate] = ()) -> dict:
+    """Wall time of the study: preprocess jobs, then the tuning trials, then the runs (list schedule;
+    a tuned run once its selection is made), then the final stages."""
     pre_jobs = [Job(f"preprocess {p['dataset']}", startup_s + p["seconds"]) for p in preprocess]
     # the preprocess jobs take the first slots (as many as their cpus allow), the runs follow
     pre_slots = max(1, min(preprocess_slots, slots))
     pre = list_schedule(pre_jobs, pre_slots)
     ready = {p["dataset"]: pre.starts[f"preprocess {p['dataset']}"] + startup_s + p["seconds"] for p in preprocess}
-    run_jobs = [Job(r.run_id, r.seconds, ready.get(r.dataset, 0.0)) for r in runs]
-    done = list_schedule(run_jobs, slots, free=pre.free + [0.0] * (slots - pre_slots))
+    # the trials first: the tuned runs wait for them, the other runs fill the slots after them
+    tuning, selected = tuning_phase(list(trials), ready, pre.free + [0.0] * (slots - pre_slots), startup_s)
+    run_jobs = [Job(r.run_id, r.seconds, max(ready.get(r.dataset, 0.0), selected.get(r.selection, 0.0)))
+                for r in runs]
+    done = list_schedule(run_jobs, slots, free=tuning.free)
     final = final_stage_seconds(len(runs), startup_s)
-    serial = sum(j.seconds for j in pre_jobs) + sum(r.seconds for r in runs) + sum(final.values())
-    return {"seconds": done.end + sum(final.values()), "runs_end_seconds": done.end,
-            "preprocess_end_seconds": pre.end, "final_stages_seconds": final, "serial_seconds": serial}
+    tuning_serial = sum(t.seconds for t in trials) + startup_s * len(selected)
+    serial = sum(j.seconds for j in pre_jobs) + sum(r.seconds for r in runs) + tuning_serial + sum(final.values())
+    study = {"seconds": done.end + sum(final.values()), "runs_end_seconds": done.end,
+             "preprocess_end_seconds": pre.end, "final_stages_seconds": final, "serial_seconds": serial,
+             "trials": len(trials), "selections": len(selected), "tuning_serial_seconds": tuning_serial}
+    if trials:  # what tuning adds to the wall time: the same study with the chosen values known
+        study["without_tuning_seconds"] = study_seconds(runs, preprocess, slots, preprocess_slots, startup_s)["seconds"]
+    return study
 
 
 # --- timing on this device --------------------------------------------------------------------------------------
@@ -456,40 +485,73 @@ def plan_device(cfg: Config, device: str | None) -> tuple[str | None, str | None
 
     if device is not None:
         return device, None
-    kinds = {cfg.run(v, r).execution.device_kind for v in cfg.variants for r in cfg.recipes}
+    kinds = {run_spec(cfg, v, r).execution.device_kind for v, r, _ in cfg.runs}
     if "cuda" in kinds and not torch.cuda.is_available():
         return "cpu", (f"profile {cfg.profile} trains on CUDA, which is not available here: timed on this CPU "
                        f"instead, so the estimate is for running the profile here with train.device: cpu")
     return None, None
 
 
+def run_spec(cfg: Config, variant: str, recipe: str, seed: int | None = None, *,
+             device: str | None = None) -> RunSpec:
+    """A run of the study as planning sees it: a tuned recipe's with the values tuning chose once its
+    selection exists, else with its base recipe's (no hyper-parameter of a grid changes a run's cost)."""
+    try:
+        return cfg.run(variant, recipe, seed, device=device)
+    except SelectionMissing:
+        return cfg.run(variant, recipe, seed, device=device, chosen={})
+
+
+@dataclass(frozen=True)
+class PlannedJob:
+    """A run of the study or a tuning trial, with the spec that sets its cost."""
+
+    name: str
+    spec: RunSpec
+    kind: str                 # "run" or "trial"
+    selection: str | None     # "<variant>/<recipe>" of a tuned recipe (see RunEstimate.selection)
+
+
+def planned_jobs(cfg: Config, device: str | None) -> list[PlannedJob]:
+    """The study's runs, then its tuning trials (named ``<variant>/<recipe>/<point>/seed<k>``)."""
+    tuned = set(cfg.tuned_recipes)
+    jobs = []
+    for v, r, s in cfg.runs:
+        spec = run_spec(cfg, v, r, s, device=device)
+        jobs.append(PlannedJob(spec.run_id, spec, "run", f"{v}/{r}" if r in tuned else None))
+    for v, r, point, s in cfg.trials:
+        jobs.append(PlannedJob(f"{v}/{r}/{point}/seed{s}", cfg.trial(v, r, point, s, device=device), "trial",
+                               f"{v}/{r}"))
+    return jobs
+
+
 def estimate_runs(cfg: Config, prepared_root: Path, raw_root: Path, *, device: str | None, warmup: int, steps: int,
                   startup_s: float, logger_s: float) -> tuple[list[RunEstimate], list[dict]]:
-    """Every run's estimate, timing each cost shape once; and the shapes timed."""
+    """Every run's and tuning trial's estimate, timing each cost shape once; and the shapes timed."""
     from .train import steps_per_epoch
 
     timed: dict[str, Rates] = {}
     shapes: list[dict] = []
     runs = []
-    for variant, recipe, seed in cfg.runs:
-        spec = cfg.run(variant, recipe, seed, device=device)
+    for job in planned_jobs(cfg, device):
+        spec = job.spec
         size = image_size(cfg, spec.dataset)
         splits = split_sizes(cfg, spec, prepared_root, raw_root)
         key = cost_key(spec, size)
         if key not in timed:
             classes = (kind_sizes(cfg, spec.dataset).classes or manifest_classes(prepared_root, spec.dataset)
                        ) - len(spec.exclude_classes)
-            log.info("timing %s (%s, %d px, batch %d) on %s", variant, spec.model, size, spec.train.batch_size,
+            log.info("timing %s (%s, %d px, batch %d) on %s", spec.variant, spec.model, size, spec.train.batch_size,
                      spec.execution.device)
             t0 = time.perf_counter()
             timed[key] = time_shape(spec, size, classes, steps_per_epoch(spec, splits.train), warmup=warmup,
                                     steps=steps)
             release_freed_memory()
-            shapes.append({"first_run": spec.run_id, "seconds": time.perf_counter() - t0, **json.loads(key)})
-        runs.append(RunEstimate(run_id=spec.run_id, dataset=spec.dataset, device=spec.execution.device, splits=splits,
+            shapes.append({"first_run": job.name, "seconds": time.perf_counter() - t0, **json.loads(key)})
+        runs.append(RunEstimate(run_id=job.name, dataset=spec.dataset, device=spec.execution.device, splits=splits,
                                 epochs=spec.train.epochs, epoch_images=epoch_images(spec, splits.train),
                                 eval_passes=2 if spec.train.tta_flip else 1, rates=timed[key], startup_s=startup_s,
-                                logger_s=logger_s))
+                                logger_s=logger_s, kind=job.kind, selection=job.selection))
     return runs, shapes
 
 
@@ -524,21 +586,24 @@ def make_plan(cfg: Config, *, prepared_root: Path = Path("data/prepared"), raw_r
     cores = cores or default_cores()
     device, device_note = plan_device(cfg, device)
     startup_s = measure_startup(cfg) if startup_s is None else startup_s
-    logger_s = time_logger(max(cfg.run(v, r).train.epochs for v in cfg.variants for r in cfg.recipes))
-    runs, shapes = estimate_runs(cfg, prepared_root, raw_root, device=device, warmup=warmup, steps=steps,
-                                 startup_s=startup_s, logger_s=logger_s)
+    logger_s = time_logger(max(run_spec(cfg, v, r).train.epochs for v, r, _ in cfg.runs))
+    estimates, shapes = estimate_runs(cfg, prepared_root, raw_root, device=device, warmup=warmup, steps=steps,
+                                      startup_s=startup_s, logger_s=logger_s)
+    runs = [e for e in estimates if e.kind == "run"]
+    trials = [e for e in estimates if e.kind == "trial"]
     kind = runs[0].device.split(":")[0]
     gpus = visible_gpus() if kind == "cuda" else 0
     slots, slots_text = parallel_slots(cfg, kind, cores, gpus)
     preprocess = [p for p in (preprocess_estimate(cfg, ds, prepared_root, raw_root) for ds in cfg.datasets) if p]
     pre_slots = max(1, cores // int(cfg.job_resources("preprocess").get("cpus", 1)))
-    study = study_seconds(runs, preprocess, slots, pre_slots, startup_s)
+    study = study_seconds(runs, preprocess, slots, pre_slots, startup_s, trials)
     notes = plan_notes(device_note, load, kind, int(cfg.job_resources("train").get("jobs_per_gpu", 1)))
     return {"profile": cfg.profile, "notes": notes, "load_average": load, "cores": cores, "gpus": gpus,
             "slots": slots, "slots_text": slots_text, "startup_seconds": startup_s, "logger_seconds": logger_s,
             "timing": {"warmup_steps": warmup, "timed_steps": steps, "shapes": shapes,
                        "images": "synthetic, of each run's shape", "plan_seconds": time.perf_counter() - t0},
-            "runs": [r.to_dict() for r in runs], "preprocess": preprocess, "study": study}
+            "runs": [r.to_dict() for r in runs], "trials": [t.to_dict() for t in trials],
+            "tuning": tuning_summary(cfg, trials), "preprocess": preprocess, "study": study}
 
 
 def _minutes(seconds: float) -> str:
@@ -549,17 +614,133 @@ def _minutes(seconds: float) -> str:
     return f"about {hours:.1f} h" if hours < 48 else f"about {hours / 24:.1f} days"
 
 
-def format_plan(plan: dict) -> str:
-    """The table of runs, where the figures come from, and the study's total."""
-    runs = plan["runs"]
-    width = max(len(r["run"]) for r in runs)
-    dev_w = max(6, max(len(r["device"]) for r in runs))
-    head = f"{'run':<{width}}  {'device':<{dev_w}}  {'img/s':>7}  {'s/epoch':>7}  {'epochs':>6}  {'est. min':>8}"
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
+def describe_trials(cfg: Config) -> str | None:
+    """``<n> tuning trials: <v> variants x <p> grid points x <s> seeds, <e> epochs each`` (None without any)."""
+    t = cfg.tuning
+    if not cfg.trials:
+        return None
+    epochs = sorted({cfg.trial(v, r, t.points[0].name, t.seeds[0]).train.epochs
+                     for r in cfg.tuned_recipes for v in t.variants})
+    each = _plural(epochs[0], "epoch") if len(epochs) == 1 else f"{epochs[0]}-{epochs[-1]} epochs"
+    recipes = f" x {len(cfg.tuned_recipes)} tuned recipes" if len(cfg.tuned_recipes) > 1 else ""
+    return (f"{_plural(len(cfg.trials), 'tuning trial')}: {_plural(len(t.variants), 'variant')}{recipes} x "
+            f"{_plural(len(t.points), 'grid point')} x {_plural(len(t.seeds), 'seed')}, {each} each "
+            f"(budget: {t.describe_budget()})")
+
+
+# --- what `cnnbench validate` prints of the study ----------------------------------------------------------------
+def tuned_choice(cfg: Config, variant: str, recipe: str) -> dict | None:
+    """The values tuning chose for (variant, tuned recipe); None before its selection exists."""
+    try:
+        return read_choice(cfg.tuning_root, variant, recipe)
+    except SelectionMissing:
+        return None
+
+
+def validated_spec(cfg: Config, variant: str, recipe: str, seed: int | None = None) -> tuple[RunSpec, dict | None]:
+    """A run's spec and, for a tuned recipe, the values tuning chose (None before it ran: the spec then
+    has the base recipe's values, and its hash is not yet the run's)."""
+    if recipe not in cfg.tuned_recipes:
+        return cfg.run(variant, recipe, seed), None
+    cfg.variant(variant)  # an unknown variant gets its own error first
+    if not cfg.runs_under(variant, recipe):
+        raise ConfigError(f"--variant {variant}: not tuned (tuning.variants), so the study has no run of it under "
+                          f"tuned recipe {recipe!r}; tuned variants: {', '.join(cfg.tuning.variants)}")
+    chosen = tuned_choice(cfg, variant, recipe)
+    return cfg.run(variant, recipe, seed, chosen={} if chosen is None else chosen), chosen
+
+
+def tuned_text(grid: dict, chosen: dict | None) -> list[str]:
+    """``lr chosen by tuning from [0.05, 0.2]``, with the chosen value once the selection exists."""
+    parts = []
+    for key, values in grid.items():
+        value = f" {fmt_value(chosen[key])}" if chosen and key in chosen else ""
+        parts.append(f"{key}{value} chosen by tuning from [{', '.join(fmt_value(v) for v in values)}]")
+    return parts
+
+
+def describe_run(cfg: Config, variant: str, recipe: str) -> str:
+    """One run's line: model, epochs, batch, learning rate (or what tuning chooses), device, hash."""
+    spec, chosen = validated_spec(cfg, variant, recipe)
+    t, x = spec.train, spec.execution
+    tuned = recipe in cfg.tuned_recipes
+    grid = cfg.tuning.grid if tuned else {}
+    values = ([] if "lr" in grid else [f"lr {t.optimizer.lr}"]) + tuned_text(grid, chosen)
+    digest = spec.hash[:12] if not tuned or chosen is not None else "after tuning"
+    return (f"{spec.variant} / {recipe}: model {spec.model}, {t.epochs} epochs, batch {t.batch_size}, "
+            f"{', '.join(values)}, {x.device} {x.precision}, threads {x.num_threads or 'default'}, hash {digest}")
+
+
+def describe_one(cfg: Config, variant: str, recipe: str | None, seed: int | None) -> dict:
+    """`validate --variant`: the run's spec and hash; a tuned run's grid, chosen values and selection file."""
+    recipe = recipe or cfg.recipes[0]
+    spec, chosen = validated_spec(cfg, variant, recipe, seed)
+    out = {"run": spec.run_id, "hash": spec.hash, "spec": spec.to_dict(), "report_only": cfg.variant(variant)}
+    if recipe in cfg.tuned_recipes:
+        out["tuning"] = {"grid": cfg.tuning.grid, "chosen": chosen,
+                         "selection": str(selection_path(cfg.tuning_root, variant, recipe))}
+        if chosen is None:
+            out["hash"] = None
+            out["tuning"]["note"] = ("not tuned yet: spec has the base recipe's values; the run's identity takes "
+                                     "the chosen ones")
+    return out
+
+
+def tuned_only(cfg: Config) -> str:
+    """`` (tuned: its 7 tuned variants only)`` where tuning does not tune every variant."""
+    t = cfg.tuning
+    if not cfg.tuned_recipes or len(t.variants) == len(cfg.variants):
+        return ""
+    return f" ({', '.join(cfg.tuned_recipes)}: its {_plural(len(t.variants), 'tuned variant')} only)"
+
+
+def tuning_summary(cfg: Config, trials: list[RunEstimate]) -> dict | None:
+    """What tuning costs, apart from the study's runs (None without tuning)."""
+    if not trials:
+        return None
+    return {"text": describe_trials(cfg), "trials": len(trials), "epochs": sum(t.epochs for t in trials),
+            "seconds": sum(t.seconds for t in trials)}
+
+
+def job_table(rows: list[dict], title: str) -> list[str]:
+    """One line per run (or trial): device, training images/s, seconds per epoch, epochs, minutes."""
+    width = max(len(title), max(len(r["run"]) for r in rows))
+    dev_w = max(6, max(len(r["device"]) for r in rows))
+    head = f"{title:<{width}}  {'device':<{dev_w}}  {'img/s':>7}  {'s/epoch':>7}  {'epochs':>6}  {'est. min':>8}"
     lines = [head, "-" * len(head)]
-    for r in runs:
+    for r in rows:
         epoch = r["epoch_seconds"] + r["val_seconds"] + r["checkpoint_s"]
         lines.append(f"{r['run']:<{width}}  {r['device']:<{dev_w}}  {r['train_images_per_s']:>7.1f}  {epoch:>7.1f}  "
                      f"{r['epochs']:>6}  {r['seconds'] / 60:>8.1f}")
+    return lines
+
+
+def totals(plan: dict) -> list[str]:
+    """The last lines: one stage at a time (dvc repro), and on the slots, tuning apart from the runs."""
+    study, tuning = plan["study"], plan.get("tuning")
+    head = f"study (profile {plan['profile']}, {len(plan['runs'])} runs, {plan['slots_text']}): "
+    if not tuning:
+        return [f"dvc repro runs one stage at a time: {_minutes(study['serial_seconds'])}",
+                head + _minutes(study["seconds"])]
+    added = study["seconds"] - study["without_tuning_seconds"]
+    return [f"tuning: {tuning['text']}; {_minutes(study['tuning_serial_seconds'])} of jobs (the trials and "
+            f"{_plural(study['selections'], 'selection')}), run before the tuned runs, which wait for their selection",
+            f"dvc repro runs one stage at a time: {_minutes(study['serial_seconds'])} (tuning "
+            f"{_minutes(study['tuning_serial_seconds'])} of it)",
+            head + f"{_minutes(study['without_tuning_seconds'])} + tuning ({_plural(tuning['trials'], 'trial')}) "
+            f"{_minutes(added)} = {_minutes(study['seconds'])}"]
+
+
+def format_plan(plan: dict) -> str:
+    """The tables of runs and tuning trials, where the figures come from, and the study's total."""
+    runs = plan["runs"]
+    lines = job_table(runs, "run")
+    if plan.get("trials"):
+        lines += ["", *job_table(plan["trials"], "tuning trial (a train job, no evaluate job)")]
     lines.append("")
     lines += [f"note: {note}" for note in plan["notes"]]
     sources = list(dict.fromkeys((r["dataset"], r["images_from"]) for r in runs))
@@ -570,16 +751,14 @@ def format_plan(plan: dict) -> str:
     for p in plan["preprocess"]:
         lines.append(f"preprocess {p['dataset']} ({p['why']}): {p['seconds']:.0f} s, {p['how']}")
     t = plan["timing"]
-    study = plan["study"]
-    final = ", ".join(f"{k} {v:.0f} s" for k, v in study["final_stages_seconds"].items())
+    final = ", ".join(f"{k} {v:.0f} s" for k, v in plan["study"]["final_stages_seconds"].items())
     lines += [
         f"each job's start-up (python, imports, params.yaml), measured: {plan['startup_seconds']:.1f} s; a train "
         f"job's logger: {plan['logger_seconds']:.1f} s; s/epoch includes the validation pass and the checkpoint",
         f"after the runs: {final}",
         f"timed {len(t['shapes'])} cost shapes on synthetic images ({t['warmup_steps']} warm-up + {t['timed_steps']} "
         f"steps, one evaluation batch and one checkpoint each); this plan took {t['plan_seconds']:.0f} s",
-        f"dvc repro runs one stage at a time: {_minutes(study['serial_seconds'])}",
-        f"study (profile {plan['profile']}, {len(runs)} runs, {plan['slots_text']}): {_minutes(study['seconds'])}",
+        *totals(plan),
     ]
     return "\n".join(lines)
 
