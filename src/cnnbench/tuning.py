@@ -79,7 +79,8 @@ class Tuning:
 
     def describe_budget(self) -> str:
         if "epochs" in self.budget:
-            return f"{self.budget['epochs']} epochs"
+            n = self.budget["epochs"]
+            return f"{n} epoch{'' if n == 1 else 's'}"
         return f"{self.budget['fraction']:g} of each run's epochs"
 
 
