@@ -40,11 +40,12 @@ def test_repo_params_valid_for_every_profile():
         assert cfg.profile == profile
         assert len(cfg.variants_of("cifar10")) == 7 and len(cfg.variants_of("butterflies")) == 5
         assert len(cfg.variants_of("cifar5")) == 5 and cfg.prepared_datasets == ["cifar10", "butterflies", "cifar5"]
-        assert cfg.recipes == ["lab", "fast"]
+        assert cfg.recipes == ["lab", "fast", "tuned"] and cfg.tuned_recipes == ["tuned"]
         assert cfg.seeds == ([0, 1, 2] if profile == "full" else [0])
-        assert len(cfg.runs) == 17 * 2 * len(cfg.seeds)
+        tuned = 7 if profile == "quick" else 17  # quick tunes the CIFAR-10 variants only
+        assert len(cfg.runs) == (17 * 2 + tuned) * len(cfg.seeds)
         for v, recipe, seed in cfg.runs:
-            resolved = cfg.run(v, recipe, seed)
+            resolved = cfg.run(v, recipe, seed, chosen={"lr": 0.1})  # a tuned run: as if tuning chose 0.1
             assert resolved.train.epochs >= 1 and resolved.seed == seed
             assert resolved.model in model_names() and resolved.recipe == recipe
 
@@ -100,7 +101,9 @@ def test_filter_noisy_resolves_to_excluded_classes():
 
 
 def _hashes(cfg) -> dict[str, str]:
-    return {f"{v}/{r}/{s}": cfg.run(v, r, s).hash for v, r, s in cfg.runs}
+    """Every run's and every tuning trial's identity (a tuned run: as if tuning chose lr 0.1)."""
+    runs = {f"{v}/{r}/{s}": cfg.run(v, r, s, chosen={"lr": 0.1}).hash for v, r, s in cfg.runs}
+    return runs | {f"{v}/{r}/{p}/{s}": cfg.trial(v, r, p, s).hash for v, r, p, s in cfg.trials}
 
 
 def _edited(profile: str, edit) -> "Config":
@@ -116,6 +119,7 @@ def test_variant_settings_are_independent():
     b = _edited("smoke", lambda raw: raw["variants"]["cifar10"]["resnet18"].setdefault("train", {}).update(
         optimizer={"lr": 0.05}))
     changed = {k for k, h in _hashes(a).items() if _hashes(b)[k] != h}
+    # the tuned runs and trials set lr themselves: the variant's own lr does not reach them
     assert changed == {"cifar10-resnet18/lab/0", "cifar10-resnet18/fast/0"}
 
 

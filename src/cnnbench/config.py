@@ -13,6 +13,7 @@ once per seed of the profile (``profiles.<profile>.seeds``, else the top-level `
 from __future__ import annotations
 
 import copy
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -185,9 +186,10 @@ class Config:
         return recipe not in self.tuned_recipes or variant in self.tuning.variants
 
     # --- tuning (cnnbench.tuning) ----------------------------------------------------------------
-    @property
+    @functools.cached_property
     def tuning(self) -> "tuning_mod.Tuning | None":
-        """The ``tuning`` block with the profile's tuning keys applied, or None without one."""
+        """The ``tuning`` block with the profile's tuning keys applied, or None without one (resolved once:
+        a Config is read, not edited; with_overrides makes a new one)."""
         return tuning_mod.resolve(self.raw.get("tuning"), self.profile_block.get("tuning"), self.variants)
 
     @property
@@ -415,10 +417,10 @@ def _check_semantics(cfg: "Config", source: str) -> None:
                 f"allowed values: {', '.join([*cfg.raw['recipes'], *tuned])}"
             )
     _check_datasets(cfg, source)
-    _check_tuning(cfg, source)
     if not cfg.variants:
         raise ConfigError(f"{source}: variants: no variant defined; add one under variants.<data set>, "
                           f"e.g. variants.{next(iter(cfg.raw['datasets']))}")
+    _check_tuning(cfg, source)
     for name, (dataset, spec) in cfg._variant_specs.items():
         key = f"variants.{dataset}.{name[len(dataset) + 1:]}"
         if spec.get("filter_noisy") and "noisy_classes" not in cfg.dataset(dataset):
