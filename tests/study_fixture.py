@@ -281,7 +281,7 @@ def make_study(root: Path, *, profile: str = "smoke", seeds: list[int] | None = 
     cfg = load(params)
     runs_root, summary, prepared = root / "results" / "runs", root / "results" / "summary", root / "prepared"
     for index, variant in enumerate(cfg.variants):
-        for recipe in cfg.recipes:
+        for recipe in (r for r in cfg.recipes if cfg.runs_under(variant, r)):  # tuned: tuning.variants only
             for seed in cfg.seeds:
                 spec = cfg.variant(variant)
                 dataset = spec["dataset"]
@@ -307,3 +307,34 @@ def make_study(root: Path, *, profile: str = "smoke", seeds: list[int] | None = 
 
 def slug(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
+
+
+# --- tuning -----------------------------------------------------------------------------------
+TRIAL_SECONDS = 2.5  # every trial's training seconds
+
+
+def tuning_score(variant: str, values: dict, seed: int, best_lr=None) -> float:
+    """A trial's final validation accuracy (fraction): peaks at ``best_lr(variant)`` (default 0.1),
+    falls by 0.05 per doubling away from it, and seed ``k`` adds ``0.01 * (k % 2)``."""
+    peak = best_lr(variant) if best_lr is not None else 0.1
+    return 0.6 - 0.05 * abs(np.log2(values["lr"] / peak)) + 0.01 * (seed % 2)
+
+
+def write_selections(cfg, root: Path, seeds=(1000, 1001), best_lr=None) -> dict:
+    """selection.json of every (tuned variant, tuned recipe) of ``cfg`` under ``root``, as `cnnbench select`
+    writes it (cnnbench.tuning.selection_record), from trials scored by :func:`tuning_score`, each
+    ``seeds`` of them per grid point; returns ``{(variant, recipe): selection}``."""
+    from cnnbench import tuning
+
+    t, out = cfg.tuning, {}
+    for recipe in cfg.tuned_recipes:
+        for variant in t.variants:
+            trials = [{"point": p.name, "values": p.values, "seed": s, "epochs": 2, "seconds": TRIAL_SECONDS,
+                       "val_acc": tuning_score(variant, p.values, s, best_lr), "diverged": False,
+                       "settings_hash": "0" * 12} for p in t.points for s in seeds]
+            record = tuning.selection_record(t, variant, recipe, trials)
+            path = tuning.selection_path(root, variant, recipe)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(record, indent=2))
+            out[(variant, recipe)] = record
+    return out

@@ -124,6 +124,18 @@ def test_missing_runs_and_one_class_predictions():
     assert out.loc["flat", "verdict"] == HOLDS and out.loc["flat", "diff"] == pytest.approx(65.0)
 
 
+def test_a_claim_is_left_out_under_a_recipe_that_does_not_train_both_its_variants():
+    good, poor = run(0, np.r_[np.ones(150), np.zeros(50)]), run(0, np.r_[np.ones(50), np.zeros(150)])
+    runs = {("A", "lab"): [good], ("B", "lab"): [poor], ("C", "lab"): [poor],
+            ("A", "tuned"): [good], ("C", "tuned"): [poor]}  # B is not tuned
+    trained = lambda v, r: (v, r) in runs  # noqa: E731
+    out, family = evaluate_claims([claim("ab"), claim("ac", b="C")], ["lab", "tuned"], runs, RULE, trained=trained)
+    assert list(zip(out["claim"], out["recipe"])) == [("ab", "lab"), ("ac", "lab"), ("ac", "tuned")]
+    assert family == 3  # the untrained pair is not in Holm's family
+    everything, m = evaluate_claims([claim("ab")], ["lab", "tuned"], runs, RULE)  # no predicate: tested, no runs
+    assert m == 1 and everything.iloc[1]["verdict"] == INCONCLUSIVE
+
+
 def test_seeds_needed_is_the_plan_at_holms_strictest_level():
     g = np.random.default_rng(3)
     base = g.random(5000) < 0.8

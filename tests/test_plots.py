@@ -11,9 +11,11 @@ import pandas as pd
 import pytest
 from matplotlib.collections import PolyCollection
 from PIL import Image
-from study_fixture import make_study
+from study_fixture import make_study, tuning_score, write_selections
 
 from cnnbench import plots as plots_mod
+from cnnbench import selections as selections_mod
+from cnnbench import stats
 from cnnbench.errors import DataError
 from cnnbench.plots import (best_model, curve_stats, pareto_frontier, plan_figures, plot_all, row_normalise,
                              unfiltered_variant)
@@ -98,7 +100,8 @@ def test_plot_all_writes_every_figure_in_order(study3):
     cfg, out = study3.cfg, study3.plots
     assert cfg.datasets == ["cifar10", "cifar5", "butterflies"] and len(cfg.variants_of("butterflies")) == 5
     names = expected_files(cfg)
-    assert names[:3] == ["learning_curves_cifar10_lab.png", "learning_curves_cifar10_fast.png", "accuracy_cifar10.png"]
+    assert names[:4] == ["learning_curves_cifar10_lab.png", "learning_curves_cifar10_fast.png",
+                         "learning_curves_cifar10_tuned.png", "accuracy_cifar10.png"]
     assert study3.paths == [out / n for n in names]
     assert sorted(p.name for p in out.iterdir()) == sorted(names + ["figures.json"])
     for p in study3.paths:
@@ -431,5 +434,115 @@ def test_without_a_filtering_claim_the_unfiltered_variant_meets_its_filtered_twi
     assert figure.file == "filtering_butterflies.png" and figure.dataset == "butterflies"
     (panel,) = figure.data["panels"]
     assert (panel["claim"]["a"], panel["claim"]["b"]) == ("butterflies-resnet18", "butterflies-resnet18-unfiltered")
-    assert [(p["a"]["filtered"], p["b"]["filtered"]) for p in panel["recipes"]] == [(True, False)] * 2
+    assert [(p["a"]["filtered"], p["b"]["filtered"]) for p in panel["recipes"]] == [(True, False)] * len(study.cfg.recipes)
     assert "no claim compares them" in figure.caption and "datasets.butterflies.noisy_classes" in figure.caption
+
+
+# --- tuning ------------------------------------------------------------------------------------
+
+
+def mobilenet_best_at_02(variant: str) -> float:
+    return 0.2 if "mobilenet" in variant else 0.1
+
+
+@pytest.fixture(scope="module")
+def tuned(tmp_path_factory):
+    """The quick profile (it tunes the CIFAR-10 variants only) with every selection written, 2 tuning seeds."""
+    root = tmp_path_factory.mktemp("tuned")
+    study = make_study(root, profile="quick", seeds=[0, 1])
+    study.tuning = root / "results" / "tuning"
+    study.selected = write_selections(study.cfg, study.tuning, best_lr=mobilenet_best_at_02)
+    paths, figs = plot_capturing_tuning(study)
+    study.paths, study.figs = paths, figs
+    study.plan = {f.file: f for f in plan_figures(study.cfg, study.runs, study.summary, study.tuning)}
+    return study
+
+
+def plot_capturing_tuning(study):
+    figs, real = {}, plots_mod._save
+
+    def keep(fig, path):
+        figs[path.name] = fig
+        real(fig, path)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(plots_mod, "_save", keep)
+        paths = plot_all(study.cfg, study.runs, study.summary, study.plots, tuning_root=study.tuning)
+    return paths, figs
+
+
+def test_tuning_figures_of_the_tuned_data_set_only(tuned):
+    names = [p.name for p in tuned.paths]
+    assert names.index("tuning_cifar10.png") == names.index("per_class_cifar10.png") + 1
+    assert names.index("tuning_budget_cifar10.png") == names.index("tuning_cifar10.png") + 1
+    assert not [n for n in names if n.startswith("tuning") and "cifar10" not in n]  # cifar5, butterflies: not tuned
+    for name in ("tuning_cifar10.png", "tuning_budget_cifar10.png"):
+        assert_png((tuned.plots / name).read_bytes())
+    index = {e["file"]: e for e in json.loads((tuned.plots / "figures.json").read_text())}
+    assert index["tuning_cifar10.png"]["kind"] == "tuning" and index["tuning_cifar10.png"]["recipe"] == "tuned"
+    assert index["tuning_budget_cifar10.png"]["kind"] == "tuning_budget"
+
+
+def test_tuning_sweep_is_the_mean_over_the_tuning_seeds_with_the_chosen_point(tuned):
+    figure = tuned.plan["tuning_cifar10.png"]
+    panel = figure.data["panels"]["tuned"]
+    assert list(panel) == list(tuned.cfg.tuning.variants)
+    mobile = panel["cifar10-mobilenet_v2"]
+    lr = [0.05, 0.1, 0.2]  # the quick profile's grid
+    assert [p["x"] for p in mobile["sweep"]] == lr
+    want = [100 * np.mean([tuning_score("cifar10-mobilenet_v2", {"lr": x}, s, mobilenet_best_at_02)
+                           for s in (1000, 1001)]) for x in lr]
+    assert [p["mean"] for p in mobile["sweep"]] == pytest.approx(want)
+    assert [p["max"] - p["min"] for p in mobile["sweep"]] == pytest.approx([1.0] * 3)  # the seeds differ by 1 point
+    assert (mobile["x"], mobile["edge"]) == (0.2, True) and panel["cifar10-resnet18"]["x"] == 0.1
+    assert not panel["cifar10-resnet18"]["edge"]
+    assert "2 tuning seeds" in figure.title and "log scale" in figure.caption and "test split" in figure.caption
+    ax = tuned.figs["tuning_cifar10.png"].axes[0]
+    assert ax.get_xscale() == "log"
+    assert sum(isinstance(c, PolyCollection) for c in ax.collections) == len(panel)  # a seed band per variant
+
+
+def test_tuning_budget_is_the_expected_best_of_the_grid_points(tuned):
+    figure = tuned.plan["tuning_budget_cifar10.png"]
+    curve = figure.data["panels"]["tuned"]["cifar10-resnet18"]
+    points = [100 * p["mean_val_acc"] for p in tuned.selected[("cifar10-resnet18", "tuned")]["points"]]
+    assert curve.n.tolist() == [1, 2, 3]
+    assert curve.mean[0] == pytest.approx(np.mean(points))  # one point tried: the mean point
+    assert curve.mean[2] == pytest.approx(stats.expected_max(points, 3))
+    assert "Dodge et al. 2019" in figure.title and "3 grid points" in figure.caption
+
+
+def test_existing_figures_leave_out_what_a_tuned_recipe_does_not_train(tuned):
+    names = [p.name for p in tuned.paths]
+    assert "learning_curves_cifar10_tuned.png" in names
+    assert "learning_curves_butterflies_tuned.png" not in names and "learning_curves_cifar5_tuned.png" not in names
+    accuracy = tuned.plan["accuracy_butterflies.png"]
+    assert accuracy.data["recipes"] == ["lab", "fast"] and "only the variants tuning tunes" in accuracy.caption
+    assert set(tuned.plan["pareto_butterflies.png"].data["recipes"]) == {"lab", "fast"}
+    assert [p["recipe"] for p in tuned.plan["per_class_butterflies.png"].data["panels"]] == ["lab", "fast"]
+    assert tuned.plan["accuracy_cifar10.png"].data["recipes"] == ["lab", "fast", "tuned"]
+
+
+def test_no_selection_no_tuning_figure(study1, tmp_path):
+    paths = plot_all(study1.cfg, study1.runs, study1.summary, tmp_path / "plots", tuning_root=tmp_path / "none")
+    assert not [p for p in paths if p.name.startswith("tuning")]
+    assert [p.name for p in paths] == [p.name for p in study1.paths]
+
+
+def test_sweep_takes_the_best_point_over_the_other_hyper_parameters():
+    def point(lr, wd, mean):
+        return {"point": f"lr{lr}-wd{wd}", "values": {"lr": lr, "weight_decay": wd}, "n": 1,
+                "mean_val_acc": mean, "min_val_acc": mean, "max_val_acc": mean}
+
+    selection = {"grid": {"lr": [0.1, 0.2], "weight_decay": [0.0, 5e-4]},
+                 "points": [point(0.1, 0.0, 0.5), point(0.1, 5e-4, 0.6), point(0.2, 0.0, 0.7), point(0.2, 5e-4, 0.4)]}
+    assert [(p["x"], p["point"]) for p in selections_mod.sweep(selection)] == [(0.1, "lr0.1-wd0.0005"),
+                                                                                (0.2, "lr0.2-wd0.0")]
+    assert selections_mod.point_scores(selection).tolist() == pytest.approx([50, 60, 70, 40])
+
+
+def test_a_broken_selection_is_named(tmp_path):
+    path = tmp_path / "selection.json"
+    path.write_text('{"variant": "x"}')
+    with pytest.raises(DataError, match=r"selection.json: no recipe, base.*cnnbench select"):
+        selections_mod.read_selection(path)

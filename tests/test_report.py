@@ -21,7 +21,8 @@ from cnnbench.errors import DataError
 from cnnbench.plots import plot_all
 from cnnbench.provenance import report_context
 from cnnbench.report import NOT_A_CHECKOUT, build_report, git_commit, lab_figure, mean_std
-from study_fixture import USER_NOISY, add_user_dataset, clean_top1, make_study, titled_by_name, write_audit
+from study_fixture import (TRIAL_SECONDS, USER_NOISY, add_user_dataset, clean_top1, make_study, titled_by_name,
+                           write_audit, write_selections)
 from study_layout import keep_variants
 
 
@@ -79,7 +80,7 @@ def test_report_is_self_contained_and_complete(study):
     # the methods section is generated from params
     assert "Nesterov" in html and "one" in html and "label smoothing 0.1" in html
     assert "zero-initialised residual branches" in html
-    assert "17 variants × 2 recipes (lab, fast) × 3 seed(s)" in md
+    assert "17 variants × 3 recipes (lab, fast, tuned) × 3 seed(s)" in md
     for fig in json.loads((study.plots / "figures.json").read_text()):
         assert fig["caption"] in html and f"]({'../plots/' + fig['file']})" in md
 
@@ -423,3 +424,85 @@ def test_a_subset_says_what_it_is_drawn_from_and_why(study, monkeypatch):
     html, md = (p.read_text() for p in build(study))
     assert "## CIFAR-10\n\nA subset of something. Why: tests.\n\nTest split:" in md and md.count("A subset of") == 1
     assert '<h2 id="results-cifar10">CIFAR-10</h2>\n<p>A subset of something. Why: tests.</p>' in html
+
+
+# --- tuning ------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tuned_report(tmp_path_factory):
+    """A quick-profile study (it tunes the CIFAR-10 variants only) with its selections, figures and report."""
+    root = tmp_path_factory.mktemp("tuned")
+    study = make_study(root, profile="quick", seeds=[0, 1])
+    study.tuning = root / "results" / "tuning"
+    study.selected = write_selections(study.cfg, study.tuning,
+                                      best_lr=lambda v: 0.2 if "mobilenet" in v else 0.1)
+    plot_all(study.cfg, study.runs, study.summary, study.plots, tuning_root=study.tuning)
+    ctx = report_context(study.cfg, study.prepared, command="x")
+    html, md = build_report(study.cfg, study.summary, study.plots, study.runs, study.report, ctx,
+                            tuning_root=study.tuning)
+    study.html, study.md = html.read_text(), md.read_text()
+    return study
+
+
+def test_tuning_section_shows_the_choices_the_figures_and_the_compute(tuned_report):
+    md, html = tuned_report.md, tuned_report.html
+    section = md[md.index("## Tuning"):md.index("## Each lab-report row")]
+    assert "grid lr ∈ {0.05, 0.1, 0.2}" in section and "base `fast`" in section and "7 variant(s) tuned" in section
+    assert "| cifar10-resnet18 | tuned | lr 0.1 | 60.50 | no | 6 |" in section  # 3 points x 2 seeds
+    assert "| cifar10-mobilenet_v2 | tuned | lr 0.2 | 60.50 | yes: lr (widen the grid) |" in section
+    assert "widened" in section
+    trials = 7 * 6
+    runs = pd.read_csv(tuned_report.summary / "runs.csv")
+    study_seconds = float((runs["epoch_seconds"] * runs["epochs"]).sum())
+    share = round(100 * trials * TRIAL_SECONDS / study_seconds)
+    assert f"Tuning trained {trials} trials for {trials * TRIAL_SECONDS:.1f} s" in section
+    assert f"{share} % of" in section and f"the study's {len(runs)} runs" in section
+    assert "](../plots/tuning_cifar10.png)" in section and "](../plots/tuning_budget_cifar10.png)" in section
+    # the tuning figures sit in this section only, not again under the data set's results
+    assert md.count("](../plots/tuning_cifar10.png)") == 1
+    assert 'id="tuning"' in html and html.count('id="fig-tuning_cifar10"') == 1 and 'id="tuning-method"' in html
+    assert "Tuning. A tuned recipe is its base recipe with lr chosen per variant" in md
+    assert "lr tuned per variant" in md  # the methods table's optimizer of the tuned recipe
+
+
+def test_verdict_grid_marks_claims_a_tuned_recipe_does_not_test(tuned_report):
+    md, cfg = tuned_report.md, tuned_report.cfg
+    claims = pd.read_csv(tuned_report.summary / "claims.csv")
+    tuned_variants = set(cfg.tuning.variants)
+    untested = [c for c in cfg.claims if not {c["a"], c["b"]} <= tuned_variants]
+    assert untested and len(untested) < len(cfg.claims)  # the butterfly and CIFAR-5 claims
+    assert set(claims[claims["recipe"] == "tuned"]["claim"]) == {c["id"] for c in cfg.claims} - {c["id"] for c in untested}
+    assert f"({len(untested)} not tested: their variants are not tuned)" in md
+    grid = md[md.index("| claim | source | lab | fast | tuned |"):md.index("Rule:")]
+    for c in cfg.claims:
+        row = next(line for line in grid.splitlines() if line.startswith(f"| {c['text']} |"))
+        assert row.count(" | ") == 4  # every row has a cell per recipe
+        assert row.endswith("| not tuned |") == (c in untested)
+    html_grid = tuned_report.html[tuned_report.html.index('id="verdict-grid"'):]
+    assert html_grid.count('class="badge untested"') == len(untested)
+
+
+def test_a_study_without_tuning_has_no_tuning_section(tmp_path):
+    def no_tuning(doc):
+        doc.pop("tuning")
+        doc["recipes_in_study"] = ["lab", "fast"]
+        for block in doc["profiles"].values():
+            block.pop("tuning", None)
+
+    plain = make_study(tmp_path, seeds=[0, 1], edit=no_tuning)
+    fake_figures(plain.plots)
+    html_path, md_path = build(plain)
+    md, html = md_path.read_text(), html_path.read_text()
+    assert "## Tuning" not in md and 'id="tuning"' not in html and "not tuned" not in md
+    assert "| claim | source | lab | fast |" in md
+
+
+def test_plot_and_report_commands_read_the_selections_given_by_tuning(tuned_report, tmp_path):
+    s = tuned_report
+    common = ["--params", str(s.params), "--summary", str(s.summary), "--runs", str(s.runs), "--tuning", str(s.tuning)]
+    assert main(["plot", *common, "--out", str(tmp_path / "plots")]) == 0
+    assert (tmp_path / "plots" / "tuning_budget_cifar10.png").is_file()
+    assert main(["report", *common, "--plots", str(tmp_path / "plots"), "--prepared", str(s.prepared),
+                 "--out", str(tmp_path / "report")]) == 0
+    assert "| cifar10-mobilenet_v2 | tuned | lr 0.2 |" in (tmp_path / "report" / "report.md").read_text()

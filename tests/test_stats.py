@@ -508,3 +508,51 @@ def test_accuracy_interval_covers_the_population_accuracy():
         _, low, high, _ = S.accuracy_interval(np.array(runs, dtype=float))
         hits += low <= population <= high
     assert 0.92 <= hits / 400 <= 0.98, hits
+
+
+# --------------------------------------------------------------------------------------------
+# Expected best of n tuning trials (Dodge et al. 2019)
+
+
+def enumerated_max(values, n: int) -> tuple[float, float]:
+    """Mean and standard deviation of max over every one of the N^n equally likely ordered draws."""
+    maxima = np.array([max(t) for t in itertools.product(values, repeat=n)], dtype=float)
+    return float(maxima.mean()), float(maxima.std())
+
+
+@pytest.mark.parametrize("values", [[0.55, 0.61, 0.42], [0.3, 0.7, 0.7, 0.1], [0.5, 0.5, 0.5], [0.2, 0.9]])
+@pytest.mark.parametrize("n", [1, 2, 3, 4])
+def test_expected_max_equals_the_enumeration_of_every_draw(values, n):
+    assert S.expected_max(values, n) == pytest.approx(enumerated_max(values, n)[0], abs=1e-12)
+
+
+def test_expected_max_by_hand_and_at_the_ends():
+    # N = 2, values 0 and 1, n = 2: of the 4 draws (0,0), (0,1), (1,0), (1,1) three have max 1
+    assert S.expected_max([1.0, 0.0], 2) == pytest.approx(0.75)
+    # N = 3 {1, 2, 3}, n = 2: max 1 once, 2 three times, 3 five times of 9 -> 22 / 9
+    assert S.expected_max([3.0, 1.0, 2.0], 2) == pytest.approx(22 / 9)
+    values = [0.2, 0.9, 0.4, 0.6]
+    assert S.expected_max(values, 1) == pytest.approx(np.mean(values))  # one trial: the mean
+    assert S.expected_max(values, 500) == pytest.approx(0.9, abs=1e-12)  # many: the best
+
+
+def test_expected_max_ties_count_once_per_trial():
+    # {0.5, 0.5, 1.0}, n = 2: max is 0.5 only when both draws are a 0.5: (2/3)^2
+    assert S.expected_max([0.5, 1.0, 0.5], 2) == pytest.approx(0.5 * 4 / 9 + 1.0 * 5 / 9)
+
+
+def test_expected_max_curve_mean_and_std_match_the_enumeration():
+    values = [0.42, 0.61, 0.55, 0.61]
+    curve = S.expected_max_curve(values)
+    assert curve.n.tolist() == [1, 2, 3, 4]
+    for n, mean, std in zip(curve.n, curve.mean, curve.std):
+        want_mean, want_std = enumerated_max(values, int(n))
+        assert mean == pytest.approx(want_mean, abs=1e-12) and std == pytest.approx(want_std, abs=1e-9)
+    assert np.all(np.diff(curve.mean) >= 0)  # more trials never lower the expected best
+    assert S.expected_max_curve([0.7]).std.tolist() == [0.0]
+
+
+@pytest.mark.parametrize("values, n", [([], 1), ([0.5, float("nan")], 1), ([0.5], 0), ([0.5], 1.5)])
+def test_expected_max_refuses_bad_input(values, n):
+    with pytest.raises(ValueError, match="expected_max"):
+        S.expected_max(values, n)

@@ -198,7 +198,8 @@ def aggregate(cfg: Config, runs_root: Path, out_dir: Path) -> dict:
     study = collect_runs(cfg, runs_root)
     variants = summarize(study)
     rule_block = cfg.raw["claims_rule"]
-    claims, family = evaluate_claims(cfg.claims, cfg.recipes, study.runs, Rule.from_params(rule_block))
+    claims, family = evaluate_claims(cfg.claims, cfg.recipes, study.runs, Rule.from_params(rule_block),
+                                     trained=cfg.runs_under)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     # DataFrames: pandas' to_csv quotes like the csv module (atomic.csv_text) and writes NaN as an empty

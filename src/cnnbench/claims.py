@@ -259,11 +259,18 @@ def decide(family: list[ClaimNumbers], rule: Rule) -> pd.DataFrame:
     return table
 
 
-def evaluate_claims(claims: list[dict], recipes: list[str], runs: dict, rule: Rule) -> tuple[pd.DataFrame, int]:
+def evaluate_claims(claims: list[dict], recipes: list[str], runs: dict, rule: Rule,
+                    trained=None) -> tuple[pd.DataFrame, int]:
     """Every claim under every recipe; ``runs[(variant, recipe)]`` is that variant's list of RunResult.
+    ``trained(variant, recipe)`` (e.g. ``Config.runs_under``) says whether the study trains a variant
+    under a recipe: a claim is left out under a recipe that does not train both its variants (a tuned
+    recipe tunes only ``tuning.variants``), so it has no row there and is not in the Holm family;
+    None: every claim under every recipe (a missing run is then inconclusive).
     Returns claims.csv's table and the size of the tested family."""
+    pairs = [(claim, recipe) for claim in claims for recipe in recipes
+             if trained is None or (trained(claim["a"], recipe) and trained(claim["b"], recipe))]
     family = [analyse_claim(claim, recipe, runs.get((claim["a"], recipe), []), runs.get((claim["b"], recipe), []), rule)
-              for claim in claims for recipe in recipes]
+              for claim, recipe in pairs]
     table = decide(family, rule)
     return table, int(table["p"].notna().sum())
 

@@ -15,6 +15,7 @@ from .atomic import atomic_write_text
 from .config import Config, load, run_dir
 from .errors import CnnbenchError, ConfigError, DataError
 from .spec import RunSpec
+from .tuning import TUNING_ROOT
 
 log = logging.getLogger("cnnbench")
 
@@ -210,7 +211,14 @@ def _add_plot(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--runs", type=Path, default=RUNS, help="run directories (default: %(default)s)")
     p.add_argument("--summary", type=Path, default=SUMMARY, help="output of `cnnbench aggregate` (default: %(default)s)")
     p.add_argument("--out", type=Path, default=Path("results/plots"), help="output directory (default: %(default)s)")
+    _add_tuning_option(p)
     p.set_defaults(func=cmd_plot)
+
+
+def _add_tuning_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--tuning", type=Path, default=TUNING_ROOT,
+                   help="tuning's selections, <dir>/<variant>/<recipe>/selection.json; none there: no tuning "
+                        "figures or section (default: %(default)s)")
 
 
 def _add_report(sub: argparse._SubParsersAction) -> None:
@@ -219,6 +227,7 @@ def _add_report(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--runs", type=Path, default=RUNS, help="run directories (default: %(default)s)")
     p.add_argument("--summary", type=Path, default=SUMMARY, help="output of `cnnbench aggregate` (default: %(default)s)")
     p.add_argument("--plots", type=Path, default=Path("results/plots"), help="plots directory (default: %(default)s)")
+    _add_tuning_option(p)
     p.add_argument("--prepared", type=Path, default=Path("data/prepared"),
                    help="prepared data root, for the data provenance (default: %(default)s)")
     p.add_argument("--out", type=Path, default=Path("results/report"), help="output directory (default: %(default)s)")
@@ -636,7 +645,7 @@ def cmd_aggregate(cfg: Config, args) -> None:
 def cmd_plot(cfg: Config, args) -> None:
     from .plots import plot_all
 
-    paths = plot_all(cfg, args.runs, args.summary, args.out)
+    paths = plot_all(cfg, args.runs, args.summary, args.out, tuning_root=args.tuning)
     log.info("wrote %d figures into %s", len(paths), args.out)
 
 
@@ -652,7 +661,7 @@ def cmd_report(cfg: Config, args) -> None:
     from .report import build_report
 
     context = report_context(cfg, args.prepared, command=args.command_line or reproduce_command(cfg, args.driver))
-    html, md = build_report(cfg, args.summary, args.plots, args.runs, args.out, context)
+    html, md = build_report(cfg, args.summary, args.plots, args.runs, args.out, context, tuning_root=args.tuning)
     log.info("wrote %s and %s", html, md)
 
 

@@ -6,8 +6,10 @@ aggregate stage's ``runs.csv`` / ``variants.csv`` and writes, per data set, the 
 matrix of its best model and the per-class accuracy (of the variant that keeps the noisy classes
 where the data set lists ``noisy_classes`` and has one, else of the best model), and, for a data
 set that lists noisy classes and has a variant with ``filter_noisy: false``, the effect of
-filtering them; plus ``figures.json``: the figures in display order with a title and a caption
-each, which the report embeds. The figures stay legible up to a few hundred classes: class names
+filtering them; where tuning chose hyper-parameters for its variants (``selection.json`` under the
+tuning root), validation accuracy against the learning rate tried and the expected best validation
+accuracy against the number of grid points tried (Dodge et al. 2019); plus ``figures.json``: the
+figures in display order with a title and a caption each, which the report embeds. The figures stay legible up to a few hundred classes: class names
 are drawn up to :data:`LABELLED_CLASSES` (per-class) and :data:`CONFUSION_NAMED` (confusion) classes.
 
 The work is split in two so that the numbers can be tested without images:
@@ -38,13 +40,14 @@ from .atomic import replace_dir, temp_dir  # noqa: E402
 from .config import Config, run_dir  # noqa: E402
 from .errors import DataError  # noqa: E402
 from .results import dataset_title, lab_rows, read_history, read_json, read_table  # noqa: E402
+from .selections import budget_curve, diverged, read_selections, sweep, trial_epochs, x_key  # noqa: E402
 
 DPI = 90
 # No "Software" tEXt chunk: the PNGs carry no version string or URL and are byte-stable across
 # matplotlib patch releases, so DVC/Snakemake see a change only when a figure changes.
 PNG_METADATA = {"Software": None}
 INDEX_NAME = "figures.json"
-KINDS = ("curves", "accuracy", "pareto", "confusion", "per_class", "filtering")
+KINDS = ("curves", "accuracy", "pareto", "confusion", "per_class", "filtering", "tuning", "tuning_budget")
 LABELLED_CLASSES = 150  # per-class figure: beyond this many classes their names (5 pt) would not fit
 CONFUSION_NAMED = 40    # confusion matrix: class names on its axes up to this many classes
 CONFUSION_SHARES = 12   # ... and each cell's share written in it up to this many
@@ -261,15 +264,18 @@ def row_normalise(confusion: pd.DataFrame) -> pd.DataFrame:
 # planning: every figure's data, title and caption
 
 
-def plan_figures(cfg: Config, runs_root: Path, summary_dir: Path) -> list[Figure]:
-    """Every figure of the study in display order, with its data, title and caption (no drawing)."""
+def plan_figures(cfg: Config, runs_root: Path, summary_dir: Path, tuning_root: Path | None = None) -> list[Figure]:
+    """Every figure of the study in display order, with its data, title and caption (no drawing);
+    with ``tuning_root``, the tuning figures of the selections found there."""
     study = Study(cfg, runs_root, summary_dir)
+    selected = read_selections(cfg, tuning_root) if tuning_root is not None else {}
     figures: list[Figure] = []
     for ds in cfg.datasets:
         if not cfg.variants_of(ds):
             continue
         for recipe in cfg.recipes:
-            figures.append(_plan_curves(study, ds, recipe))
+            if trained_variants(cfg, ds, recipe):
+                figures.append(_plan_curves(study, ds, recipe))
         figures.append(_plan_accuracy(study, ds))
         figures.append(_plan_pareto(study, ds))
         figures.append(_plan_confusion(study, ds))
@@ -277,12 +283,27 @@ def plan_figures(cfg: Config, runs_root: Path, summary_dir: Path) -> list[Figure
         filtering = _plan_filtering(study, ds)
         if filtering is not None:
             figures.append(filtering)
+        figures += _plan_tuning(cfg, ds, selected)
     return figures
+
+
+def trained_variants(cfg: Config, ds: str, recipe: str) -> list[str]:
+    """The variants of ``ds`` the study trains under ``recipe`` (a tuned recipe: only the tuned ones)."""
+    return [v for v in cfg.variants_of(ds) if cfg.runs_under(v, recipe)]
+
+
+def untrained_note(cfg: Config, ds: str) -> str:
+    """A caption's note on the (variant, recipe) pairs the study does not train, or ""."""
+    missing = [r for r in cfg.recipes if len(trained_variants(cfg, ds, r)) < len(cfg.variants_of(ds))]
+    if not missing:
+        return ""
+    return (f" Recipe{'s' if len(missing) > 1 else ''} {', '.join(missing)} train{'s' if len(missing) == 1 else ''} "
+            f"only the variants tuning tunes (tuning.variants): the others have no {'/'.join(missing)} value.")
 
 
 def _plan_curves(study: Study, ds: str, recipe: str) -> Figure:
     curves, ns, epochs = {}, [], set()
-    for v in study.cfg.variants_of(ds):
+    for v in trained_variants(study.cfg, ds, recipe):
         seeds = study.seeds_of(v, recipe)
         histories = [study.history(v, recipe, s) for s in seeds]
         curves[v] = {
@@ -312,10 +333,11 @@ def _plan_curves(study: Study, ds: str, recipe: str) -> Figure:
 def _plan_accuracy(study: Study, ds: str) -> Figure:
     cfg = study.cfg
     variants = cfg.variants_of(ds)
+    recipes = [r for r in cfg.recipes if trained_variants(cfg, ds, r)]  # a slot only for a recipe it trains
     rows, ns = [], []
     for v in variants:
         per_recipe = {}
-        for recipe in cfg.recipes:
+        for recipe in (r for r in cfg.recipes if cfg.runs_under(v, r)):
             s = study.summary_row(v, recipe)
             per_recipe[recipe] = {"mean": float(s["test_top1_mean"]), "std": _finite(s["test_top1_std"]),
                                   "n": int(s["n"]), "seeds": study.seed_values(v, recipe, "test_top1")}
@@ -326,21 +348,21 @@ def _plan_accuracy(study: Study, ds: str) -> Figure:
     name = dataset_title(cfg, ds)
     title = f"{name}: test top-1 accuracy per variant and recipe, n = {seeds_text(ns)}"
     caption = (f"Test top-1 accuracy (%) of each {name} variant, one bar per recipe "
-               f"({', '.join(cfg.recipes)}): bar height and error bar are the {spread_text(ns)}; "
+               f"({', '.join(recipes)}): bar height and error bar are the {spread_text(ns)}; "
                f"small dots are the individual seeds")
     caption += ("; black diamonds are the accuracies the lab reports give for that network "
                 "(their own recipe and epoch count)." if any_lab else ".")
+    caption += untrained_note(cfg, ds)
     return Figure(f"accuracy_{ds}.png", "accuracy", ds, None, title, caption,
-                  {"rows": rows, "recipes": cfg.recipes, "dataset": ds})
+                  {"rows": rows, "recipes": recipes, "dataset": ds})
 
 
 def _plan_pareto(study: Study, ds: str) -> Figure:
     cfg = study.cfg
-    variants = cfg.variants_of(ds)
     points, ns = {}, []
     for recipe in cfg.recipes:
         pts = []
-        for v in variants:
+        for v in trained_variants(cfg, ds, recipe):
             s = study.summary_row(v, recipe)
             pts.append({"variant": v, "acc": float(s["test_top1_mean"]), "acc_std": _finite(s["test_top1_std"]),
                         "params": float(s["params_mean"]), "seconds": float(s["epoch_seconds_mean"]),
@@ -350,13 +372,15 @@ def _plan_pareto(study: Study, ds: str) -> Figure:
             "params": pareto_frontier([p["params"] for p in pts], [p["acc"] for p in pts]),
             "seconds": pareto_frontier([p["seconds"] for p in pts], [p["acc"] for p in pts]),
         }
-        points[recipe] = {"points": pts, "frontier": frontier}
+        if pts:
+            points[recipe] = {"points": pts, "frontier": frontier}
     name = dataset_title(cfg, ds)
     title = f"{name}: accuracy against size and training time, n = {seeds_text(ns)}"
     caption = (f"Test top-1 accuracy (%) of each {name} variant against its parameter count (left, "
                f"log scale) and its training time per epoch (right), one marker shape per recipe; points and "
                f"error bars are the {spread_text(ns)}. The step line per recipe is the Pareto frontier: the "
-               f"variants no other variant beats with at least the accuracy at no more parameters (or time).")
+               f"variants no other variant beats with at least the accuracy at no more parameters (or time)."
+               + untrained_note(cfg, ds))
     return Figure(f"pareto_{ds}.png", "pareto", ds, None, title, caption,
                   {"recipes": points, "dataset": ds})
 
@@ -409,7 +433,7 @@ def _plan_per_class(study: Study, ds: str) -> Figure:
         variant, best_recipe = best_model(study.variants, ds)
         recipes = [best_recipe]
     else:
-        recipes = cfg.recipes
+        recipes = [r for r in cfg.recipes if cfg.runs_under(variant, r)]
     panels, ns = [], []
     for recipe in recipes:
         values, n = _per_class_means(study, variant, recipe)
@@ -471,7 +495,7 @@ def _plan_filtering(study: Study, ds: str) -> Figure | None:
     panels, ns = [], []
     for pair in pairs:
         per_recipe = []
-        for recipe in cfg.recipes:
+        for recipe in (r for r in cfg.recipes if cfg.runs_under(pair["a"], r) and cfg.runs_under(pair["b"], r)):
             sides = {}
             for side in ("a", "b"):
                 v = pair[side]
@@ -497,6 +521,77 @@ def _plan_filtering(study: Study, ds: str) -> Figure | None:
                f"test images: {shown} (a vs b; {why}), per recipe. Large markers and error bars are the "
                f"{spread_text(ns)}; small dots are the individual seeds; the axis does not start at 0.")
     return Figure(f"filtering_{ds}.png", "filtering", ds, None, title, caption, {"panels": panels})
+
+
+def tuning_panels(cfg: Config, ds: str, selected: dict) -> dict:
+    """``{tuned recipe: {variant: selection}}`` of the variants of ``ds`` that have a selection."""
+    panels: dict = {}
+    for (variant, recipe), selection in selected.items():
+        if cfg.variant(variant)["dataset"] == ds:
+            panels.setdefault(recipe, {})[variant] = selection
+    return panels
+
+
+def _tuning_setting(selections: list[dict]) -> str:
+    """"2 tuning seeds, 3-epoch trials": what every trial of the figure shares."""
+    seeds = sorted({len({t["seed"] for t in s["trials"] if t["point"] == p["point"]})
+                    for s in selections for p in s["points"]})  # tuning seeds per grid point
+    epochs = trial_epochs(selections)
+    ep = "–".join(map(str, (epochs[0], epochs[-1]) if len(epochs) > 1 else epochs)) if epochs else "?"
+    return f"{seeds_text(seeds).replace('seed', 'tuning seed')}, {ep}-epoch trials"
+
+
+def _plan_tuning(cfg: Config, ds: str, selected: dict) -> list[Figure]:
+    """The tuning figures of ``ds``: validation accuracy against the learning rate, and the expected
+    best validation accuracy against the number of trials; none without a selection."""
+    panels = tuning_panels(cfg, ds, selected)
+    if not panels:
+        return []
+    every = [s for per in panels.values() for s in per.values()]
+    recipe = next(iter(panels)) if len(panels) == 1 else None
+    return [_plan_sweep(cfg, ds, panels, every, recipe), _plan_budget(cfg, ds, panels, every, recipe)]
+
+
+def _plan_sweep(cfg: Config, ds: str, panels: dict, every: list[dict], recipe: str | None) -> Figure:
+    data = {r: {v: {"sweep": sweep(s), "x": float(s["chosen"][x_key(s)]), "acc": 100 * s["chosen_val_acc"],
+                    "edge": bool(s["at_grid_edge"])} for v, s in per.items()} for r, per in panels.items()}
+    key = x_key(every[0])
+    others = sorted({k for s in every for k in s["grid"] if k != key})
+    name, setting = dataset_title(cfg, ds), _tuning_setting(every)
+    several = any(p["n"] > 1 for s in every for p in s["points"])
+    title = f"{name}: validation accuracy against the {key} tried by tuning, {setting}"
+    caption = (f"Final validation accuracy (%) of each tuning trial of the {name} variants against its {key} "
+               f"(log scale), one curve per variant, "
+               + (f"one panel per tuned recipe ({', '.join(panels)})" if recipe is None else f"tuned recipe {recipe}")
+               + f" ({setting}): "
+               + ("the mean over the tuning seeds, the band their minimum to maximum" if several else
+                  "one tuning seed per point, so no spread is shown")
+               + "; the star marks the value chosen (the best mean), a ring around it a choice at the grid's edge.")
+    if others:
+        caption += f" At each {key} the curve shows the best point over {', '.join(others)}."
+    bad = sum(diverged(s) for s in every)
+    if bad:
+        caption += f" {bad} trial(s) diverged and count as 0 %, as they did in the selection."
+    caption += " Measured on the validation split; tuning never reads the test split."
+    return Figure(f"tuning_{ds}.png", "tuning", ds, recipe, title, caption,
+                  {"panels": data, "dataset": ds, "key": key})
+
+
+def _plan_budget(cfg: Config, ds: str, panels: dict, every: list[dict], recipe: str | None) -> Figure:
+    data = {r: {v: budget_curve(s) for v, s in per.items()} for r, per in panels.items()}
+    points = sorted({len(s["points"]) for s in every})
+    name = dataset_title(cfg, ds)
+    title = f"{name}: expected best validation accuracy against the tuning budget (Dodge et al. 2019)"
+    caption = (f"Expected best final validation accuracy (%) of each {name} variant when n of its "
+               f"{'–'.join(map(str, (points[0], points[-1]) if len(points) > 1 else points))} grid points are "
+               f"tried, drawn at random with replacement from those tuning tried (Dodge et al. 2019, \"Show Your "
+               f"Work\"), n = 1 up to all of them; a point scores its mean over the tuning seeds; the band is ± 1 "
+               f"standard deviation of that best"
+               + (f"; one panel per tuned recipe ({', '.join(panels)})." if recipe is None else
+                  f"; tuned recipe {recipe}.")
+               + " Where two curves cross, which variant looks better depends on the tuning budget.")
+    return Figure(f"tuning_budget_{ds}.png", "tuning_budget", ds, recipe, title, caption,
+                  {"panels": data, "dataset": ds})
 
 
 # ---------------------------------------------------------------------------------------------
@@ -573,13 +668,17 @@ def draw_accuracy(figure: Figure, path: Path) -> None:
     fig, ax = plt.subplots(figsize=(max(7.0, 0.75 * len(rows) * max(1, k) / 2 + 4), 5.2), constrained_layout=True)
     rng = np.random.default_rng(0)  # fixed jitter: byte-stable figures
     lab_labelled = seed_labelled = False
+    labelled: set = set()
     for x, row in enumerate(rows):
         for j, recipe in enumerate(recipes):
-            r = row["recipes"][recipe]
+            r = row["recipes"].get(recipe)
+            if r is None:  # not trained under this recipe (a tuned recipe tunes only some variants)
+                continue
             xc = x - 0.4 + width * (j + 0.5)
             ax.bar(xc, r["mean"], width=width * 0.92, color=colors[recipe], alpha=0.85,
                    yerr=r["std"] if r["std"] is not None else None, capsize=2,
-                   error_kw={"lw": 1, "ecolor": "0.2"}, label=recipe if x == 0 else None)
+                   error_kw={"lw": 1, "ecolor": "0.2"}, label=None if recipe in labelled else recipe)
+            labelled.add(recipe)
             if r["seeds"]:
                 jitter = rng.uniform(-0.2, 0.2, len(r["seeds"])) * width
                 ax.plot(xc + jitter, r["seeds"], ".", color="0.15", ms=3.5, linestyle="none",
@@ -760,10 +859,73 @@ def draw_filtering(figure: Figure, path: Path) -> None:
     _save(fig, path)
 
 
+def _tuning_axes(n: int, width: float = 6.5):
+    fig, axes = plt.subplots(1, n, figsize=(width * n + 2.5, 4.8), constrained_layout=True, squeeze=False)
+    return fig, axes[0]
+
+
+def _tuning_legend(fig, axes, handles, title: str) -> None:
+    """The legend beside the last panel (below the title, which spans the figure) and the title."""
+    axes[-1].legend(handles=handles, loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=7, frameon=False)
+    fig.suptitle(_wrap(title, 60 * len(axes) + 10))
+
+
+def draw_tuning(figure: Figure, path: Path) -> None:
+    panels, ds, key = figure.data["panels"], figure.data["dataset"], figure.data["key"]
+    fig, axes = _tuning_axes(len(panels))
+    colors = _colors(max(len(per) for per in panels.values()))
+    for ax, (recipe, per) in zip(axes, panels.items()):
+        for i, (variant, d) in enumerate(per.items()):
+            xs = np.array([p["x"] for p in d["sweep"]])
+            mean = np.array([p["mean"] for p in d["sweep"]])
+            color = colors[i % len(colors)]
+            ax.plot(xs, mean, "o-", color=color, ms=4, lw=1.4, label=_short(variant, ds))
+            if any(p["n"] > 1 for p in d["sweep"]):
+                ax.fill_between(xs, [p["min"] for p in d["sweep"]], [p["max"] for p in d["sweep"]],
+                                color=color, alpha=0.15, lw=0)
+            ax.plot([d["x"]], [d["acc"]], "*", color=color, ms=14, mec="black", mew=0.6)
+            if d["edge"]:
+                ax.plot([d["x"]], [d["acc"]], "o", ms=20, mfc="none", mec=HIGHLIGHT, mew=1.2)
+        log = all(p["x"] > 0 for d in per.values() for p in d["sweep"])
+        if log:  # the grids are log-spaced
+            ax.set_xscale("log")
+        ax.set_xlabel(f"{key}{' (log scale)' if log else ''}")
+        ax.set_ylabel("final validation accuracy (%)")
+        ax.set_title(f"tuned recipe {recipe}", fontsize=9)
+        ax.grid(alpha=0.3, which="both")
+    handles, _ = axes[0].get_legend_handles_labels()
+    handles += [Line2D([], [], marker="*", color="0.3", ls="none", ms=12, label="chosen"),
+                Line2D([], [], marker="o", mfc="none", mec=HIGHLIGHT, ls="none", ms=12,
+                       label="chosen at the grid's edge")]
+    _tuning_legend(fig, axes, handles, figure.title)
+    _save(fig, path)
+
+
+def draw_tuning_budget(figure: Figure, path: Path) -> None:
+    panels, ds = figure.data["panels"], figure.data["dataset"]
+    fig, axes = _tuning_axes(len(panels))
+    colors = _colors(max(len(per) for per in panels.values()))
+    for ax, (recipe, per) in zip(axes, panels.items()):
+        for i, (variant, curve) in enumerate(per.items()):
+            color = colors[i % len(colors)]
+            ax.plot(curve.n, curve.mean, "-", color=color, lw=1.5, label=_short(variant, ds))
+            ax.fill_between(curve.n, curve.mean - curve.std, curve.mean + curve.std, color=color, alpha=0.15, lw=0)
+        ax.set_xlabel("grid points tried (n)")
+        ax.set_ylabel("expected best validation accuracy (%)")
+        ax.set_title(f"tuned recipe {recipe}", fontsize=9)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+    handles, _ = axes[0].get_legend_handles_labels()
+    handles.append(Patch(color="0.3", alpha=0.2, label="± 1 std"))
+    _tuning_legend(fig, axes, handles, figure.title)
+    _save(fig, path)
+
+
 def draw(figure: Figure, path: Path) -> None:
     """Render one planned figure into ``path`` (looked up by kind at call time)."""
     drawers = {"curves": draw_curves, "accuracy": draw_accuracy, "pareto": draw_pareto,
-               "confusion": draw_confusion, "per_class": draw_per_class, "filtering": draw_filtering}
+               "confusion": draw_confusion, "per_class": draw_per_class, "filtering": draw_filtering,
+               "tuning": draw_tuning, "tuning_budget": draw_tuning_budget}
     if figure.kind not in drawers:
         raise ValueError(f"unknown figure kind {figure.kind!r}; known: {', '.join(KINDS)}")
     drawers[figure.kind](figure, path)
@@ -773,14 +935,16 @@ def draw(figure: Figure, path: Path) -> None:
 # the stage
 
 
-def plot_all(cfg: Config, runs_root: Path, summary_dir: Path, out_dir: Path) -> list[Path]:
+def plot_all(cfg: Config, runs_root: Path, summary_dir: Path, out_dir: Path,
+             tuning_root: Path | None = None) -> list[Path]:
     """Write the study's figures and ``figures.json`` into ``out_dir``; return the PNG paths in display order.
 
-    Reads the runs under ``runs_root`` and the aggregate output in ``summary_dir``. Everything is
+    Reads the runs under ``runs_root``, the aggregate output in ``summary_dir`` and, with
+    ``tuning_root``, the selections of tuning (``<tuning_root>/<variant>/<recipe>/selection.json``). Everything is
     built in a sibling temporary directory that replaces ``out_dir`` only once every figure and
     the index are written, so an interrupted run leaves ``out_dir`` as it was (or absent).
     """
-    figures = plan_figures(cfg, runs_root, summary_dir)
+    figures = plan_figures(cfg, runs_root, summary_dir, tuning_root)
     if not figures:
         raise ValueError("no figures to draw: the configuration lists no variant")
     out_dir = Path(out_dir)

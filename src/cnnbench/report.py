@@ -23,6 +23,7 @@ from .aggregate import FAILS, HOLDS, INCONCLUSIVE, METRIC_LABELS
 from .claims import plan_seeds
 from .config import Config, run_dir
 from .results import dataset_title, lab_rows, need_file, read_json, read_table
+from .selections import read_selections
 from .spec import TrainSpec
 
 NOT_A_CHECKOUT = "unknown (not a git checkout)"
@@ -98,12 +99,16 @@ def metric_spec(metric: str) -> str:
 # table content
 
 
+NOT_TUNED = "not tuned"
+
+
 def verdict_summary(claims: pd.DataFrame, recipes: list[str]) -> list[dict]:
-    """Counts of each verdict per recipe, in a fixed order."""
-    out = []
+    """Counts of each verdict per recipe, in a fixed order, and how many claims a recipe does not test
+    (a tuned recipe trains only the variants tuning tunes)."""
+    out, every = [], claims["claim"].nunique()
     for recipe in recipes:
         sub = claims[claims["recipe"] == recipe]
-        out.append({"recipe": recipe, "total": len(sub),
+        out.append({"recipe": recipe, "total": len(sub), "untested": every - len(sub),
                     "counts": [(v, VERDICT_CLASS[v], int((sub["verdict"] == v).sum())) for v in (HOLDS, FAILS, INCONCLUSIVE)]})
     return out
 
@@ -155,19 +160,28 @@ def claim_cell(r, spec: str) -> dict:
     }
 
 
+def untested_cell(recipe: str) -> dict:
+    """The verdict grid's cell of a claim its recipe does not test: its variants are not trained under it."""
+    return {"recipe": recipe, "verdict": NOT_TUNED, "css": "untested", "p_adjusted": "—",
+            "n": "its variants are not tuned", "reason": "tuning.variants leaves out a variant of this claim"}
+
+
 def claim_rows(claims: pd.DataFrame, recipes: list[str]) -> list[dict]:
-    """One row per claim with one cell group per recipe."""
+    """One row per claim: ``per``, a cell group per recipe that tests it (the claims table), and
+    ``grid``, one cell per recipe (the verdict grid; "not tuned" where the recipe does not test it)."""
     rows = []
     for claim_id, group in claims.groupby("claim", sort=False):
         first = group.iloc[0]
         spec = metric_spec(first["metric"])
         per = [claim_cell(group[group["recipe"] == recipe].iloc[0], spec)
                for recipe in recipes if (group["recipe"] == recipe).any()]
+        tested = {p["recipe"]: p for p in per}
+        grid = [tested.get(recipe) or untested_cell(recipe) for recipe in recipes]
         rows.append({"id": claim_id, "report": first["report"], "text": first["text"],
                      "their": first["their"] if isinstance(first["their"], str) and first["their"] else "—",
                      "metric": METRIC_LABELS.get(first["metric"], first["metric"]),
                      "expect": EXPECT_TEXT.get(first["expect"], first["expect"]),
-                     "a": first["a"], "b": first["b"], "per": per})
+                     "a": first["a"], "b": first["b"], "per": per, "grid": grid})
     return rows
 
 
@@ -221,7 +235,8 @@ def lab_rows_table(cfg: Config, variants: pd.DataFrame) -> list[dict]:
             ours = []
             for recipe in cfg.recipes:
                 r = variants[(variants["variant"] == variant) & (variants["recipe"] == recipe)]
-                if r.empty:
+                if r.empty:  # not trained under this recipe (tuned recipe, untuned variant): keep the columns
+                    ours.append({"recipe": recipe, "top1": NOT_TUNED, "delta": "—", "epochs": None, "epoch_s": "—"})
                     continue
                 r = r.iloc[0]
                 delta = (f"{r['test_top1_mean'] - lab['accuracy']:+.2f}"
@@ -232,16 +247,17 @@ def lab_rows_table(cfg: Config, variants: pd.DataFrame) -> list[dict]:
             rows.append({"variant": variant, "report": lab.get("report", "?"), "row": lab.get("row", "?"),
                          "lab_acc": fmt(lab.get("accuracy")), "lab_epochs": lab.get("epochs") or "—",
                          "lab_epoch_s": fmt(lab.get("epoch_seconds"), "g"), "claim": lab.get("claim") or "",
-                         "ours": ours})
+                         "ours": ours, "epochs": next((o["epochs"] for o in ours if o["epochs"] is not None), "—")})
     return rows
 
 
-def _opt_text(train: TrainSpec) -> str:
+def _opt_text(train: TrainSpec, tuned=()) -> str:
+    """The optimizer in words; a hyper-parameter of ``tuned`` (tuning's grid) is "tuned per variant"."""
     opt = train.optimizer
-    bits = [opt.name, f"lr {opt.lr:g}"]
+    bits = [opt.name, "lr tuned per variant" if "lr" in tuned else f"lr {opt.lr:g}"]
     if opt.name == "sgd":
         bits.append(f"momentum {opt.momentum:g}")
-    bits.append(f"weight decay {opt.weight_decay:g}")
+    bits.append("weight decay tuned per variant" if "weight_decay" in tuned else f"weight decay {opt.weight_decay:g}")
     if opt.name == "sgd" and opt.nesterov and opt.momentum > 0:
         bits.append("Nesterov")
     if opt.no_decay_norm_bias:
@@ -263,6 +279,10 @@ REFERENCES = [
     "Agarwal, Schwarzer, Castro, Courville, Bellemare (2021). Deep reinforcement learning at the edge of the "
     "statistical precipice. NeurIPS.",
     "Bouthillier, Delaunay, Bronzi, et al. (2021). Accounting for variance in machine learning benchmarks. MLSys.",
+    "Dodge, Gururangan, Card, Schwartz, Smith (2019). Show your work: improved reporting of experimental results. "
+    "EMNLP.",
+    "Godbole, Dahl, Gilmer, Shallue, Nado (2023). Deep Learning Tuning Playbook. "
+    "github.com/google-research/tuning_playbook.",
     "Dietterich (1998). Approximate statistical tests for comparing supervised classification learning "
     "algorithms. Neural Computation 10, 1895-1923.",
     "Dror, Baumer, Shlomov, Reichart (2018). The hitchhiker's guide to testing statistical significance in "
@@ -371,16 +391,16 @@ def dataset_facts(cfg: Config, ds: str) -> str:
     return "; ".join(facts)
 
 
-def methods(cfg: Config, variants: pd.DataFrame, claims: pd.DataFrame, data: dict | None = None) -> dict:
-    """The methods section, generated from params.yaml (as resolved for this profile); ``data``:
-    report_context's data per data set (its ``train_stats`` give the normalisation of runs without
-    train.normalize)."""
+def _recipe_rows(cfg: Config) -> list[dict]:
+    """The Methods table: one row per recipe, its optimizer, schedule and extras."""
     recipes = []
     for recipe in cfg.recipes:
-        spec = cfg.run(cfg.variants[0], recipe)
+        tuned = cfg.tuning.grid if recipe in cfg.tuned_recipes else {}
+        # a tuned recipe: its base recipe's values (tuning chooses the grid's per variant)
+        spec = cfg.run(cfg.variants[0], recipe, chosen={}) if tuned else cfg.run(cfg.variants[0], recipe)
         train = spec.train
-        extras = []
-        if train.label_smoothing:
+        extras = [f"tuned: {cfg.tuning.recipes[recipe]} with {', '.join(tuned)} chosen per variant"] if tuned else []
+        if train.label_smoothing and "label_smoothing" not in tuned:
             extras.append(f"label smoothing {train.label_smoothing:g}")
         if train.ema:
             extras.append(f"EMA of weights {train.ema:g}")
@@ -388,9 +408,17 @@ def methods(cfg: Config, variants: pd.DataFrame, claims: pd.DataFrame, data: dic
             extras.append("flip test-time augmentation")
         if train.zero_init_residual:
             extras.append("zero-initialised residual branches")
-        recipes.append({"name": recipe, "optimizer": _opt_text(train), "schedule": _schedule_text(train),
+        recipes.append({"name": recipe, "optimizer": _opt_text(train, tuned), "schedule": _schedule_text(train),
                         "batch": train.batch_size, "extras": ", ".join(extras) or "—",
                         "precision": spec.execution.precision, "compile": spec.execution.compile})
+    return recipes
+
+
+def methods(cfg: Config, variants: pd.DataFrame, claims: pd.DataFrame, data: dict | None = None) -> dict:
+    """The methods section, generated from params.yaml (as resolved for this profile); ``data``:
+    report_context's data per data set (its ``train_stats`` give the normalisation of runs without
+    train.normalize)."""
+    recipes = _recipe_rows(cfg)
     datasets = []
     for ds in cfg.datasets:
         train = cfg.run(cfg.variants_of(ds)[0]).train
@@ -420,8 +448,10 @@ def methods(cfg: Config, variants: pd.DataFrame, claims: pd.DataFrame, data: dic
     tests = int(claims["p"].notna().sum())
     return {
         "design": (f"{len(cfg.variants)} variants × {len(cfg.recipes)} recipes ({', '.join(cfg.recipes)}) × "
-                   f"{len(cfg.seeds)} seed(s) ({', '.join(map(str, cfg.seeds))}) = {len(cfg.runs)} training runs; "
+                   f"{len(cfg.seeds)} seed(s) ({', '.join(map(str, cfg.seeds))}) = {len(cfg.runs)} training runs"
+                   f"{_partial_recipes_text(cfg)}; "
                    "each run is trained and evaluated on its own, the claims compare the per-seed values."),
+        "tuning": tuning_methods(cfg),
         "recipes": recipes,
         "datasets": datasets,
         "profile": cfg.profile,
@@ -433,6 +463,32 @@ def methods(cfg: Config, variants: pd.DataFrame, claims: pd.DataFrame, data: dic
         "selection": "final epoch (EMA weights where the recipe keeps an EMA); the validation split is "
                      "monitored, never used to pick weights or stop early; the test split is used once, at evaluation.",
     }
+
+
+def _partial_recipes_text(cfg: Config) -> str:
+    """" (recipe tuned: the 7 tuned variants only)" where a recipe does not train every variant."""
+    bits = [f"recipe {r}: the {n} tuned variant{'s' if n != 1 else ''} only" for r in cfg.recipes
+            if (n := sum(cfg.runs_under(v, r) for v in cfg.variants)) < len(cfg.variants)]
+    return f" ({'; '.join(bits)})" if bits else ""
+
+
+def tuning_methods(cfg: Config) -> str | None:
+    """The Methods paragraph on tuning, or None when the study tunes nothing."""
+    if not cfg.tuned_recipes:
+        return None
+    t = cfg.tuning
+    tuned = ", ".join(f"{r} (base {t.recipes[r]})" for r in cfg.tuned_recipes)
+    return (f"Tuning. A tuned recipe is its base recipe with {', '.join(t.grid)} chosen per variant: {tuned}. Every "
+            f"tuned variant trains every grid point with the same budget ({t.describe_budget()}, the schedule "
+            f"compressed to them) for each of {len(t.seeds)} tuning seed(s) ({', '.join(map(str, t.seeds))}, not the "
+            "study's seeds), on the training split; the point with the highest final validation accuracy, averaged "
+            "over the tuning seeds, is chosen (the first in grid order on a tie; a diverged trial counts 0). Only "
+            "the validation split is read: the test split is never seen by tuning or selection. The runs of the "
+            "tuned recipe then train with the chosen values, the study's epochs and seeds, and every claim is "
+            "tested under it with the same statistics as under the fixed recipes (Google's Deep Learning Tuning "
+            "Playbook: compare architectures after tuning each with the same budget). After Dodge et al. (2019), "
+            "the Tuning section gives the expected best validation accuracy as a function of the number of grid "
+            "points tried, so a reader sees whether a ranking depends on the tuning budget.")
 
 
 def run_facts(runs_root: Path, cfg: Config) -> dict:
@@ -448,6 +504,84 @@ def run_facts(runs_root: Path, cfg: Config) -> dict:
             if m.get(field):
                 facts[key].add(str(m[field]))
     return {k: sorted(v) for k, v in facts.items()}
+
+
+# ---------------------------------------------------------------------------------------------
+# tuning
+
+
+TUNING_KINDS = ("tuning", "tuning_budget")
+EDGE_ADVICE = ("A value chosen at the edge of the grid (its smallest or largest) may not be the best: the best "
+               "may lie beyond it, so the grid should be widened past that end and the tuning rerun.")
+
+
+def values_text(values: dict) -> str:
+    """``"lr 0.1, weight_decay 0.0005"``."""
+    return ", ".join(f"{k} {float(v):g}" for k, v in values.items())
+
+
+def duration(seconds: float) -> str:
+    """``"42.0 s"``, ``"12.5 min"`` or ``"3.20 h"``."""
+    if seconds < 120:
+        return f"{seconds:.1f} s"
+    return f"{seconds / 60:.1f} min" if seconds < 7200 else f"{seconds / 3600:.2f} h"
+
+
+def tuning_setup(cfg: Config) -> str:
+    """What was tuned, in one sentence: recipes, grid, budget, seeds, metric, variants."""
+    t = cfg.tuning
+    grid = "; ".join(f"{k} ∈ {{{', '.join(f'{v:g}' for v in values)}}}" for k, values in t.grid.items())
+    recipes = ", ".join(f"`{r}` (base `{t.recipes[r]}`)" for r in cfg.tuned_recipes)
+    every = len(t.variants) == len(cfg.variants)
+    return (f"Tuned recipe(s) {recipes}; grid {grid} ({len(t.points)} points); budget {t.describe_budget()} per "
+            f"trial; tuning seed(s) {', '.join(map(str, t.seeds))}; selection metric {t.metric} (final validation "
+            f"accuracy, mean over the tuning seeds); {len(t.variants)} variant(s) tuned"
+            + (" (every variant of the study)." if every else f": {', '.join(t.variants)}."))
+
+
+def tuning_rows(selected: dict) -> list[dict]:
+    """The chosen values table: one row per (tuned variant, tuned recipe) with a selection."""
+    rows = []
+    for (variant, recipe), s in selected.items():
+        edge = list(s["at_grid_edge"])
+        rows.append({"variant": variant, "recipe": recipe, "chosen": values_text(s["chosen"]),
+                     "val_acc": fmt(100 * s["chosen_val_acc"]),
+                     "edge": f"yes: {', '.join(edge)} (widen the grid)" if edge else "no",
+                     "trials": len(s["trials"]), "seconds": duration(float(s["tuning_seconds"]))})
+    return rows
+
+
+def training_seconds(runs: pd.DataFrame) -> float:
+    """The study's runs' training time: seconds per epoch × epochs, summed over runs.csv."""
+    return float((runs["epoch_seconds"].astype(float) * runs["epochs"].astype(float)).sum())
+
+
+def tuning_compute(selected: dict, runs: pd.DataFrame) -> str:
+    """What tuning cost next to the study's runs (training time only, both sides)."""
+    trials = sum(len(s["trials"]) for s in selected.values())
+    tuning = sum(float(s["tuning_seconds"]) for s in selected.values())
+    study = training_seconds(runs)
+    share = f", {100 * tuning / study:.0f} % of" if study > 0 else " beside"
+    return (f"Tuning trained {trials} trials for {duration(tuning)} in all (the sum of their training seconds){share} "
+            f"the {duration(study)} the study's {len(runs)} runs trained for (seconds per epoch × epochs, summed); "
+            "both count training only, not evaluation or start-up.")
+
+
+def tuning_section(cfg: Config, selected: dict, runs: pd.DataFrame, figures: list[dict],
+                   tuning_root: Path | None) -> dict | None:
+    """The report's Tuning section, or None when the study tunes nothing."""
+    if not cfg.tuned_recipes:
+        return None
+    missing = [f"{v}/{r}" for r in cfg.tuned_recipes for v in cfg.tuning.variants if (v, r) not in selected]
+    datasets = [{"key": ds, "title": dataset_title(cfg, ds),
+                 "figures": [f for f in figures if f.get("dataset") == ds and f.get("kind") in TUNING_KINDS]}
+                for ds in cfg.datasets]
+    return {"setup": tuning_setup(cfg), "rows": tuning_rows(selected),
+            "datasets": [d for d in datasets if d["figures"]],
+            "edge": EDGE_ADVICE if any(s["at_grid_edge"] for s in selected.values()) else "",
+            "compute": tuning_compute(selected, runs) if selected else "",
+            "missing": (f"No selection under {tuning_root} for {', '.join(missing)} (run `cnnbench select`)."
+                        if missing else "")}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -512,35 +646,41 @@ def load_figures(plots_dir: Path) -> list[dict]:
     return figures
 
 
+def dataset_section(cfg: Config, variants: pd.DataFrame, figures: list[dict], ds: str, info: dict) -> dict:
+    """One data set's results section: its table, the columns its runs have, its data and its figures
+    (the tuning figures go to the Tuning section)."""
+    rows = result_rows(cfg, variants, ds)
+    own = variants[variants["dataset"] == ds]
+    return {
+        "key": ds, "title": dataset_title(cfg, ds), "rows": rows, "about": subset_text(cfg, ds),
+        # columns the data set's runs have: top-5 (enough classes), top-1 on the kept classes (noisy ones listed)
+        "top5": bool(own["test_top5_mean"].notna().any()),
+        "kept": bool(own["top1_kept_mean"].notna().any()),
+        "clean": any(r["audited"] for r in rows),  # some runs of it were scored on the clean test images
+        "data": {"source": str(info.get("source") or "?"), "location": str(info.get("location") or "?"),
+                 "sha256": str(info.get("sha256") or "?"), "counts": info.get("counts") or {}},
+        "figures": [f for f in figures if f.get("dataset") == ds and f.get("kind") not in TUNING_KINDS],
+    }
+
+
 def build_report(cfg: Config, summary_dir: Path, plots_dir: Path, runs_root: Path, out_dir: Path,
-                 context: dict) -> tuple[Path, Path]:
+                 context: dict, tuning_root: Path | None = None) -> tuple[Path, Path]:
     """Render ``report.html`` (self-contained: images inline, no external URL) and ``report.md``.
 
     ``context`` carries the provenance (profile, params_hash, git_commit, versions, command,
     generated, data, data_quality: the duplicate audit of each data set that has one). The Markdown
     refers to the PNGs by their path relative to ``out_dir`` and lists the duplicate groups as text.
+    ``tuning_root``: where tuning's selections are (the Tuning section's chosen values and compute).
     Returns (html_path, md_path).
     """
     summary_dir, plots_dir, out_dir = Path(summary_dir), Path(plots_dir), Path(out_dir)
     variants = read_table(summary_dir / "variants.csv", "cnnbench aggregate")
     claims = read_table(summary_dir / "claims.csv", "cnnbench aggregate", keep_default_na=False, na_values=[""])
     figures = load_figures(plots_dir)
+    selected = read_selections(cfg, tuning_root) if tuning_root is not None else {}
+    runs = read_table(summary_dir / "runs.csv", "cnnbench aggregate") if cfg.tuned_recipes else None
     data = context.get("data") or {}
-    datasets = []
-    for ds in cfg.datasets:
-        info = data.get(ds) or {}
-        rows = result_rows(cfg, variants, ds)
-        own = variants[variants["dataset"] == ds]
-        datasets.append({
-            "key": ds, "title": dataset_title(cfg, ds), "rows": rows, "about": subset_text(cfg, ds),
-            # columns the data set's runs have: top-5 (enough classes), top-1 on the kept classes (noisy ones listed)
-            "top5": bool(own["test_top5_mean"].notna().any()),
-            "kept": bool(own["top1_kept_mean"].notna().any()),
-            "clean": any(r["audited"] for r in rows),  # some runs of it were scored on the clean test images
-            "data": {"source": str(info.get("source") or "?"), "location": str(info.get("location") or "?"),
-                     "sha256": str(info.get("sha256") or "?"), "counts": info.get("counts") or {}},
-            "figures": [f for f in figures if f.get("dataset") == ds],
-        })
+    datasets = [dataset_section(cfg, variants, figures, ds, data.get(ds) or {}) for ds in cfg.datasets]
     common = {
         "ctx": context,
         "banner": banner(cfg.profile),
@@ -553,6 +693,7 @@ def build_report(cfg: Config, summary_dir: Path, plots_dir: Path, runs_root: Pat
         "lab": lab_rows_table(cfg, variants),
         "datasets": datasets,
         "other_figures": [f for f in figures if not f.get("dataset")],
+        "tuning": tuning_section(cfg, selected, runs, figures, tuning_root),
         "methods": methods(cfg, variants, claims, data),
         "plan": plan_seeds(claims).sentence(),
         "facts": run_facts(runs_root, cfg),

@@ -1,5 +1,6 @@
 """Statistics for the study's verdicts: multiplicity correction, paired tests on the test images,
-a two-level (seeds x test images) analysis of a difference in accuracy, and seeds needed.
+a two-level (seeds x test images) analysis of a difference in accuracy, seeds needed, and the
+expected best validation score of n tuning trials (Dodge et al. 2019).
 
 Pure functions on numpy arrays; nothing here reads files or params. Every random draw comes from
 an explicit ``numpy.random.Generator`` (no global RNG), so a caller that records its seed gets
@@ -56,6 +57,8 @@ References
   and exchangeable arrays. Bernoulli 6, 285-301. (Crossed random effects.)
 - Satterthwaite (1946). Biometrics Bull. 2, 110-114; Welch (1947). Biometrika 34, 28-35.
 - Schuirmann (1987). Two one-sided tests for equivalence. J. Pharmacokin. Biopharm. 15, 657-680.
+- Dodge, Gururangan, Card, Schwartz, Smith (2019). Show your work: improved reporting of experimental
+  results. EMNLP. (Expected validation performance as a function of the tuning budget.)
 - Cohen (1988). Statistical Power Analysis for the Behavioral Sciences, 2nd ed. (Power tables.)
 - Chow, Shao, Wang (2008). Sample Size Calculations in Clinical Research, 2nd ed. (Equivalence power.)
 """
@@ -580,6 +583,54 @@ def seeds_needed_similar(diff: float, sd_a: float, sd_b: float, margin: float, a
                                          "unlimited seeds (a larger test set would be needed)")
     return _search(lambda n: equivalence_power(diff, sd_a, sd_b, n, margin, alpha, image_var=image_var), power, max_n,
                    f"(1 - {alpha:g}) interval inside ±{margin:g} with probability {power:g}")
+
+
+# --------------------------------------------------------------------------------------------
+# Tuning budget (Dodge et al. 2019)
+
+
+class BudgetCurve(NamedTuple):
+    """Expected best validation score of n trials for n = 1..N, and its standard deviation."""
+
+    n: np.ndarray     # 1..N
+    mean: np.ndarray  # E[max of n trials]
+    std: np.ndarray   # sqrt(Var[max of n trials])
+
+
+def _max_weights(values, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """The N scores sorted ascending and P(max of n i.i.d. draws is the i-th of them)."""
+    v = np.sort(np.asarray(values, dtype=float).ravel())
+    if v.size == 0 or np.isnan(v).any():
+        raise ValueError(f"expected_max: need at least one score and no NaN, got {v.tolist()}")
+    if not isinstance(n, (int, np.integer)) or n < 1:
+        raise ValueError(f"expected_max: the number of trials n must be a positive integer, got {n!r}")
+    cdf = np.arange(v.size + 1) / v.size
+    return v, cdf[1:] ** n - cdf[:-1] ** n
+
+
+def expected_max(values, n: int) -> float:
+    """Expected best score of ``n`` trials drawn with replacement from the N trials' ``values``.
+
+    Dodge, Gururangan, Card, Schwartz, Smith (2019), "Show Your Work", EMNLP, eq. 1: with the scores
+    sorted ascending, E[max_n] = sum_i v_(i) [(i/N)^n - ((i-1)/N)^n]. Tied scores need no special
+    case: their weights add up to the probability that the maximum takes that value. ``n`` may exceed
+    N (the draws are with replacement); the value then approaches max(values).
+    """
+    v, w = _max_weights(values, n)
+    return float(np.dot(v, w))
+
+
+def expected_max_curve(values) -> BudgetCurve:
+    """:func:`expected_max` for n = 1..N and its standard deviation, sqrt(E[max^2] - E[max]^2)
+    (the band Dodge et al. draw around the curve)."""
+    size = _max_weights(values, 1)[0].size  # checks the scores once
+    ns = np.arange(1, size + 1)
+    means, stds = np.empty(size), np.empty(size)
+    for k, n in enumerate(ns):
+        v, w = _max_weights(values, int(n))
+        means[k] = np.dot(v, w)
+        stds[k] = math.sqrt(max(0.0, float(np.dot(v * v, w)) - means[k] ** 2))
+    return BudgetCurve(ns, means, stds)
 
 
 # --------------------------------------------------------------------------------------------
