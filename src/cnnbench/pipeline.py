@@ -59,9 +59,9 @@ STAGES = {s.name: s for s in (
     Stage("aggregate", "cnnbench --profile {profile} aggregate --runs results/runs --out results/summary",
           "cmd_aggregate"),
     Stage("plot", "cnnbench --profile {profile} plot --runs results/runs --summary results/summary "
-          "--out results/plots", "cmd_plot"),
+          f"--tuning {TUNING} --out results/plots", "cmd_plot"),
     Stage("report", "cnnbench --profile {profile} report --runs results/runs --summary results/summary "
-          "--plots results/plots --out results/report --driver {driver}", "cmd_report",
+          f"--tuning {TUNING} --plots results/plots --out results/report --driver {{driver}}", "cmd_report",
           extra_deps=("src/cnnbench/templates",)),
 )}
 
