@@ -199,7 +199,7 @@ def test_select_device_stops_with_the_diagnosis(monkeypatch) -> None:
 def test_the_full_profile_asks_for_cuda_and_the_cpu_profiles_for_the_cpu() -> None:
     for profile, device in (("full", "cuda"), ("quick", "cpu"), ("smoke", "cpu")):
         cfg = load(PARAMS, profile=profile)
-        assert {cfg.run(v, r).execution.device for v in cfg.variants for r in cfg.recipes} == {device}
+        assert {cfg.run(v, r, s, chosen={"lr": 0.1}).execution.device for v, r, s in cfg.runs} == {device}
     assert load(PARAMS, profile="full").profile_block["train"]["device"] == "cuda"  # explicit, not auto
 
 

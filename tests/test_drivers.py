@@ -89,7 +89,6 @@ def test_every_train_and_evaluate_job_runs_the_same_command_under_both_drivers(t
     env = env_for(tmp_path)
     monkeypatch.setenv("DVC_NO_ANALYTICS", "1")
     cfg = load(repo / "params.yaml")
-    (repo / "dvc.yaml").write_text(pipeline.render_dvc_yaml(cfg))  # the tuning stages of the smoke grid
     snake, dvc = _snakemake_commands(repo, env), _dvc_commands(repo)
     runs = cfg.runs
     pairs = len(cfg.tuning.variants) * len(cfg.tuned_recipes)

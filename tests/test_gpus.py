@@ -342,7 +342,9 @@ def test_sharing_settings_default_to_one_job_per_gpu_and_change_no_run():
     shared = _config(lambda raw: raw["resources"]["train"].update(jobs_per_gpu=4, gpu_mem_mb=6000))
     assert (shared.job_resources("train")["jobs_per_gpu"], shared.job_resources("train")["gpu_mem_mb"]) == (4, 6000)
     assert shared.job_resources("evaluate")["jobs_per_gpu"] == 1
-    assert {r: shared.run(*r).hash for r in shared.runs} == {r: plain.run(*r).hash for r in plain.runs}
+    as_tuned = {"lr": 0.1}  # a tuned run, as if tuning chose 0.1
+    assert {r: shared.run(*r, chosen=as_tuned).hash for r in shared.runs} == \
+        {r: plain.run(*r, chosen=as_tuned).hash for r in plain.runs}
     per_profile = _config(lambda raw: raw["resources"]["profiles"].setdefault("full", {}).update(
         evaluate={"jobs_per_gpu": 3}))
     assert per_profile.job_resources("evaluate")["jobs_per_gpu"] == 3

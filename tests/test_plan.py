@@ -269,11 +269,13 @@ def test_plan_times_a_tuned_run_with_the_chosen_values_once_selected(smoke, tmp_
 
 
 def write_selection(root: Path, variant: str, chosen: dict, recipe: str = "tuned") -> None:
-    from cnnbench.tuning import selection_path
+    """What `cnnbench select` leaves for the tuned runs: chosen.json beside selection.json."""
+    from cnnbench.tuning import chosen_path, selection_path
 
     path = selection_path(root, variant, recipe)
     path.parent.mkdir(parents=True)
     path.write_text(json.dumps({"variant": variant, "recipe": recipe, "chosen": chosen}))
+    chosen_path(root, variant, recipe).write_text(json.dumps(chosen))
 
 
 # --- cnnbench validate ------------------------------------------------------------------------------------------

@@ -139,7 +139,9 @@ def test_a_study_without_tuning_has_no_trials_and_its_dvc_yaml_no_tuning_stages(
     cfg = smoke(edit)
     assert cfg.tuning is None and cfg.trials == [] and cfg.tuned_recipes == []
     text = render_dvc_yaml(cfg)
-    assert "tune-" not in text and "select" not in text and "recipe: ${recipes_in_study}" in text
+    stages = yaml.safe_load(text)["stages"]
+    assert not [s for s in stages if s.startswith(("tune-", "select", "train-tuned-"))], list(stages)
+    assert "recipe: ${recipes_in_study}" in text and "results/tuning" not in stages["plot"]["deps"]
 
 
 # --- selection -----------------------------------------------------------------------------------

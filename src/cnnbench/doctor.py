@@ -122,11 +122,10 @@ def profile_needs(cfg) -> ProfileNeeds:
     """Where the profile's runs execute, read from each run's resolved specification."""
     runs: Counter = Counter()
     precisions: dict = {}
-    for variant in cfg.variants:
-        for recipe in cfg.recipes:
-            x = cfg.run(variant, recipe).execution
-            runs[x.device] += len(cfg.seeds)
-            precisions.setdefault(x.device_kind, set()).add(x.precision)
+    for variant, recipe, _ in cfg.runs:
+        x = cfg.run(variant, recipe, chosen={}).execution  # tuned values never move a run to another device
+        runs[x.device] += 1
+        precisions.setdefault(x.device_kind, set()).add(x.precision)
     return ProfileNeeds(cfg.profile, dict(runs), precisions)
 
 

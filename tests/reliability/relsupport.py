@@ -110,9 +110,19 @@ def make_project(dest: Path, *, git: bool = False, smoke: bool = True) -> Path:
         text = (dest / "params.yaml").read_text()
         text = re.sub(r"(?m)^profile: \w+", "profile: smoke", text)
         (dest / "params.yaml").write_text(re.sub(r"(?m)^seeds: \[.*\]", "seeds: [0]", text))
+        write_dvc_yaml(dest)
     if git:
         git_commit(dest, "study copy", init=True)
     return dest
+
+
+def write_dvc_yaml(root: Path) -> None:
+    """dvc.yaml for the params.yaml in ``root`` (its tuning stages list the profile's grid), as
+    `cnnbench dvc-yaml` writes it."""
+    from cnnbench.config import load
+    from cnnbench.pipeline import render_dvc_yaml
+
+    (Path(root) / "dvc.yaml").write_text(render_dvc_yaml(load(Path(root) / "params.yaml")))
 
 
 def git_commit(repo: Path, message: str, init: bool = False) -> None:

@@ -59,7 +59,7 @@ CASES = {
     "epochs-zero": (_set("profiles.smoke.train.epochs", 0), f"{P}profiles.smoke.train.epochs: 0 is out of range; allowed: >= 1"),
     "unknown-model": (_variant("model", "resnet99"), f"{P}{VK}.model: 'resnet99' is not allowed; allowed values: mobilenet_v2"),
     "unknown-recipe": (_set("recipes_in_study", ["lab", "turbo"]),
-                       f"{P}recipes_in_study.1: 'turbo' is not defined under recipes; allowed values: lab, fast"),
+                       f"{P}recipes_in_study.1: 'turbo' is not defined under recipes or tuning.recipes; allowed values: lab, fast, tuned"),
     "empty-variants": (_empty_variants, f"{P}variants: must not be empty"),
     "batch-larger-than-data": (_set("profiles.smoke.train.batch_size", 512),
                                "train.batch_size 512 is larger than train.train_limit 256"),
