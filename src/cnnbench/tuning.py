@@ -219,7 +219,9 @@ def selection_record(tuning: Tuning, variant: str, recipe: str, trials: list[dic
         "grid": tuning.grid, "budget": tuning.budget, "seeds": list(tuning.seeds),
         **chosen,
         "trials": trials,
-        "tuning_seconds": float(sum(t["seconds"] for t in trials)),
+        # training time, as the runs' is counted (a diverged trial: its time until it stopped)
+        "tuning_seconds": float(sum(t.get("train_seconds", t["seconds"]) for t in trials)),
+        "wall_seconds": float(sum(t["seconds"] for t in trials)),  # each trial's training call, data loading included
         "note": "chosen on the validation split (final epoch); the test split is never read by tuning",
     }
 
