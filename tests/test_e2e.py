@@ -330,10 +330,13 @@ def test_snakemake_new_grid_point_reruns_its_trials_and_only_the_runs_whose_choi
         again = sh(["snakemake", "-n", "--cores", "2", "--config", "profile=smoke"], repo, env)
     changed = [v for (v, _), sel in after.items() if sel["chosen"] != before[(v, "tuned")]["chosen"]]
     retrained = [f"{v}/tuned/0" for v in changed]
-    assert ran_jobs(out.stdout + out.stderr) == sorted([
+    jobs = ran_jobs(out.stdout + out.stderr)
+    # aggregate follows a changed run; without one, Snakemake may still run it (it was planned downstream of
+    # the tuned runs before the selections were made): it reads the runs, which are unchanged
+    assert retrained == [] or "aggregate" in jobs
+    assert [j for j in jobs if j != "aggregate"] == sorted([
         *(f"tune:{v}/tuned/lr0.1/1000" for v in cfg.variants), *(f"select:{v}/tuned" for v in cfg.variants),
-        *(f"train:{r}" for r in retrained), *(f"evaluate:{r}" for r in retrained),
-        *(["aggregate"] if retrained else []), "plot", "report"])
+        *(f"train:{r}" for r in retrained), *(f"evaluate:{r}" for r in retrained), "plot", "report"])
     assert "Nothing to be done" in again.stdout + again.stderr
     print(f"\nnew grid point: {len(changed)} of {len(after)} choices changed: {changed}")
 
