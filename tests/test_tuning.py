@@ -253,3 +253,11 @@ def test_dvc_yaml_has_one_tune_stage_per_point_and_adding_a_point_adds_only_its_
         == {k: v for k, v in doc.items() if k not in ("tune-cifar10", "tune-cifar5", "tune-butterflies", "select")}
     assert "&id" not in render_dvc_yaml(cfg)  # no YAML anchors: each stage reads in full
     assert math.isclose(wider.tuning.grid["lr"][1], 0.1)
+
+
+def test_the_report_header_adds_the_runs_up():
+    from cnnbench.report import runs_count
+
+    assert runs_count(load(PARAMS, profile="smoke")) == "17 variants × 3 recipes × 1 seed(s) = 51 runs"
+    assert runs_count(load(PARAMS, profile="quick")) == \
+        "17 variants × 2 recipes + 7 tuned variants × 1 tuned recipe(s), × 1 seed(s) = 41 runs"

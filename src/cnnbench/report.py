@@ -663,6 +663,18 @@ def dataset_section(cfg: Config, variants: pd.DataFrame, figures: list[dict], ds
     }
 
 
+def runs_count(cfg: Config) -> str:
+    """How the study's runs add up, e.g. "17 variants × 2 recipes + 7 tuned variants × 1 tuned recipe, × 1 seed(s)
+    = 41 runs" (a tuned recipe trains only the variants tuning tunes)."""
+    n = f"{len(cfg.runs)} runs"
+    seeds = f"{len(cfg.seeds)} seed(s)"
+    if all(cfg.runs_under(v, r) for v in cfg.variants for r in cfg.recipes):
+        return f"{len(cfg.variants)} variants × {len(cfg.recipes)} recipes × {seeds} = {n}"
+    fixed = len(cfg.recipes) - len(cfg.tuned_recipes)
+    return (f"{len(cfg.variants)} variants × {fixed} recipes + {len(cfg.tuning.variants)} tuned variants × "
+            f"{len(cfg.tuned_recipes)} tuned recipe(s), × {seeds} = {n}")
+
+
 def build_report(cfg: Config, summary_dir: Path, plots_dir: Path, runs_root: Path, out_dir: Path,
                  context: dict, tuning_root: Path | None = None) -> tuple[Path, Path]:
     """Render ``report.html`` (self-contained: images inline, no external URL) and ``report.md``.
@@ -686,8 +698,7 @@ def build_report(cfg: Config, summary_dir: Path, plots_dir: Path, runs_root: Pat
         "banner": banner(cfg.profile),
         "recipes": cfg.recipes,
         "seeds": cfg.seeds,
-        "n_runs": len(cfg.runs),
-        "n_variants": len(cfg.variants),
+        "runs_count": runs_count(cfg),
         "verdicts": verdict_summary(claims, cfg.recipes),
         "claims": claim_rows(claims, cfg.recipes),
         "lab": lab_rows_table(cfg, variants),
