@@ -42,7 +42,7 @@ def test_repo_params_valid_for_every_profile():
         assert len(cfg.variants_of("cifar5")) == 5 and cfg.prepared_datasets == ["cifar10", "butterflies", "cifar5"]
         assert cfg.recipes == ["lab", "fast", "tuned"] and cfg.tuned_recipes == ["tuned"]
         assert cfg.seeds == ([0, 1, 2] if profile == "full" else [0])
-        tuned = 7 if profile == "quick" else 17  # quick tunes the CIFAR-10 variants only
+        tuned = {"full": 17, "quick": 7, "smoke": 6}[profile]  # quick: the CIFAR-10 variants; smoke: six
         assert len(cfg.runs) == (17 * 2 + tuned) * len(cfg.seeds)
         for v, recipe, seed in cfg.runs:
             resolved = cfg.run(v, recipe, seed, chosen={"lr": 0.1})  # a tuned run: as if tuning chose 0.1

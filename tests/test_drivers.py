@@ -92,7 +92,7 @@ def test_every_train_and_evaluate_job_runs_the_same_command_under_both_drivers(t
     snake, dvc = _snakemake_commands(repo, env), _dvc_commands(repo)
     runs = cfg.runs
     pairs = len(cfg.tuning.variants) * len(cfg.tuned_recipes)
-    assert len(snake) == 2 * len(runs) + len(cfg.trials) + pairs == 2 * 51 + 34 + 17
+    assert len(snake) == 2 * len(runs) + len(cfg.trials) + pairs == 2 * 40 + 12 + 6
     assert snake == dvc
     for variant, recipe, seed in runs:
         assert (f"cnnbench --profile smoke train --variant {variant} --recipe {recipe} --seed {seed} --data "

@@ -141,7 +141,8 @@ def ran_stages(dvc_output: str) -> list[str]:
 
 def assert_study_complete(repo: Path) -> None:
     cfg = study_of(repo)
-    assert len(cfg.runs) == len(cfg.variants) * 3  # smoke: lab, fast and tuned, one seed
+    # smoke: lab and fast for every variant, tuned for the six it tunes; one seed
+    assert len(cfg.runs) == len(cfg.variants) * 2 + len(cfg.tuning.variants)
     for v, recipe, seed in cfg.runs:
         run = repo / "results" / "runs" / v / recipe / f"seed{seed}"
         for f in ("model.pt", "history.csv", "train.json", "metrics.json", "confusion.csv", "predictions.csv"):
@@ -152,7 +153,8 @@ def assert_study_complete(repo: Path) -> None:
         manifest = json.loads((repo / "data/prepared" / ds / "manifest.json").read_text())
         assert manifest["source"]["source"] == "mirror"
     claims = list(csv.DictReader(open(repo / "results/summary/claims.csv")))
-    assert len(claims) == 3 * len(cfg.claims)
+    tuned = [c for c in cfg.claims if {c["a"], c["b"]} <= set(cfg.tuning.variants)]
+    assert len(claims) == 2 * len(cfg.claims) + len(tuned) and len(tuned) == 3  # a claim of each kind of data
     assert_tuning_complete(repo, cfg)
     # one seed: accuracy claims are decided from the test set alone and say so; instability (one value
     # per run) is not tested; every tested claim has a Holm-adjusted p
@@ -298,7 +300,7 @@ def test_snakemake_new_seed_trains_only_its_runs(snakemake_study):
         jobs = _planned(repo, env)
     assert cfg.seeds == [0, 1]
     new = [f"{v}/{recipe}/{seed}" for v, recipe, seed in cfg.runs if seed == 1]
-    assert len(new) == len(cfg.variants) * 3  # every (variant, recipe) at seed 1; no trial reruns
+    assert len(new) == len(cfg.variants) * 2 + len(cfg.tuning.variants)  # every run at seed 1; no trial reruns
     assert not [j for j in jobs if j.endswith("/0")], jobs  # no seed-0 run is retrained or re-evaluated
     assert jobs == sorted([*(f"train:{r}" for r in new), *(f"evaluate:{r}" for r in new),
                            "aggregate", "plot", "report"])
@@ -335,7 +337,8 @@ def test_snakemake_new_grid_point_reruns_its_trials_and_only_the_runs_whose_choi
     # the tuned runs before the selections were made): it reads the runs, which are unchanged
     assert retrained == [] or "aggregate" in jobs
     assert [j for j in jobs if j != "aggregate"] == sorted([
-        *(f"tune:{v}/tuned/lr0.1/1000" for v in cfg.variants), *(f"select:{v}/tuned" for v in cfg.variants),
+        *(f"tune:{v}/tuned/lr0.1/1000" for v in cfg.tuning.variants),
+        *(f"select:{v}/tuned" for v in cfg.tuning.variants),
         *(f"train:{r}" for r in retrained), *(f"evaluate:{r}" for r in retrained), "plot", "report"])
     assert "Nothing to be done" in again.stdout + again.stderr
     print(f"\nnew grid point: {len(changed)} of {len(after)} choices changed: {changed}")
@@ -439,7 +442,7 @@ def test_dvc_module_change_makes_the_stages_that_import_it_stale(dvc_study):
     cfg = study_of(repo)
     expected = {stage(kind, v, r, s) for v, r, s in cfg.runs for kind in ("train", "evaluate")}
     expected |= {tune_stage(v, point, r, s) for v, r, point, s in cfg.trials}
-    assert len(expected) == 2 * len(DVC_VARIANTS) * 3 + len(DVC_VARIANTS) * 2
+    assert len(expected) == 2 * len(DVC_VARIANTS) * 3 + len(DVC_VARIANTS) * 2  # the six smoke tunes are these
     assert stale == expected  # not download, preprocess, specs, select, ...
 
 
@@ -558,6 +561,6 @@ def test_dvc_new_grid_point_reruns_its_trials_and_only_the_runs_whose_choice_cha
     changed = [v for (v, _), sel in after.items() if sel["chosen"] != before[(v, "tuned")]["chosen"]]
     retrained = [stage(kind, v, "tuned", 0) for v in changed for kind in ("train", "evaluate")]
     selects = [f"select@{i}" for i in range(len(after))]
-    assert ran_stages(out.stdout) == sorted([*(tune_stage(v, "lr0.1") for v in cfg.variants), *selects, *retrained,
+    assert ran_stages(out.stdout) == sorted([*(tune_stage(v, "lr0.1") for v in cfg.tuning.variants), *selects, *retrained,
                                              "specs", "aggregate", "plot", "report"]), out.stdout
     print(f"\nnew grid point under DVC: {len(changed)} of {len(after)} choices changed: {changed}")

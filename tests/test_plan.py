@@ -203,9 +203,9 @@ def test_plan_on_the_smoke_profile_times_each_shape_once_and_prints_the_study_to
                  "--json", str(out)]) == 0
     text = capsys.readouterr().out
     result = json.loads(out.read_text())
-    assert len(result["runs"]) == 51 and len(result["trials"]) == 34 and result["slots"] == 2
+    assert len(result["runs"]) == 40 and len(result["trials"]) == 12 and result["slots"] == 2
     # recipes, seeds, tuned values, epochs and dropout change no cost: 10 shapes at 32 px (CIFAR-10, cifar5) and 4
-    # butterfly ones for 51 runs and 34 tuning trials
+    # butterfly ones for 40 runs and 12 tuning trials
     assert len(result["timing"]["shapes"]) == 14
     assert result["startup_seconds"] > 0.5
     for r in result["runs"]:
@@ -217,9 +217,9 @@ def test_plan_on_the_smoke_profile_times_each_shape_once_and_prints_the_study_to
     assert study["seconds"] < study["serial_seconds"]
     assert study["seconds"] >= max(r["seconds"] for r in result["runs"])
     last = text.strip().splitlines()[-1]
-    assert last.startswith("study (profile smoke, 51 runs, 2 parallel jobs on 2 cores): about ")
-    assert " + tuning (34 trials) about " in last
-    assert "tuning: 34 tuning trials: 17 variants x 2 grid points x 1 seed, 1 epoch each" in text
+    assert last.startswith("study (profile smoke, 40 runs, 2 parallel jobs on 2 cores): about ")
+    assert " + tuning (12 trials) about " in last
+    assert "tuning: 12 tuning trials: 6 variants x 2 grid points x 1 seed, 1 epoch each" in text
     assert "cifar10-resnet18/tuned/lr0.05/seed1000" in text
     assert "cifar10: image counts from the official cifar10 split sizes, not prepared here (its first run: 256 " \
            "training images per epoch, 5,000 validation, 10,000 test)" in text
@@ -243,12 +243,12 @@ def test_plan_counts_tuning_trials_apart_in_proportion_to_trials_x_epochs(smoke,
 
     fixed_timing(monkeypatch)
     result = quick_plan(smoke, tmp_path)
-    assert len(result["runs"]) == 51 and len(result["trials"]) == 34        # 17 variants x 2 points x 1 seed
+    assert len(result["runs"]) == 40 and len(result["trials"]) == 12        # 6 variants x 2 points x 1 seed
     assert {t["kind"] for t in result["trials"]} == {"trial"} and {r["kind"] for r in result["runs"]} == {"run"}
     assert {t["epochs"] for t in result["trials"]} == {1}                   # smoke's budget: 1 epoch
     tuning = result["tuning"]
-    assert tuning["trials"] == 34 and tuning["epochs"] == 34
-    assert tuning["text"].startswith("34 tuning trials: 17 variants x 2 grid points x 1 seed, 1 epoch each")
+    assert tuning["trials"] == 12 and tuning["epochs"] == 12
+    assert tuning["text"].startswith("12 tuning trials: 6 variants x 2 grid points x 1 seed, 1 epoch each")
     assert result["study"]["seconds"] > result["study"]["without_tuning_seconds"]
     twice = quick_plan(with_overrides(smoke, ["profiles.smoke.tuning.budget.epochs=2"]), tmp_path)["tuning"]
     assert twice["epochs"] == 68 and twice["seconds"] == pytest.approx(2 * tuning["seconds"])
@@ -306,7 +306,7 @@ def test_validate_shows_the_chosen_values_and_the_run_hash_once_selected(capsys,
     out = validate(capsys)
     line = next(x for x in out.splitlines() if "cifar10-resnet18 / tuned:" in x)
     assert "lr 0.2 chosen by tuning from [0.05, 0.2]" in line and line.endswith(f"hash {expected[:12]}")
-    assert "  34 tuning trials: 17 variants x 2 grid points x 1 seed, 1 epoch each" in out
+    assert "  12 tuning trials: 6 variants x 2 grid points x 1 seed, 1 epoch each" in out
     one = json.loads(validate(capsys, "--variant", "cifar10-resnet18", "--recipe", "tuned"))
     assert one["hash"] == expected != cfg.run("cifar10-resnet18", "tuned", chosen={}).hash
     assert one["tuning"]["chosen"] == {"lr": 0.2} and one["spec"]["train"]["optimizer"]["lr"] == 0.2
@@ -346,9 +346,9 @@ def test_progress_counts_the_runs_with_a_model(smoke, tmp_path):
     (run_dir(runs, "cifar10-gone", "lab", 0)).mkdir(parents=True)  # not a run of the study
     (run_dir(runs, "cifar10-gone", "lab", 0) / "model.pt").write_bytes(b"x")
     assert trained_runs(smoke, runs) == 3
-    assert progress_line(smoke, runs) == "study progress: 3 of 51 runs of profile smoke trained"
+    assert progress_line(smoke, runs) == "study progress: 3 of 40 runs of profile smoke trained"
     # the run about to be (re)trained is not counted
-    assert progress_line(smoke, runs, current=done[0]) == "study progress: 2 of 51 runs of profile smoke trained"
+    assert progress_line(smoke, runs, current=done[0]) == "study progress: 2 of 40 runs of profile smoke trained"
 
 
 def test_train_job_logs_the_study_progress_first(monkeypatch, tmp_path, caplog):
@@ -365,4 +365,4 @@ def test_train_job_logs_the_study_progress_first(monkeypatch, tmp_path, caplog):
         assert main(["--params", str(REPO / "params.yaml"), "--profile", "smoke", "train", "--variant",
                      "butterflies-mobilenet_v2", "--recipe", "fast", "--seed", "0"]) == 0
     assert trained == ["butterflies-mobilenet_v2/fast/seed0"]
-    assert "study progress: 5 of 51 runs of profile smoke trained" in caplog.messages
+    assert "study progress: 5 of 40 runs of profile smoke trained" in caplog.messages
