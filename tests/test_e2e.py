@@ -323,6 +323,7 @@ def test_snakemake_new_grid_point_reruns_its_trials_and_only_the_runs_whose_choi
     study, env = snakemake_study
     repo = tmp_path / "study"
     shutil.copytree(study, repo, symlinks=True)
+    subprocess.run(["git", "checkout", "-q", "--", "params.yaml"], cwd=repo, check=True)  # undo the tests' edits
     before = selections(repo, study_of(repo))
     with params_edited(repo, add_grid_point):
         cfg = study_of(repo)
@@ -547,9 +548,10 @@ def test_dvc_new_grid_point_reruns_its_trials_and_only_the_runs_whose_choice_cha
     """On a copy of the finished study: `cnnbench exp-run`'s dvc.yaml for the wider grid, then dvc repro runs the
     new point's trials, the selections, and only the tuned runs whose chosen value changed."""
     study, env = dvc_study
-    sh(["dvc", "repro"], study, env)  # the tests before may have left edits behind (their repro brings it back)
     repo = tmp_path / "study"
     shutil.copytree(study, repo, symlinks=True)
+    subprocess.run(["git", "checkout", "-q", "--", "params.yaml"], cwd=repo, check=True)  # undo the tests' edits
+    sh(["dvc", "repro"], repo, env)  # ... and bring the copy back to the committed study
     cfg = study_of(repo)
     before = selections(repo, cfg)
     with params_edited(repo, add_grid_point):

@@ -182,7 +182,7 @@ def _tune_all(cfg, prepared: Path, root: Path) -> dict:
 
 
 def _small_study(raw):
-    raw["tuning"]["variants"] = ["cifar10-resnet18"]
+    raw["profiles"]["smoke"]["tuning"]["variants"] = ["cifar10-resnet18"]
     raw["profiles"]["smoke"]["train"].update(train_limit=None, max_batches_per_epoch=3, batch_size=32)
 
 
@@ -258,6 +258,8 @@ def test_dvc_yaml_has_one_tune_stage_per_point_and_adding_a_point_adds_only_its_
 def test_the_report_header_adds_the_runs_up():
     from cnnbench.report import runs_count
 
-    assert runs_count(load(PARAMS, profile="smoke")) == "17 variants × 3 recipes × 1 seed(s) = 51 runs"
+    assert runs_count(load(PARAMS, profile="full")) == "17 variants × 3 recipes × 3 seed(s) = 153 runs"
+    assert runs_count(load(PARAMS, profile="smoke")) == \
+        "17 variants × 2 recipes + 6 tuned variants × 1 tuned recipe(s), × 1 seed(s) = 40 runs"
     assert runs_count(load(PARAMS, profile="quick")) == \
         "17 variants × 2 recipes + 7 tuned variants × 1 tuned recipe(s), × 1 seed(s) = 41 runs"
