@@ -240,7 +240,7 @@ def planned_jobs(dry_run_output: str) -> list[str]:
     """`rule[:wildcard]` for every job in a snakemake dry run."""
     jobs, current = [], None
     for line in dry_run_output.splitlines():
-        m = re.match(r"^(?:local)?rule (\w+):", line.strip())
+        m = re.match(r"^(?:local)?(?:rule|checkpoint) (\w+):", line.strip())
         if m:
             if current:
                 jobs.append(current)
