@@ -263,3 +263,17 @@ def test_the_report_header_adds_the_runs_up():
         "17 variants × 2 recipes + 6 tuned variants × 1 tuned recipe(s), × 1 seed(s) = 40 runs"
     assert runs_count(load(PARAMS, profile="quick")) == \
         "17 variants × 2 recipes + 7 tuned variants × 1 tuned recipe(s), × 1 seed(s) = 41 runs"
+
+
+def test_a_tuned_runs_spec_file_ignores_what_tuning_replaces():
+    """Under DVC a tuned run depends on its spec file and chosen.json: a variant's own lr (replaced by the
+    grid) leaves the spec file as it is; its label smoothing changes it."""
+    from cnnbench.pipeline import _run_doc
+
+    def variant_train(**train):
+        return lambda raw: raw["variants"]["cifar10"]["resnet18"].setdefault("train", {}).update(train)
+
+    base = _run_doc(smoke(), "cifar10-resnet18", "tuned", 0)
+    assert base["spec_before_tuning"]["train"]["optimizer"]["lr"] is None and base["tuned"] == ["lr"]
+    assert _run_doc(smoke(variant_train(optimizer={"lr": 0.02})), "cifar10-resnet18", "tuned", 0) == base
+    assert _run_doc(smoke(variant_train(label_smoothing=0.2)), "cifar10-resnet18", "tuned", 0) != base

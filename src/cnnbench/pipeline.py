@@ -186,7 +186,9 @@ def _run_doc(cfg: Config, variant: str, recipe: str, seed: int) -> dict:
     if recipe not in cfg.tuned_recipes:
         spec = cfg.run(variant, recipe, seed)
         return {"run": spec.run_id, "hash": spec.hash, "spec": spec.to_dict()}
-    spec = cfg.run(variant, recipe, seed, chosen={})
+    # the keys tuning chooses are left blank: a value they would have without tuning (a variant's own lr)
+    # never reaches the run, so it must not make its stage stale either
+    spec = cfg.run(variant, recipe, seed, chosen={key: None for key in cfg.tuning.grid})
     return {"run": spec.run_id, "spec_before_tuning": spec.to_dict(), "tuned": sorted(cfg.tuning.grid),
             "chosen_in": CHOSEN.format(variant=variant, recipe=recipe)}
 
